@@ -1,0 +1,303 @@
+"""The lake: object storage behind one small interface (a local folder by default, ``gs://`` in production).
+
+Readers must never see half a dataset, so every dataset follows write-audit-publish:
+
+1. ``begin_publish`` picks a fresh staging folder ``<dataset>/run=<staging_id>/``;
+2. writers put data files there (each object write is atomic on its own: rename locally, GCS objects
+   are atomic by nature);
+3. ``publish`` checks the files and then replaces ``<dataset>/_MANIFEST.json`` in one atomic step, with
+   an optimistic-concurrency check (a generation precondition on GCS, a lock plus mtime check locally);
+4. readers go through ``read_manifest``/``manifest_files`` only, so an unpublished or killed run is
+   invisible, and a rerun replaces the whole dataset at the moment its manifest lands.
+
+Old staging folders of the same dataset are garbage-collected after a successful publish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import io
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.schema import MANIFEST_NAME
+
+log = logging.getLogger(__name__)
+
+
+class PublishConflict(RuntimeError):
+    """Another writer replaced the pointer between our read and our write."""
+
+
+class ManifestError(RuntimeError):
+    """A manifest is missing, malformed, or names files that are not there."""
+
+
+@dataclass(frozen=True)
+class PointerVersion:
+    """The content of a pointer object (manifest or champion) and its generation (0 = absent)."""
+
+    content: dict[str, Any] | None
+    generation: int
+
+
+class Lake:
+    """Object storage rooted at ``url`` (a local path, ``file://`` or ``gs://bucket/prefix``)."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.protocol = "gs" if self.url.startswith("gs://") else "file"
+        if self.protocol == "gs":
+            # gcsfs probes a gRPC control API per bucket unless told not to; against emulators every
+            # probe waits ~60 s. It must be set before gcsfs is imported.
+            os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+            self.root = self.url[len("gs://") :]
+        else:
+            self.root = str(Path(self.url.removeprefix("file://")).resolve())
+        self.fs = fsspec.filesystem(self.protocol, **(storage_options or {}))
+        self._gcs_bucket = None
+
+    def __repr__(self) -> str:
+        return f"Lake({self.url!r})"
+
+    # -- paths -------------------------------------------------------------------------------------
+    def path(self, rel: str) -> str:
+        """Filesystem path (no protocol) of ``rel``."""
+        return f"{self.root}/{rel.strip('/')}" if rel else self.root
+
+    def uri(self, rel: str) -> str:
+        """Full URL of ``rel``, as a user would paste it."""
+        return f"gs://{self.path(rel)}" if self.protocol == "gs" else self.path(rel)
+
+    # -- plain objects -----------------------------------------------------------------------------
+    def exists(self, rel: str) -> bool:
+        return bool(self.fs.exists(self.path(rel)))
+
+    def ls(self, rel: str) -> list[str]:
+        """Names (not paths) directly under ``rel``; empty when it does not exist."""
+        full = self.path(rel)
+        if not self.fs.exists(full):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(full, detail=False))
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self.path(rel))
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write one object atomically (temp file + rename locally; single object upload on GCS)."""
+        full = self.path(rel)
+        if self.protocol == "file":
+            Path(full).parent.mkdir(parents=True, exist_ok=True)
+            tmp = f"{full}.tmp-{uuid.uuid4().hex}"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, full)
+        else:
+            self.fs.pipe_file(full, data)
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+    def write_parquet(self, rel: str, table: pa.Table) -> None:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self.write_bytes(rel, buf.getvalue())
+
+    def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        with self.fs.open(self.path(rel), "rb") as fh:
+            return pq.read_table(fh, columns=columns)
+
+    def rm(self, rel: str) -> None:
+        full = self.path(rel)
+        if self.fs.exists(full):
+            self.fs.rm(full, recursive=True)
+
+    def put_dir(self, local_dir: str | Path, rel: str) -> None:
+        """Upload a local folder (e.g. a saved model) under ``rel``."""
+        local_dir = Path(local_dir)
+        for file in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+            self.write_bytes(f"{rel}/{file.relative_to(local_dir).as_posix()}", file.read_bytes())
+
+    def get_dir(self, rel: str, local_dir: str | Path) -> Path:
+        """Download everything under ``rel`` into ``local_dir``; return it."""
+        local_dir = Path(local_dir)
+        base = self.path(rel)
+        found = self.fs.find(base)
+        if not found:
+            raise FileNotFoundError(f"nothing under {self.uri(rel)}")
+        for full in found:
+            target = local_dir / full[len(base) :].lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.fs.cat_file(full))
+        return local_dir
+
+    # -- pointers: small JSON objects replaced atomically with a generation check --------------------
+    def read_pointer(self, rel: str) -> PointerVersion:
+        if self.protocol == "gs":
+            blob = self._bucket().get_blob(self._blob_name(rel))
+            if blob is None:
+                return PointerVersion(None, 0)
+            return PointerVersion(json.loads(blob.download_as_bytes()), int(blob.generation))
+        full = Path(self.path(rel))
+        try:
+            stat = full.stat()
+            return PointerVersion(json.loads(full.read_bytes()), stat.st_mtime_ns)
+        except FileNotFoundError:
+            return PointerVersion(None, 0)
+
+    def write_pointer(self, rel: str, content: dict[str, Any], if_generation_match: int | None) -> None:
+        """Replace the pointer ``rel`` with ``content`` atomically.
+
+        Args:
+            if_generation_match: the generation read before deciding to write (0 = must not exist), or
+                None to overwrite unconditionally.
+
+        Raises:
+            PublishConflict: the pointer changed since it was read.
+        """
+        data = json.dumps(content, indent=2, sort_keys=True, default=str).encode()
+        if self.protocol == "gs":
+            from google.api_core.exceptions import PreconditionFailed
+
+            blob = self._bucket().blob(self._blob_name(rel))
+            try:
+                # Small pointer objects go up as one multipart upload, where GCS enforces the precondition.
+                blob.upload_from_string(
+                    data, content_type="application/json", if_generation_match=if_generation_match
+                )
+            except PreconditionFailed as exc:
+                raise PublishConflict(f"{self.uri(rel)} changed while publishing") from exc
+            return
+        full = Path(self.path(rel))
+        full.parent.mkdir(parents=True, exist_ok=True)
+        with self._local_lock(full):
+            if if_generation_match is not None:
+                current = full.stat().st_mtime_ns if full.exists() else 0
+                if current != if_generation_match:
+                    raise PublishConflict(f"{full} changed while publishing")
+            self.write_bytes(rel, data)
+
+    @contextlib.contextmanager
+    def _local_lock(self, target: Path) -> Iterator[None]:
+        with open(f"{target}.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _bucket(self):
+        if self._gcs_bucket is None:
+            from google.cloud import storage
+
+            if os.environ.get("STORAGE_EMULATOR_HOST"):
+                from google.auth.credentials import AnonymousCredentials
+
+                client = storage.Client(project="nightfeed-local", credentials=AnonymousCredentials())
+            else:
+                client = storage.Client()
+            self._gcs_bucket = client.bucket(self.root.split("/", 1)[0])
+        return self._gcs_bucket
+
+    def _blob_name(self, rel: str) -> str:
+        return self.path(rel).split("/", 1)[1]
+
+    # -- datasets published by manifest --------------------------------------------------------------
+    def begin_publish(self, dataset: str, staging_id: str | None = None) -> str:
+        """Return the staging folder (relative) for a new version of ``dataset``."""
+        staging_id = staging_id or new_staging_id()
+        if "/" in staging_id or not staging_id:
+            raise ValueError(f"staging_id must be a plain non-empty name, got {staging_id!r}")
+        return f"{dataset}/run={staging_id}"
+
+    def publish(
+        self,
+        dataset: str,
+        staging: str,
+        files: list[str],
+        metadata: dict[str, Any] | None = None,
+        expected_generation: int | None = None,
+    ) -> dict[str, Any]:
+        """Make ``files`` (names inside ``staging``) the visible content of ``dataset``.
+
+        Args:
+            dataset: relative folder of the dataset, e.g. ``candidates/ds=2026-11-22``.
+            staging: the folder returned by :meth:`begin_publish`, holding the files.
+            files: every file name that belongs to this version; each must exist.
+            metadata: extra facts stored in the manifest (row counts, model versions, ...).
+            expected_generation: generation of the manifest read before the run started; None means
+                "whatever is there now" (read just before writing).
+
+        Returns:
+            The manifest written.
+
+        Raises:
+            ManifestError: a listed file is missing.
+            PublishConflict: another run published this dataset in the meantime.
+        """
+        if not staging.startswith(f"{dataset}/run="):
+            raise ValueError(f"staging {staging!r} is not a staging folder of {dataset!r}")
+        missing = [f for f in files if not self.exists(f"{staging}/{f}")]
+        if missing:
+            raise ManifestError(f"cannot publish {self.uri(dataset)}: missing files {missing}")
+        current = self.read_pointer(f"{dataset}/{MANIFEST_NAME}")
+        generation = current.generation if expected_generation is None else expected_generation
+        manifest = {
+            "dataset": dataset,
+            "staging": staging.rsplit("/", 1)[1],
+            "files": sorted(files),
+            "published_at": dt.datetime.now(dt.UTC).isoformat(),
+            "metadata": metadata or {},
+        }
+        self.write_pointer(f"{dataset}/{MANIFEST_NAME}", manifest, if_generation_match=generation)
+        self._collect_garbage(dataset, keep=manifest["staging"])
+        log.info("published %s (%d files)", self.uri(dataset), len(files))
+        return manifest
+
+    def read_manifest(self, dataset: str) -> dict[str, Any]:
+        """The published manifest of ``dataset``.
+
+        Raises:
+            ManifestError: nothing has been published there.
+        """
+        pointer = self.read_pointer(f"{dataset}/{MANIFEST_NAME}")
+        if pointer.content is None:
+            raise ManifestError(f"{self.uri(dataset)} has no published manifest")
+        return pointer.content
+
+    def manifest_files(self, dataset: str) -> list[str]:
+        """Relative paths of the published files of ``dataset``."""
+        manifest = self.read_manifest(dataset)
+        return [f"{dataset}/run={manifest['staging']}/{name}" for name in manifest["files"]]
+
+    def is_published(self, dataset: str) -> bool:
+        return self.read_pointer(f"{dataset}/{MANIFEST_NAME}").content is not None
+
+    def _collect_garbage(self, dataset: str, keep: str) -> None:
+        # Staging ids sort by time: older folders are superseded or abandoned; newer ones may belong to a
+        # run still writing, so they are left alone.
+        for name in self.ls(dataset):
+            if name.startswith("run=") and name < f"run={keep}":
+                self.rm(f"{dataset}/{name}")
+
+
+def new_staging_id() -> str:
+    """A staging id that sorts by time and never repeats."""
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,225 @@
+"""Typed settings for Nightfeed: one object, read from a YAML file and ``NIGHTFEED_*`` variables.
+
+Precedence (highest first): per-run overrides (DAG params, CLI flags) > environment variables
+(``NIGHTFEED_WAREHOUSE=bigquery``, nested with ``__``: ``NIGHTFEED_CANDIDATES__TOP_K=50``) > the YAML
+file named by ``NIGHTFEED_CONFIG`` > defaults. The defaults are the embedded mode: DuckDB in the repo's
+``data/`` folder and a local folder as the lake, so a new user needs no cloud account.
+
+Nothing here touches the environment or the disk at import time; call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPO_ROOT / "data"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorldConfig(_Section):
+    """Size and shape of the synthetic developer-news world."""
+
+    n_users: int = Field(1500, ge=10)
+    n_items: int = Field(2500, ge=10)
+    n_days: int = Field(35, ge=3, description="days of event history ending at the run date")
+    n_topics: int = Field(12, ge=2)
+    impressions_per_active_user_day: int = Field(12, ge=1)
+    daily_active_fraction: float = Field(0.35, gt=0, le=1)
+    bad_row_fraction: float = Field(0.002, ge=0, lt=1, description="share of raw rows made malformed")
+    seed: int = 7
+
+
+class QualityConfig(_Section):
+    max_bad_fraction: float = Field(
+        0.01, ge=0, le=1, description="fail the run when more than this share of a day's raw rows is bad"
+    )
+    max_future_skew_minutes: int = Field(10, ge=0, description="event time allowed past the end of ds")
+
+
+class TwoTowerConfig(_Section):
+    embedding_dim: int = Field(64, ge=4)
+    id_embedding_dim: int = Field(32, ge=4)
+    text_tokens: int = Field(5000, ge=100)
+    text_sequence_length: int = Field(24, ge=4)
+    history_length: int = Field(20, ge=1)
+    oov_buckets: int = Field(64, ge=1)
+    temperature: float = Field(0.1, gt=0)
+    learnable_temperature: bool = False
+    batch_size: int = Field(512, ge=8)
+    epochs: int = Field(4, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    train_days: int = Field(21, ge=1)
+    eval_days: int = Field(3, ge=1)
+    max_examples_per_user: int = Field(200, ge=1)
+    logq_correction: bool = True
+    remove_accidental_hits: bool = True
+    mixed_negatives: int = Field(256, ge=0, description="extra uniformly sampled corpus items per batch")
+    hard_negatives: int = Field(0, ge=0, description="top-scoring in-batch negatives kept per row; 0 = off")
+    seed: int = 42
+
+
+class EvaluationConfig(_Section):
+    ks: list[int] = Field(default_factory=lambda: [10, 50, 100])
+    popularity_window_days: int = Field(7, ge=1)
+    max_eval_users: int = Field(2000, ge=10)
+
+
+class BlessingConfig(_Section):
+    metric: str = "recall_at_50"
+    tolerance: float = Field(0.01, ge=0, description="a challenger may trail the champion by this much")
+    floor: float = Field(0.02, ge=0, description="absolute minimum of the metric for any model")
+
+
+class IndexConfig(_Section):
+    num_neighbors: int = Field(500, ge=1)
+    min_recall: float = Field(0.95, ge=0, le=1)
+    recall_k: int = Field(100, ge=1)
+    recall_sample_queries: int = Field(1000, ge=10)
+    brute_force_below: int = Field(
+        20000, ge=0, description="catalogs smaller than this use exact ScaNN brute force"
+    )
+    leaves_per_sqrt_items: float = Field(2.0, gt=0, description="num_leaves = this * sqrt(n)")
+    leaves_to_search_fraction: float = Field(0.1, gt=0, le=1)
+    reorder_multiplier: int = Field(4, ge=1, description="reorder = multiplier * num_neighbors")
+
+
+class CandidatesConfig(_Section):
+    num_shards: int = Field(4, ge=1, le=4096)
+    top_n: int = Field(500, ge=1, description="retrieved per user before filtering")
+    top_k: int = Field(100, ge=1, description="published per user")
+    max_item_age_days: int = Field(30, ge=1)
+    user_batch_size: int = Field(2048, ge=1)
+
+
+class RankerConfig(_Section):
+    num_leaves: int = Field(31, ge=2)
+    learning_rate: float = Field(0.05, gt=0)
+    num_boost_round: int = Field(200, ge=1)
+    early_stopping_rounds: int = Field(20, ge=1)
+    train_days: int = Field(14, ge=1)
+    eval_days: int = Field(3, ge=1)
+    retrieval_depth: int = Field(100, ge=1, description="two-tower candidates scored per impression user")
+    seed: int = 42
+
+
+class DiversifyConfig(_Section):
+    mmr_lambda: float = Field(0.8, ge=0, le=1, description="1 = pure relevance, 0 = pure novelty")
+    mmr_depth: int = Field(50, ge=1, description="slots filled by MMR; the rest keep ranker order")
+    max_per_source_top: int = Field(2, ge=1)
+    max_per_author_top: int = Field(1, ge=1)
+    cap_window: int = Field(5, ge=1, description="the caps apply within the first this-many slots")
+    exploration_slot: int | None = Field(
+        8, ge=1, description="1-based slot given to a fresh under-exposed item; None disables"
+    )
+    seed: int = 11
+
+
+class DigestConfig(_Section):
+    items_per_digest: int = Field(8, ge=1)
+    min_fresh_candidates: int = Field(3, ge=1)
+    sender: str = "Nightfeed <digest@nightfeed.example>"
+    base_url: str = "https://nightfeed.example"
+    unsubscribe_url: str = "https://nightfeed.example/unsubscribe"
+    send_hour_local: int = Field(7, ge=0, le=23)
+
+
+class Settings(BaseSettings):
+    """All of Nightfeed's configuration. Defaults give the embedded single-machine setup."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NIGHTFEED_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    warehouse: Literal["duckdb", "bigquery"] = "duckdb"
+    duckdb_path: Path | None = Field(None, description="defaults to <data_dir>/warehouse.duckdb")
+    bigquery_project: str | None = None
+    bigquery_dataset: str = "nightfeed"
+    bigquery_location: str = "US"
+    bigquery_api_endpoint: str | None = Field(None, description="set only to use an emulator")
+    lake: str | None = Field(None, description="fsspec URL; gs://bucket/prefix in production")
+
+    world: WorldConfig = Field(default_factory=WorldConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    two_tower: TwoTowerConfig = Field(default_factory=TwoTowerConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    blessing: BlessingConfig = Field(default_factory=BlessingConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
+    ranker: RankerConfig = Field(default_factory=RankerConfig)
+    diversify: DiversifyConfig = Field(default_factory=DiversifyConfig)
+    digest: DigestConfig = Field(default_factory=DigestConfig)
+
+    @model_validator(mode="after")
+    def _check_backends(self) -> Settings:
+        if self.warehouse == "bigquery" and not self.bigquery_project:
+            raise ValueError("warehouse=bigquery needs bigquery_project (NIGHTFEED_BIGQUERY_PROJECT)")
+        return self
+
+    @property
+    def duckdb_file(self) -> Path:
+        return self.duckdb_path or self.data_dir / "warehouse.duckdb"
+
+    @property
+    def lake_url(self) -> str:
+        return self.lake or str(self.data_dir / "lake")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("NIGHTFEED_CONFIG")
+        if config_file:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"NIGHTFEED_CONFIG={config_file!r} is not a file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    def with_overrides(self, overrides: dict[str, Any] | None) -> Settings:
+        """Return a validated copy with ``overrides`` (nested dicts) merged over these settings.
+
+        Raises:
+            pydantic.ValidationError: an override names an unknown field or has a bad value.
+        """
+        if not overrides:
+            return self
+        merged = _deep_merge(self.model_dump(), overrides)
+        return Settings.model_validate(merged)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from defaults, the YAML file and the environment, then apply ``overrides``."""
+    return Settings().with_overrides(overrides or None)

@@ -1,0 +1,373 @@
+"""The warehouse: BigQuery in production, DuckDB embedded, behind one interface.
+
+SQL is written once, in BigQuery dialect, in ``sql/**.sql``: one ``select`` per file, templated with
+Jinja on ``ds`` (``{{ ds }}``), table references (``{{ ref('stg_events') }}``) and typed parameters
+(``{{ params.window_days }}``). The DuckDB backend transpiles it with sqlglot. Materialisation (create,
+replace a ``ds`` partition whole, load rows) is built here from sqlglot expressions, never from
+string formatting, so a rerun of a day replaces that day and nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from pipelines.schema import PARTITION_COLUMN, RAW_SCHEMAS, SQL_DIR, SqlModel, check_ds
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SqlError(RuntimeError):
+    """A SQL file failed to render, parse or run; the message names the file."""
+
+
+_JINJA = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(SQL_DIR)),
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+    keep_trailing_newline=True,
+)
+
+
+def _check_param(name: str, value: Any) -> Any:
+    # Parameters are substituted into SQL text, so only plain typed scalars are allowed.
+    if isinstance(value, bool) or value is None:
+        raise SqlError(f"SQL parameter {name!r} must be an int, float, date or simple name, got {value!r}")
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, str) and value.replace("_", "").replace("-", "").isalnum():
+        return value
+    raise SqlError(f"SQL parameter {name!r} has an unsafe value {value!r}")
+
+
+class Warehouse(ABC):
+    """Runs BigQuery-dialect SQL files and materialises their results as (partitioned) tables."""
+
+    dialect: str
+
+    # -- naming and rendering ------------------------------------------------------------------------
+    @abstractmethod
+    def table_ref(self, name: str) -> str:
+        """Fully qualified reference to table ``name``, as it appears in BigQuery-dialect SQL."""
+
+    def render(self, sql_path: str | Path, ds: str, **params: Any) -> str:
+        """Render ``sql/<sql_path>`` for ``ds`` into BigQuery-dialect SQL.
+
+        Raises:
+            SqlError: the file is missing or uses an undefined name or unsafe parameter.
+        """
+        rel = str(Path(sql_path).relative_to(SQL_DIR)) if Path(sql_path).is_absolute() else str(sql_path)
+        try:
+            template = _JINJA.get_template(rel)
+            return template.render(
+                ds=check_ds(ds),
+                ref=self.table_ref,
+                params={k: _check_param(k, v) for k, v in params.items()},
+            )
+        except jinja2.TemplateError as exc:
+            raise SqlError(f"sql/{rel}: {exc}") from exc
+
+    def compile(self, bigquery_sql: str, origin: str = "<sql>") -> str:
+        """Translate BigQuery-dialect SQL into this backend's dialect."""
+        if self.dialect == "bigquery":
+            return bigquery_sql
+        try:
+            statements = sqlglot.transpile(bigquery_sql, read="bigquery", write=self.dialect, pretty=True)
+        except sqlglot.errors.ParseError as exc:
+            raise SqlError(f"{origin}: not valid BigQuery SQL: {exc}") from exc
+        if len(statements) != 1:
+            raise SqlError(f"{origin}: expected one statement, found {len(statements)}")
+        return statements[0]
+
+    # -- running -------------------------------------------------------------------------------------
+    def query_file(self, sql_path: str, ds: str, **params: Any) -> pa.Table:
+        """Run the ``select`` in ``sql/<sql_path>`` for ``ds`` and return its rows."""
+        sql = self.compile(self.render(sql_path, ds, **params), origin=f"sql/{sql_path}")
+        try:
+            return self._query_arrow(sql)
+        except Exception as exc:
+            raise SqlError(f"sql/{sql_path} failed for ds={ds}: {exc}") from exc
+
+    def run_model(self, model: SqlModel, ds: str, **params: Any) -> int:
+        """Materialise ``model`` for ``ds``: replace its ``ds`` partition (or the whole table).
+
+        Returns:
+            The number of rows now in that partition (or table).
+        """
+        select_sql = self.compile(self.render(model.path, ds, **params), origin=f"sql/{model.path}")
+        started = time.perf_counter()
+        try:
+            rows = self._replace(model.name, select_sql, ds if model.partitioned else None)
+        except Exception as exc:
+            raise SqlError(f"sql/{model.path} failed for ds={ds}: {exc}") from exc
+        log.info("%s ds=%s: %d rows in %.2fs", model.name, ds, rows, time.perf_counter() - started)
+        return rows
+
+    def load_raw(self, table: str, rows: pa.Table, ds: str) -> int:
+        """Replace partition ``ds`` of raw table ``table`` with ``rows`` (its schema is checked).
+
+        Raises:
+            ValueError: unknown raw table, or ``rows`` does not match the raw schema or has other ds.
+        """
+        if table not in RAW_SCHEMAS:
+            raise ValueError(f"unknown raw table {table!r}; expected one of {sorted(RAW_SCHEMAS)}")
+        schema = RAW_SCHEMAS[table]
+        if rows.schema.names != schema.names:
+            raise ValueError(f"{table}: columns {rows.schema.names} do not match {schema.names}")
+        rows = rows.cast(schema)
+        day = dt.date.fromisoformat(check_ds(ds))
+        other = set(rows.column(PARTITION_COLUMN).to_pylist()) - {day}
+        if other:
+            raise ValueError(f"{table}: rows for ds={ds} carry other ds values {sorted(other)[:3]}")
+        return self._load_partition(table, rows, ds)
+
+    @abstractmethod
+    def _query_arrow(self, sql: str) -> pa.Table: ...
+
+    @abstractmethod
+    def _replace(self, table: str, select_sql: str, ds: str | None) -> int: ...
+
+    @abstractmethod
+    def _load_partition(self, table: str, rows: pa.Table, ds: str) -> int: ...
+
+    @abstractmethod
+    def table_exists(self, name: str) -> bool: ...
+
+    def query(self, bigquery_sql: str) -> pa.Table:
+        """Run an ad-hoc BigQuery-dialect query (tests, tools); pipelines use ``query_file``."""
+        return self._query_arrow(self.compile(bigquery_sql))
+
+    def partitions(self, table: str) -> list[str]:
+        """The ``ds`` values present in ``table``, ascending."""
+        if not self.table_exists(table):
+            return []
+        tbl = exp.to_table(self.table_ref(table), dialect="bigquery")
+        q = (
+            exp.select(exp.column(PARTITION_COLUMN))
+            .distinct()
+            .from_(tbl)
+            .order_by(exp.column(PARTITION_COLUMN))
+        )
+        rows = self.query(q.sql(dialect="bigquery")).column(0).to_pylist()
+        return [d.isoformat() for d in rows]
+
+    def close(self) -> None:  # noqa: B027 - optional for backends
+        """Release connections."""
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _replace_statements(table: exp.Table, select_sql: str, dialect: str, ds: str | None) -> list[str]:
+    """Statements that create ``table`` if needed and replace partition ``ds`` (or all rows)."""
+    select = sqlglot.parse_one(select_sql, read=dialect)
+    empty = exp.select("*").from_(select.subquery("src")).where(exp.false())
+    create = exp.Create(this=table, kind="TABLE", exists=True, expression=empty)
+    if ds is not None and dialect == "bigquery":
+        create.set(
+            "properties",
+            exp.Properties(expressions=[exp.PartitionedByProperty(this=exp.column(PARTITION_COLUMN))]),
+        )
+    where = (
+        exp.EQ(this=exp.column(PARTITION_COLUMN), expression=exp.cast(exp.Literal.string(ds), "DATE"))
+        if ds is not None
+        else exp.true()
+    )
+    delete = exp.delete(table, where=where)
+    insert = exp.insert(exp.select("*").from_(select.subquery("src")), table)
+    return [s.sql(dialect=dialect) for s in (create, delete, insert)]
+
+
+class DuckDBWarehouse(Warehouse):
+    """The embedded warehouse: a DuckDB file, one writer process at a time."""
+
+    dialect = "duckdb"
+
+    def __init__(self, path: str | Path, read_only: bool = False, lock_timeout_s: float = 600.0) -> None:
+        import duckdb
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + lock_timeout_s
+        while True:
+            try:
+                self.con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                # Another Airflow task holds the file; DuckDB allows one writer process.
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+        self.con.execute("set preserve_insertion_order = true")
+
+    def table_ref(self, name: str) -> str:
+        return f"`{name}`"
+
+    def _query_arrow(self, sql: str) -> pa.Table:
+        return self.con.sql(sql).to_arrow_table()
+
+    def _replace(self, table: str, select_sql: str, ds: str | None) -> int:
+        tbl = exp.to_table(table)
+        statements = _replace_statements(tbl, select_sql, "duckdb", ds)
+        self.con.execute("begin transaction")
+        try:
+            for stmt in statements:
+                self.con.execute(stmt)
+            self.con.execute("commit")
+        except Exception:
+            self.con.execute("rollback")
+            raise
+        return self._count(table, ds)
+
+    def _load_partition(self, table: str, rows: pa.Table, ds: str) -> int:
+        self.con.register("_nightfeed_load", rows)
+        try:
+            return self._replace(table, "select * from _nightfeed_load", ds)
+        finally:
+            self.con.unregister("_nightfeed_load")
+
+    def _count(self, table: str, ds: str | None) -> int:
+        q = exp.select("count(*)").from_(exp.to_table(table))
+        if ds is not None:
+            q = q.where(
+                exp.EQ(this=exp.column(PARTITION_COLUMN), expression=exp.cast(exp.Literal.string(ds), "DATE"))
+            )
+        return int(self.con.execute(q.sql(dialect="duckdb")).fetchone()[0])
+
+    def table_exists(self, name: str) -> bool:
+        found = self.con.execute(
+            "select count(*) from information_schema.tables where table_name = ?", [name]
+        ).fetchone()
+        return bool(found and found[0])
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class BigQueryWarehouse(Warehouse):
+    """Google BigQuery through the official client; tables live in ``project.dataset``."""
+
+    dialect = "bigquery"
+
+    def __init__(
+        self, project: str, dataset: str, location: str = "US", api_endpoint: str | None = None
+    ) -> None:
+        from google.cloud import bigquery
+
+        self._bq = bigquery
+        kwargs: dict[str, Any] = {"project": project, "location": location}
+        if api_endpoint:
+            # A local emulator: no credentials, explicit endpoint.
+            from google.api_core.client_options import ClientOptions
+            from google.auth.credentials import AnonymousCredentials
+
+            kwargs["credentials"] = AnonymousCredentials()
+            kwargs["client_options"] = ClientOptions(api_endpoint=api_endpoint)
+        self.client = bigquery.Client(**kwargs)
+        self.project, self.dataset = project, dataset
+        self.client.create_dataset(f"{project}.{dataset}", exists_ok=True)
+
+    def table_ref(self, name: str) -> str:
+        return f"`{self.project}.{self.dataset}.{name}`"
+
+    def _query_arrow(self, sql: str) -> pa.Table:
+        return self.client.query(sql).result().to_arrow(create_bqstorage_client=False)
+
+    def _replace(self, table: str, select_sql: str, ds: str | None) -> int:
+        tbl = exp.to_table(f"{self.project}.{self.dataset}.{table}", dialect="bigquery")
+        create, delete, insert = _replace_statements(tbl, select_sql, "bigquery", ds)
+        # One multi-statement job: the delete and insert commit together, so readers never see the
+        # partition empty or doubled.
+        script = ";\n".join([create, "BEGIN TRANSACTION", delete, insert, "COMMIT TRANSACTION"]) + ";"
+        self.client.query(script).result()
+        return self._count(table, ds)
+
+    def _load_partition(self, table: str, rows: pa.Table, ds: str) -> int:
+        bq = self._bq
+        staging = f"_load_{table}_{ds.replace('-', '')}"
+        staging_id = f"{self.project}.{self.dataset}.{staging}"
+        job_config = bq.LoadJobConfig(
+            schema=bigquery_schema(rows.schema),
+            write_disposition=bq.WriteDisposition.WRITE_TRUNCATE,
+            source_format=bq.SourceFormat.PARQUET,
+        )
+        self.client.create_table(bq.Table(staging_id, schema=job_config.schema), exists_ok=True)
+        self.client.load_table_from_dataframe(rows.to_pandas(), staging_id, job_config=job_config).result()
+        try:
+            staged = exp.select("*").from_(exp.to_table(staging_id, dialect="bigquery"))
+            return self._replace(table, staged.sql(dialect="bigquery"), ds)
+        finally:
+            self.client.delete_table(staging_id, not_found_ok=True)
+
+    def _count(self, table: str, ds: str | None) -> int:
+        q = exp.select("count(*)").from_(
+            exp.to_table(f"{self.project}.{self.dataset}.{table}", dialect="bigquery")
+        )
+        if ds is not None:
+            q = q.where(
+                exp.EQ(this=exp.column(PARTITION_COLUMN), expression=exp.cast(exp.Literal.string(ds), "DATE"))
+            )
+        return int(self._query_arrow(q.sql(dialect="bigquery")).column(0)[0].as_py())
+
+    def table_exists(self, name: str) -> bool:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            self.client.get_table(f"{self.project}.{self.dataset}.{name}")
+            return True
+        except NotFound:
+            return False
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def bigquery_schema(schema: pa.Schema) -> list[Any]:
+    """BigQuery ``SchemaField``s for an Arrow schema (lists become REPEATED)."""
+    from google.cloud import bigquery
+
+    scalar = {
+        pa.string(): "STRING",
+        pa.int64(): "INT64",
+        pa.int32(): "INT64",
+        pa.float64(): "FLOAT64",
+        pa.float32(): "FLOAT64",
+        pa.bool_(): "BOOL",
+        pa.date32(): "DATE",
+        pa.timestamp("us", tz="UTC"): "TIMESTAMP",
+    }
+    fields = []
+    for field in schema:
+        if pa.types.is_list(field.type):
+            fields.append(bigquery.SchemaField(field.name, scalar[field.type.value_type], mode="REPEATED"))
+        else:
+            fields.append(bigquery.SchemaField(field.name, scalar[field.type], mode="NULLABLE"))
+    return fields
+
+
+def open_warehouse(settings: Settings, read_only: bool = False) -> Warehouse:
+    """The warehouse the settings name."""
+    if settings.warehouse == "bigquery":
+        assert settings.bigquery_project  # checked by Settings
+        return BigQueryWarehouse(
+            settings.bigquery_project,
+            settings.bigquery_dataset,
+            settings.bigquery_location,
+            settings.bigquery_api_endpoint,
+        )
+    return DuckDBWarehouse(settings.duckdb_file, read_only=read_only)
