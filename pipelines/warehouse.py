@@ -173,6 +173,10 @@ class Warehouse(ABC):
         self.close()
 
 
+def _ds_equals(ds: str) -> exp.Expression:
+    return exp.EQ(this=exp.column(PARTITION_COLUMN), expression=exp.cast(exp.Literal.string(ds), "DATE"))
+
+
 def _replace_statements(table: exp.Table, select_sql: str, dialect: str, ds: str | None) -> list[str]:
     """Statements that create ``table`` if needed and replace partition ``ds`` (or all rows)."""
     select = sqlglot.parse_one(select_sql, read=dialect)
@@ -183,11 +187,7 @@ def _replace_statements(table: exp.Table, select_sql: str, dialect: str, ds: str
             "properties",
             exp.Properties(expressions=[exp.PartitionedByProperty(this=exp.column(PARTITION_COLUMN))]),
         )
-    where = (
-        exp.EQ(this=exp.column(PARTITION_COLUMN), expression=exp.cast(exp.Literal.string(ds), "DATE"))
-        if ds is not None
-        else exp.true()
-    )
+    where = _ds_equals(ds) if ds is not None else exp.true()
     delete = exp.delete(table, where=where)
     insert = exp.insert(exp.select("*").from_(select.subquery("src")), table)
     return [s.sql(dialect=dialect) for s in (create, delete, insert)]
