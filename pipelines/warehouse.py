@@ -149,6 +149,13 @@ class Warehouse(ABC):
         """Run an ad-hoc BigQuery-dialect query (tests, tools); pipelines use ``query_file``."""
         return self._query_arrow(self.compile(bigquery_sql))
 
+    def count_rows(self, table: str, ds: str | None = None) -> int:
+        """Rows in ``table``, or in its partition ``ds``."""
+        q = exp.select("count(*)").from_(exp.to_table(self.table_ref(table), dialect="bigquery"))
+        if ds is not None:
+            q = q.where(_ds_equals(ds))
+        return int(self.query(q.sql(dialect="bigquery")).column(0)[0].as_py())
+
     def partitions(self, table: str) -> list[str]:
         """The ``ds`` values present in ``table``, ascending."""
         if not self.table_exists(table):
@@ -232,7 +239,7 @@ class DuckDBWarehouse(Warehouse):
         except Exception:
             self.con.execute("rollback")
             raise
-        return self._count(table, ds)
+        return self.count_rows(table, ds)
 
     def _load_partition(self, table: str, rows: pa.Table, ds: str) -> int:
         self.con.register("_nightfeed_load", rows)
@@ -240,14 +247,6 @@ class DuckDBWarehouse(Warehouse):
             return self._replace(table, "select * from _nightfeed_load", ds)
         finally:
             self.con.unregister("_nightfeed_load")
-
-    def _count(self, table: str, ds: str | None) -> int:
-        q = exp.select("count(*)").from_(exp.to_table(table))
-        if ds is not None:
-            q = q.where(
-                exp.EQ(this=exp.column(PARTITION_COLUMN), expression=exp.cast(exp.Literal.string(ds), "DATE"))
-            )
-        return int(self.con.execute(q.sql(dialect="duckdb")).fetchone()[0])
 
     def table_exists(self, name: str) -> bool:
         found = self.con.execute(
@@ -295,7 +294,7 @@ class BigQueryWarehouse(Warehouse):
         # partition empty or doubled.
         script = ";\n".join([create, "BEGIN TRANSACTION", delete, insert, "COMMIT TRANSACTION"]) + ";"
         self.client.query(script).result()
-        return self._count(table, ds)
+        return self.count_rows(table, ds)
 
     def _load_partition(self, table: str, rows: pa.Table, ds: str) -> int:
         bq = self._bq
@@ -313,16 +312,6 @@ class BigQueryWarehouse(Warehouse):
             return self._replace(table, staged.sql(dialect="bigquery"), ds)
         finally:
             self.client.delete_table(staging_id, not_found_ok=True)
-
-    def _count(self, table: str, ds: str | None) -> int:
-        q = exp.select("count(*)").from_(
-            exp.to_table(f"{self.project}.{self.dataset}.{table}", dialect="bigquery")
-        )
-        if ds is not None:
-            q = q.where(
-                exp.EQ(this=exp.column(PARTITION_COLUMN), expression=exp.cast(exp.Literal.string(ds), "DATE"))
-            )
-        return int(self._query_arrow(q.sql(dialect="bigquery")).column(0)[0].as_py())
 
     def table_exists(self, name: str) -> bool:
         from google.api_core.exceptions import NotFound
