@@ -50,6 +50,12 @@ class QualityConfig(_Section):
     max_future_skew_minutes: int = Field(10, ge=0, description="event time allowed past the end of ds")
 
 
+class FeaturesConfig(_Section):
+    lookback_days: int = Field(30, ge=2, description="days of events behind history and 30-day windows")
+    short_window_days: int = Field(7, ge=1, description="the short popularity window")
+    affinity_tags: int = Field(10, ge=1, description="top tags kept per user")
+
+
 class TwoTowerConfig(_Section):
     embedding_dim: int = Field(64, ge=4)
     id_embedding_dim: int = Field(32, ge=4)
@@ -94,7 +100,10 @@ class IndexConfig(_Section):
     )
     leaves_per_sqrt_items: float = Field(2.0, gt=0, description="num_leaves = this * sqrt(n)")
     leaves_to_search_fraction: float = Field(0.1, gt=0, le=1)
-    reorder_multiplier: int = Field(4, ge=1, description="reorder = multiplier * num_neighbors")
+    reorder_multiplier: int = Field(
+        4, ge=0, description="exact re-scoring of multiplier * k approximate hits; 0 = no reordering"
+    )
+    seed: int = Field(13, description="picks the sample of user queries for the recall check")
 
 
 class CandidatesConfig(_Section):
@@ -158,6 +167,7 @@ class Settings(BaseSettings):
 
     world: WorldConfig = Field(default_factory=WorldConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     two_tower: TwoTowerConfig = Field(default_factory=TwoTowerConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     blessing: BlessingConfig = Field(default_factory=BlessingConfig)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
+from pipelines import schema
 from pipelines.schema import PARTITION_COLUMN, RAW_SCHEMAS, SQL_DIR, SqlModel, check_ds
 from pipelines.settings import Settings
 
@@ -36,6 +37,21 @@ _JINJA = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
     keep_trailing_newline=True,
+)
+
+
+def _sql_strings(values: tuple[str, ...]) -> str:
+    """A SQL list literal ``('a', 'b')`` of the project's constant vocabularies."""
+    return "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
+
+
+_JINJA.filters["sql_strings"] = _sql_strings
+_JINJA.globals.update(
+    EVENT_TYPES=schema.EVENT_TYPES,
+    ENGAGEMENT_TYPES=schema.ENGAGEMENT_TYPES,
+    POST_TYPES=schema.POST_TYPES,
+    CONTENT_TYPES=schema.CONTENT_TYPES,
+    DIGEST_FREQUENCIES=schema.DIGEST_FREQUENCIES,
 )
 
 
@@ -220,7 +236,13 @@ class DuckDBWarehouse(Warehouse):
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     raise
                 time.sleep(1.0)
-        self.con.execute("set preserve_insertion_order = true")
+        # BigQuery evaluates timestamps in UTC; DuckDB would use the machine's zone.
+        self._run("set TimeZone = 'UTC'")
+        self._run("set preserve_insertion_order = true")
+
+    def _run(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        # DuckDB wants every result drained before the connection runs anything else.
+        return self.con.execute(sql, params or []).fetchall()
 
     def table_ref(self, name: str) -> str:
         return f"`{name}`"
@@ -231,13 +253,13 @@ class DuckDBWarehouse(Warehouse):
     def _replace(self, table: str, select_sql: str, ds: str | None) -> int:
         tbl = exp.to_table(table)
         statements = _replace_statements(tbl, select_sql, "duckdb", ds)
-        self.con.execute("begin transaction")
+        self._run("begin transaction")
         try:
             for stmt in statements:
-                self.con.execute(stmt)
-            self.con.execute("commit")
+                self._run(stmt)
+            self._run("commit")
         except Exception:
-            self.con.execute("rollback")
+            self._run("rollback")
             raise
         return self.count_rows(table, ds)
 
@@ -249,10 +271,8 @@ class DuckDBWarehouse(Warehouse):
             self.con.unregister("_nightfeed_load")
 
     def table_exists(self, name: str) -> bool:
-        found = self.con.execute(
-            "select count(*) from information_schema.tables where table_name = ?", [name]
-        ).fetchone()
-        return bool(found and found[0])
+        found = self._run("select count(*) from information_schema.tables where table_name = ?", [name])
+        return bool(found[0][0])
 
     def close(self) -> None:
         self.con.close()

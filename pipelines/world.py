@@ -33,6 +33,7 @@ from pipelines.schema import (
     check_ds,
 )
 from pipelines.settings import WorldConfig
+from pipelines.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -450,3 +451,16 @@ def world_config(scale: str, base: WorldConfig) -> WorldConfig:
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; expected one of {sorted(SCALES)}")
     return base.model_copy(update=SCALES[scale])
+
+
+def load_world(warehouse: Warehouse, world: World) -> dict[str, int]:
+    """Load every day of ``world`` into the raw tables (each day replaces its ``ds`` partition).
+
+    Returns:
+        Rows loaded per raw table.
+    """
+    totals = {"raw_events": 0, "raw_items": 0, "raw_users": 0}
+    for day in world.iter_days():
+        for table, rows in (("raw_events", day.events), ("raw_items", day.items), ("raw_users", day.users)):
+            totals[table] += warehouse.load_raw(table, rows, day.ds)
+    return totals

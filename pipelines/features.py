@@ -1,0 +1,122 @@
+"""Feature step: run the feature SQL for one ``ds``, with data-quality checks and quarantine.
+
+Reads the raw tables (``raw_events``, ``raw_items``, ``raw_users``) and writes, each as its ``ds``
+partition (a rerun replaces it whole): the checked arrivals, the ``quarantine`` table, the staged tables,
+``user_features``, ``item_features``, ``retrieval_examples`` and ``ranking_examples``. The quarantined
+rows are also exported to the lake (``quarantine/ds=…/``) with a per-reason summary.
+
+A day whose share of bad rows in any raw table exceeds ``quality.max_bad_fraction`` stops before the
+staging models run, so nothing downstream is built from it; a day with no events stops too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipelines.lake import Lake
+from pipelines.schema import FEATURE_MODELS, QUALITY_SUMMARY_SQL, LakePaths, check_ds
+from pipelines.settings import Settings
+from pipelines.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_MODEL = "quarantine"
+
+
+class DataQualityError(RuntimeError):
+    """Too many bad rows, or no events at all: a permanent failure for this ds until the data is fixed."""
+
+
+@dataclass
+class FeaturesReport:
+    ds: str
+    rows: dict[str, int] = field(default_factory=dict)
+    quality: dict[str, dict[str, int]] = field(default_factory=dict)
+    bad_fraction: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sql_params(settings: Settings) -> dict[str, int]:
+    """The typed values the feature SQL is templated with (besides ``ds``)."""
+    return {
+        "max_future_skew_minutes": settings.quality.max_future_skew_minutes,
+        "lookback_days": settings.features.lookback_days,
+        "short_window_days": settings.features.short_window_days,
+        "affinity_tags": settings.features.affinity_tags,
+        "history_length": settings.two_tower.history_length,
+    }
+
+
+def build_features(warehouse: Warehouse, lake: Lake, ds: str, settings: Settings) -> FeaturesReport:
+    """Build every feature table for ``ds``.
+
+    Args:
+        warehouse: where the raw tables are and the feature tables go.
+        lake: where the quarantined rows are exported.
+        ds: the run date, ``YYYY-MM-DD``.
+        settings: quality thresholds and feature windows.
+
+    Returns:
+        Row counts per table, bad-row counts per table and reason, and timings.
+
+    Raises:
+        DataQualityError: no events arrived on ``ds``, or a raw table's bad share is above the threshold.
+    """
+    ds = check_ds(ds)
+    report = FeaturesReport(ds=ds)
+    params = sql_params(settings)
+    if not warehouse.table_exists("raw_events") or warehouse.count_rows("raw_events", ds) == 0:
+        raise DataQualityError(f"no raw events arrived for ds={ds}: refusing to build features from nothing")
+
+    for model in FEATURE_MODELS:
+        started = time.perf_counter()
+        report.rows[model.name] = warehouse.run_model(model, ds, **params)
+        report.seconds[model.name] = round(time.perf_counter() - started, 3)
+        if model.name == QUARANTINE_MODEL:
+            # Gate before staging: nothing downstream is built from a day that fails the checks.
+            _check_quality(warehouse, lake, ds, settings, report)
+    log.info("features ds=%s: %s", ds, report.rows)
+    return report
+
+
+def _check_quality(
+    warehouse: Warehouse, lake: Lake, ds: str, settings: Settings, report: FeaturesReport
+) -> None:
+    summary = warehouse.query_file(QUALITY_SUMMARY_SQL, ds).to_pylist()
+    for row in summary:
+        reasons = report.quality.setdefault(row["source_table"], {})
+        reasons[row["reject_reason"] or "ok"] = int(row["n_rows"])
+    for table, reasons in report.quality.items():
+        total = sum(reasons.values())
+        report.bad_fraction[table] = (total - reasons.get("ok", 0)) / total if total else 0.0
+
+    quarantined = warehouse.query_file("quality/quarantine_rows.sql", ds)
+    staging = lake.begin_publish(LakePaths.quarantine(ds))
+    lake.write_parquet(f"{staging}/quarantine.parquet", quarantined)
+    lake.publish(
+        LakePaths.quarantine(ds),
+        staging,
+        ["quarantine.parquet"],
+        metadata={"counts": report.quality, "bad_fraction": report.bad_fraction},
+    )
+
+    limit = settings.quality.max_bad_fraction
+    over = {t: f for t, f in report.bad_fraction.items() if f > limit}
+    if over:
+        details = "; ".join(
+            f"{t}: {f:.2%} bad ({_reasons(report.quality[t])})" for t, f in sorted(over.items())
+        )
+        raise DataQualityError(
+            f"ds={ds}: bad rows above quality.max_bad_fraction={limit:.2%}: {details}. "
+            f"Quarantined rows: {lake.uri(LakePaths.quarantine(ds))}"
+        )
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason}={n}" for reason, n in sorted(counts.items()) if reason != "ok")
