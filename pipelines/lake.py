@@ -66,7 +66,12 @@ class Lake:
             self.root = self.url[len("gs://") :]
         else:
             self.root = str(Path(self.url.removeprefix("file://")).resolve())
-        self.fs = fsspec.filesystem(self.protocol, **(storage_options or {}))
+        options = dict(storage_options or {})
+        if self.protocol == "gs":
+            # Several workers write one dataset (a shard each) and the publisher checks their files:
+            # a cached listing would hide objects written by other processes, so every listing asks GCS.
+            options.setdefault("use_listings_cache", False)
+        self.fs = fsspec.filesystem(self.protocol, **options)
         self._gcs_bucket = None
 
     def __repr__(self) -> str:
@@ -151,10 +156,16 @@ class Lake:
     # -- pointers: small JSON objects replaced atomically with a generation check --------------------
     def read_pointer(self, rel: str) -> PointerVersion:
         if self.protocol == "gs":
-            blob = self._bucket().get_blob(self._blob_name(rel))
-            if blob is None:
+            from google.api_core.exceptions import NotFound
+
+            # One GET returns the content and, in its headers, the generation of that very content; a
+            # metadata read followed by a download could pair one generation with another's bytes.
+            blob = self._bucket().blob(self._blob_name(rel))
+            try:
+                data = blob.download_as_bytes()
+            except NotFound:
                 return PointerVersion(None, 0)
-            return PointerVersion(json.loads(blob.download_as_bytes()), int(blob.generation))
+            return PointerVersion(json.loads(data), int(blob.generation))
         full = Path(self.path(rel))
         try:
             stat = full.stat()
