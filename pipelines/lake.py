@@ -272,7 +272,7 @@ class Lake:
         generation = current.generation if expected_generation is None else expected_generation
         manifest = {
             "dataset": dataset,
-            "staging": staging.rsplit("/", 1)[1],
+            "staging": staging.rsplit("/", 1)[1].removeprefix("run="),
             "files": sorted(files),
             "published_at": dt.datetime.now(dt.UTC).isoformat(),
             "metadata": metadata or {},

@@ -116,6 +116,14 @@ RETRIEVAL_DATASET_SQL = "training/retrieval_dataset.sql"
 RANKING_DATASET_SQL = "training/ranking_dataset.sql"
 INTERACTIONS_SQL = "training/interactions.sql"
 
+# The nightly snapshot: each query's rows become one Parquet file of the published ``inputs/ds=…``.
+SERVING_INPUTS: dict[str, str] = {
+    "users": "serving/users.sql",
+    "items": "serving/items.sql",
+    "seen": "serving/seen.sql",
+    "profiles": "serving/profiles.sql",
+}
+
 QUARANTINE_REASONS: tuple[str, ...] = (
     "null_key",
     "unknown_user",

@@ -57,31 +57,49 @@ class FeaturesConfig(_Section):
 
 
 class TwoTowerConfig(_Section):
-    embedding_dim: int = Field(64, ge=4)
+    """Two-tower retrieval model: tower sizes, vocabularies, loss options and training schedule."""
+
+    embedding_dim: int = Field(64, ge=4, description="size of the L2-normalised user and item embeddings")
     id_embedding_dim: int = Field(32, ge=4)
+    feature_embedding_dim: int = Field(16, ge=2, description="tags, text tokens, source, author, ...")
+    hidden_units: int = Field(128, ge=4, description="width of the dense layer of each tower")
     text_tokens: int = Field(5000, ge=100)
     text_sequence_length: int = Field(24, ge=4)
     history_length: int = Field(20, ge=1)
+    max_tags: int = Field(8, ge=1, description="item tags and selected tags kept per row")
     oov_buckets: int = Field(64, ge=1)
+    id_dropout: float = Field(
+        0.1, ge=0, lt=1, description="share of known ids swapped for an OOV bucket while training"
+    )
     temperature: float = Field(0.1, gt=0)
     learnable_temperature: bool = False
     batch_size: int = Field(512, ge=8)
     epochs: int = Field(4, ge=1)
-    learning_rate: float = Field(0.05, gt=0)
+    learning_rate: float = Field(0.01, gt=0, description="Adam")
     train_days: int = Field(21, ge=1)
     eval_days: int = Field(3, ge=1)
-    max_examples_per_user: int = Field(200, ge=1)
+    max_examples_per_user: int = Field(200, ge=1, description="most recent training examples kept per user")
     logq_correction: bool = True
     remove_accidental_hits: bool = True
     mixed_negatives: int = Field(256, ge=0, description="extra uniformly sampled corpus items per batch")
     hard_negatives: int = Field(0, ge=0, description="top-scoring in-batch negatives kept per row; 0 = off")
+    deterministic_ops: bool = Field(True, description="tf.config.experimental.enable_op_determinism")
     seed: int = 42
 
 
 class EvaluationConfig(_Section):
     ks: list[int] = Field(default_factory=lambda: [10, 50, 100])
-    popularity_window_days: int = Field(7, ge=1)
-    max_eval_users: int = Field(2000, ge=10)
+    popularity_window_days: int = Field(7, ge=1, description="most-popular baseline counts this window")
+    max_eval_users: int = Field(2000, ge=10, description="a seeded sample is evaluated beyond this")
+    knn_neighbors: int = Field(100, ge=1, description="item-kNN baseline keeps this many neighbours per item")
+    seed: int = 13
+
+    @model_validator(mode="after")
+    def _check_ks(self) -> EvaluationConfig:
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"evaluation.ks must be a non-empty list of positive cut-offs, got {self.ks}")
+        self.ks = sorted(set(self.ks))
+        return self
 
 
 class BlessingConfig(_Section):
@@ -115,13 +133,22 @@ class CandidatesConfig(_Section):
 
 
 class RankerConfig(_Section):
+    """LightGBM lambdarank ranker: tree shape, boosting schedule, training window and threads."""
+
     num_leaves: int = Field(31, ge=2)
     learning_rate: float = Field(0.05, gt=0)
+    min_data_in_leaf: int = Field(20, ge=1)
     num_boost_round: int = Field(200, ge=1)
-    early_stopping_rounds: int = Field(20, ge=1)
+    early_stopping_rounds: int = Field(20, ge=1, description="rounds without eval NDCG@10 gain")
     train_days: int = Field(14, ge=1)
     eval_days: int = Field(3, ge=1)
-    retrieval_depth: int = Field(100, ge=1, description="two-tower candidates scored per impression user")
+    retrieval_depth: int = Field(
+        100,
+        ge=1,
+        description="the retrieval_rank feature is the rank within this many two-tower results, "
+        "depth + 1 beyond it (training and serving alike)",
+    )
+    num_threads: int = Field(2, ge=1, description="LightGBM threads for training and scoring")
     seed: int = 42
 
 
@@ -137,13 +164,27 @@ class DiversifyConfig(_Section):
     seed: int = 11
 
 
+LOCAL_UNSUBSCRIBE_SECRET = "local-only-unsubscribe-secret-not-for-production"
+
+
 class DigestConfig(_Section):
+    """Digest e-mails: who gets one, what it holds, and the links in it (see ``pipelines/digests.py``)."""
+
     items_per_digest: int = Field(8, ge=1)
     min_fresh_candidates: int = Field(3, ge=1)
     sender: str = "Nightfeed <digest@nightfeed.example>"
     base_url: str = "https://nightfeed.example"
     unsubscribe_url: str = "https://nightfeed.example/unsubscribe"
     send_hour_local: int = Field(7, ge=0, le=23)
+    summary_chars: int = Field(240, ge=20, description="summary excerpt length, cut at a word boundary")
+    previous_digest_days: int = Field(
+        30, ge=0, description="items sent in the digests of this many earlier run dates are not repeated"
+    )
+    unsubscribe_secret: str = Field(
+        LOCAL_UNSUBSCRIBE_SECRET,
+        min_length=16,
+        description="HMAC key of unsubscribe tokens; set NIGHTFEED_DIGEST__UNSUBSCRIBE_SECRET in production",
+    )
 
 
 class Settings(BaseSettings):
@@ -164,6 +205,9 @@ class Settings(BaseSettings):
     bigquery_location: str = "US"
     bigquery_api_endpoint: str | None = Field(None, description="set only to use an emulator")
     lake: str | None = Field(None, description="fsspec URL; gs://bucket/prefix in production")
+    dry_run_users: int | None = Field(
+        None, ge=1, description="compute for this many users only and publish nothing (a dry run)"
+    )
 
     world: WorldConfig = Field(default_factory=WorldConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)

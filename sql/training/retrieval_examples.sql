@@ -57,7 +57,7 @@ history as (
 ),
 
 activity as (
-    select user_id, item_id, event_ts, sum(n_earlier) as activity_30d
+    select user_id, item_id, event_ts, cast(sum(n_earlier) as int64) as activity_30d
     from earlier
     group by user_id, item_id, event_ts
 ),

@@ -1,0 +1,140 @@
+"""Command line: ``python -m pipelines <command>``. Every command runs the same jobs the DAGs run.
+
+Commands:
+    world       generate the synthetic world and load it into the raw tables
+    import      load your own events/items/users files (CSV or Parquet), or MovieLens files
+    features    build the feature tables for one date or a date range
+    outputs     print where a date's outputs are
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pipelines.schema import check_ds
+
+log = logging.getLogger("pipelines")
+
+
+def _date(value: str) -> str:
+    try:
+        return check_ds(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _dates(start: str, end: str) -> list[str]:
+    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    if last < first:
+        raise SystemExit(f"--end {end} is before --start {start}")
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def _print(result: Any) -> None:
+    print(json.dumps(result, indent=2, sort_keys=True, default=str))
+
+
+def cmd_world(args: argparse.Namespace) -> None:
+    from pipelines.jobs import settings_for
+    from pipelines.warehouse import open_warehouse
+    from pipelines.world import World, load_world, world_config
+
+    settings = settings_for(None)
+    config = world_config(args.scale, settings.world)
+    if args.seed is not None:
+        config = config.model_copy(update={"seed": args.seed})
+    world = World(config, args.end_date)
+    started = time.perf_counter()
+    with open_warehouse(settings) as warehouse:
+        totals = load_world(warehouse, world, progress=True)
+    elapsed = time.perf_counter() - started
+    _print({"days": [world.days()[0], world.days()[-1]], "rows": totals, "seconds": round(elapsed, 1)})
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from pipelines.importer import import_files, import_movielens
+    from pipelines.jobs import settings_for
+    from pipelines.warehouse import open_warehouse
+
+    with open_warehouse(settings_for(None)) as warehouse:
+        if args.movielens:
+            _print(import_movielens(warehouse, args.movielens))
+        else:
+            if not (args.events and args.items and args.users):
+                raise SystemExit("import needs --events, --items and --users (or --movielens DIR)")
+            _print(import_files(warehouse, args.events, args.items, args.users))
+
+
+def cmd_features(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from pipelines.jobs import run_features
+
+    days = _dates(args.start, args.end) if args.start else [args.ds]
+    reports = {}
+    for ds in tqdm(days, desc="features", unit="day", disable=len(days) == 1):
+        reports[ds] = run_features(ds)
+    _print(reports[days[-1]] if len(days) == 1 else {ds: r["rows"] for ds, r in reports.items()})
+
+
+def cmd_outputs(args: argparse.Namespace) -> None:
+    from pipelines.jobs import describe_outputs
+
+    _print(describe_outputs(args.ds))
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
+    "world": (cmd_world, "generate the synthetic world into the raw tables"),
+    "import": (cmd_import, "load your own data files or MovieLens files into the raw tables"),
+    "features": (cmd_features, "build the feature tables for a date or a date range"),
+    "outputs": (cmd_outputs, "print where a date's outputs are"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if name == "world":
+            p.add_argument("--scale", default="default", choices=["tiny", "default", "medium", "large"])
+            p.add_argument("--end-date", type=_date, required=True, help="last day of the world")
+            p.add_argument("--seed", type=int, default=None)
+        elif name == "import":
+            p.add_argument("--events")
+            p.add_argument("--items")
+            p.add_argument("--users")
+            p.add_argument("--movielens", help="folder with u.data, u.item, u.user")
+        elif name == "features":
+            p.add_argument("--ds", type=_date)
+            p.add_argument("--start", type=_date)
+            p.add_argument("--end", type=_date)
+        else:
+            p.add_argument("--ds", type=_date, required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "features" and not (args.ds or (args.start and args.end)):
+        raise SystemExit("features needs --ds DATE or --start DATE --end DATE")
+    from pipelines.jobs import PermanentFailure
+
+    try:
+        COMMANDS[args.command][0](args)
+    except PermanentFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

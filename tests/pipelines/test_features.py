@@ -1,0 +1,84 @@
+"""The features step: quality gate, quarantine export, idempotent reruns, empty days."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.features import DataQualityError, build_features
+from pipelines.lake import Lake
+from pipelines.schema import FEATURE_MODELS, LakePaths
+from pipelines.settings import Settings
+from pipelines.warehouse import DuckDBWarehouse
+from tests.fixtures import event, item, load, user
+
+DS = "2026-11-20"
+
+
+def _world(warehouse: DuckDBWarehouse, bad_events: int) -> None:
+    load(warehouse, "raw_users", [user("u1", "2026-11-01 00:00")])
+    load(warehouse, "raw_items", [item("p1", "2026-11-01 00:00"), item("p2", "2026-11-05 00:00")])
+    good = [
+        event(f"g{i}", "u1", "p1" if i % 2 else "p2", "impression", f"{DS} 0{i % 10}:00") for i in range(99)
+    ]
+    bad = [event(f"b{i}", "u1", "p404", "click", f"{DS} 10:00") for i in range(bad_events)]
+    load(warehouse, "raw_events", good + bad)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[DuckDBWarehouse, Lake, Settings]:
+    settings = Settings(data_dir=tmp_path)
+    return DuckDBWarehouse(settings.duckdb_file), Lake(settings.lake_url), settings
+
+
+def test_one_bad_row_in_a_hundred_passes_at_the_default_threshold(setup) -> None:
+    warehouse, lake, settings = setup
+    _world(warehouse, bad_events=1)  # 1 / 100 = 1.00%, not above 1%
+    report = build_features(warehouse, lake, DS, settings)
+    assert report.quality["raw_events"] == {"ok": 99, "unknown_item": 1}
+    assert report.rows["stg_events"] == 99
+    exported = pq.read_table(lake.path(lake.manifest_files(LakePaths.quarantine(DS))[0])).to_pylist()
+    assert [(r["record_id"], r["reject_reason"]) for r in exported] == [("b0", "unknown_item")]
+
+
+def test_above_the_threshold_fails_and_builds_nothing_downstream(setup) -> None:
+    warehouse, lake, settings = setup
+    _world(warehouse, bad_events=2)  # 2 / 101 = 1.98% > 1%
+    with pytest.raises(DataQualityError, match=r"raw_events: 1\.98% bad \(unknown_item=2\)"):
+        build_features(warehouse, lake, DS, settings)
+    assert warehouse.count_rows("quarantine", DS) == 2
+    assert not warehouse.table_exists("stg_events")
+    assert lake.is_published(LakePaths.quarantine(DS))
+
+
+def test_the_threshold_is_configurable(setup) -> None:
+    warehouse, lake, settings = setup
+    _world(warehouse, bad_events=2)
+    lenient = settings.with_overrides({"quality": {"max_bad_fraction": 0.05}})
+    assert build_features(warehouse, lake, DS, lenient).rows["stg_events"] == 99
+
+
+def test_a_day_without_events_fails_clearly(setup) -> None:
+    warehouse, lake, settings = setup
+    _world(warehouse, bad_events=0)
+    with pytest.raises(DataQualityError, match="no raw events arrived for ds=2026-11-21"):
+        build_features(warehouse, lake, "2026-11-21", settings)
+
+
+def test_rerun_leaves_identical_partitions(setup) -> None:
+    warehouse, lake, settings = setup
+    _world(warehouse, bad_events=1)
+    build_features(warehouse, lake, DS, settings)
+
+    def snapshot() -> dict[str, list[dict]]:
+        return {
+            m.name: sorted(warehouse.query(f"select * from {m.name} where ds = '{DS}'").to_pylist(), key=repr)
+            for m in FEATURE_MODELS
+        }
+
+    first = snapshot()
+    build_features(warehouse, lake, DS, settings)
+    assert snapshot() == first
+    assert warehouse.partitions("stg_events") == [DS]
