@@ -55,7 +55,8 @@ def read_table_file(path: str | Path, table: str) -> pa.Table:
         rows = pq.read_table(path)
     elif path.suffix == ".csv":
         text_types = {f.name: pa.string() for f in wanted}
-        rows = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=text_types))
+        options = pacsv.ConvertOptions(column_types=text_types, strings_can_be_null=True)
+        rows = pacsv.read_csv(path, convert_options=options)
     else:
         raise InputFileError(f"{path}: expected a .csv or .parquet file")
     missing = [f.name for f in wanted if f.name not in rows.column_names]
@@ -74,11 +75,16 @@ def _convert(path: Path, column: pa.ChunkedArray, field: pa.Field) -> pa.Chunked
         if pa.types.is_list(field.type) and pa.types.is_string(column.type):
             return pc.split_pattern(column, LIST_SEPARATOR)
         if pa.types.is_timestamp(field.type) and pa.types.is_string(column.type):
-            return pa.chunked_array([_parse_timestamps(column.to_pylist())], type=field.type)
+            try:
+                return pa.chunked_array([_parse_timestamps(column.to_pylist())], type=field.type)
+            except ValueError as exc:
+                raise InputFileError(f"{path}: column {field.name!r} {exc}") from exc
         if pa.types.is_boolean(field.type) and pa.types.is_string(column.type):
             lowered = pc.utf8_lower(column)
             return pc.if_else(pc.is_in(lowered, pa.array(["true", "1", "yes"])), True, False).cast(pa.bool_())
         return column.cast(field.type)
+    except InputFileError:
+        raise
     except (pa.ArrowInvalid, ValueError) as exc:
         bad = _first_bad_row(column.to_pylist(), field)
         raise InputFileError(f"{path}: column {field.name!r} row {bad}: {exc}") from exc
