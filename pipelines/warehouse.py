@@ -10,14 +10,17 @@ string formatting, so a rerun of a day replaces that day and nothing else.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import time
+import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pyarrow as pa
+import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 
@@ -307,28 +310,44 @@ class BigQueryWarehouse(Warehouse):
     def _query_arrow(self, sql: str) -> pa.Table:
         return self.client.query(sql).result().to_arrow(create_bqstorage_client=False)
 
+    def _table(self, name: str) -> exp.Table:
+        # Quoted part by part: project ids may contain dashes, which are only valid unquoted in some
+        # positions of a BigQuery table path.
+        return exp.table_(name, db=self.dataset, catalog=self.project, quoted=True)
+
     def _replace(self, table: str, select_sql: str, ds: str | None) -> int:
-        tbl = exp.to_table(f"{self.project}.{self.dataset}.{table}", dialect="bigquery")
-        create, delete, insert = _replace_statements(tbl, select_sql, "bigquery", ds)
+        create, delete, insert = _replace_statements(self._table(table), select_sql, "bigquery", ds)
         # One multi-statement job: the delete and insert commit together, so readers never see the
-        # partition empty or doubled.
+        # partition empty or doubled; a failing insert rolls the delete back.
         script = ";\n".join([create, "BEGIN TRANSACTION", delete, insert, "COMMIT TRANSACTION"]) + ";"
         self.client.query(script).result()
         return self.count_rows(table, ds)
 
     def _load_partition(self, table: str, rows: pa.Table, ds: str) -> int:
         bq = self._bq
-        staging = f"_load_{table}_{ds.replace('-', '')}"
+        _reject_null_array_elements(table, rows)
+        # A private staging table per load: concurrent loads never share one, and a load killed before
+        # its cleanup leaves a table that expires by itself.
+        staging = f"_load_{table}_{ds.replace('-', '')}_{uuid.uuid4().hex[:8]}"
         staging_id = f"{self.project}.{self.dataset}.{staging}"
+        schema = bigquery_schema(rows.schema)
+        staging_table = bq.Table(staging_id, schema=schema)
+        staging_table.expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+        parquet_options = bq.ParquetOptions()
+        parquet_options.enable_list_inference = True  # Parquet LIST<STRING> -> REPEATED STRING
         job_config = bq.LoadJobConfig(
-            schema=bigquery_schema(rows.schema),
+            schema=schema,
             write_disposition=bq.WriteDisposition.WRITE_TRUNCATE,
             source_format=bq.SourceFormat.PARQUET,
+            parquet_options=parquet_options,
         )
-        self.client.create_table(bq.Table(staging_id, schema=job_config.schema), exists_ok=True)
-        self.client.load_table_from_dataframe(rows.to_pandas(), staging_id, job_config=job_config).result()
+        # Arrow -> Parquet directly: no pandas round trip, so INT64 columns with nulls stay exact.
+        buf = io.BytesIO()
+        pq.write_table(rows, buf)
+        self.client.create_table(staging_table)
         try:
-            staged = exp.select("*").from_(exp.to_table(staging_id, dialect="bigquery"))
+            self.client.load_table_from_file(buf, staging_id, job_config=job_config, rewind=True).result()
+            staged = exp.select("*").from_(self._table(staging))
             return self._replace(table, staged.sql(dialect="bigquery"), ds)
         finally:
             self.client.delete_table(staging_id, not_found_ok=True)
@@ -362,11 +381,39 @@ def bigquery_schema(schema: pa.Schema) -> list[Any]:
     }
     fields = []
     for field in schema:
-        if pa.types.is_list(field.type):
-            fields.append(bigquery.SchemaField(field.name, scalar[field.type.value_type], mode="REPEATED"))
-        else:
-            fields.append(bigquery.SchemaField(field.name, scalar[field.type], mode="NULLABLE"))
+        repeated = pa.types.is_list(field.type)
+        value_type = field.type.value_type if repeated else field.type
+        if value_type not in scalar:
+            raise ValueError(
+                f"column {field.name!r}: Arrow type {field.type} has no BigQuery mapping; "
+                f"expected one of {sorted(map(str, scalar))} or a list of them"
+            )
+        fields.append(
+            bigquery.SchemaField(field.name, scalar[value_type], mode="REPEATED" if repeated else "NULLABLE")
+        )
     return fields
+
+
+def _reject_null_array_elements(table: str, rows: pa.Table) -> None:
+    """BigQuery cannot store an ARRAY with a NULL element; say which row has one before loading.
+
+    Raises:
+        ValueError: naming the table, column, row number and the row's first column.
+    """
+    import pyarrow.compute as pc
+
+    for field in rows.schema:
+        if not pa.types.is_list(field.type):
+            continue
+        column = rows.column(field.name)
+        null_element = pc.is_null(pc.list_flatten(column))
+        if pc.any(null_element).as_py():
+            row = pc.list_parent_indices(column).filter(null_element)[0].as_py()
+            key = rows.schema.names[0]
+            raise ValueError(
+                f"{table}: row {row} ({key}={rows.column(0)[row].as_py()!r}) has a null element in "
+                f"{field.name}; BigQuery arrays cannot hold NULL (drop the element or the row)"
+            )
 
 
 def open_warehouse(settings: Settings, read_only: bool = False) -> Warehouse:
