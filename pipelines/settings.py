@@ -71,6 +71,9 @@ class TwoTowerConfig(_Section):
     id_dropout: float = Field(
         0.1, ge=0, lt=1, description="share of known ids swapped for an OOV bucket while training"
     )
+    cold_start_dropout: float = Field(
+        0.1, ge=0, lt=1, description="share of training rows shown as a new user (no id, no history)"
+    )
     temperature: float = Field(0.1, gt=0)
     learnable_temperature: bool = False
     batch_size: int = Field(512, ge=8)
