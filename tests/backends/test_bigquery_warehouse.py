@@ -15,7 +15,18 @@ import pyarrow as pa
 import pytest
 
 from pipelines import warehouse as warehouse_module
-from pipelines.schema import FEATURE_MODELS, RAW_EVENTS, RAW_ITEMS, RAW_USERS, SqlModel
+from pipelines.schema import (
+    FEATURE_MODELS,
+    INTERACTIONS_SQL,
+    QUALITY_SUMMARY_SQL,
+    RANKING_DATASET_SQL,
+    RAW_EVENTS,
+    RAW_ITEMS,
+    RAW_USERS,
+    RETRIEVAL_DATASET_SQL,
+    SERVING_INPUTS,
+    SqlModel,
+)
 from pipelines.warehouse import BigQueryWarehouse, DuckDBWarehouse, SqlError, bigquery_schema
 
 pytestmark = pytest.mark.emulator
@@ -310,11 +321,22 @@ def _canonical(value: object) -> object:
 
 
 def test_feature_models_match_duckdb(bigquery_warehouse: BigQueryWarehouse, tmp_path: Path) -> None:
-    """The real feature SQL, two days of a tiny world, on the emulator and on DuckDB: same tables."""
+    """The real feature SQL over two days of a tiny world, on the emulator and on DuckDB: the same tables,
+    and the same rows from the quality, training and serving queries of the second day."""
     from pipelines.features import sql_params
     from pipelines.settings import Settings
 
     params = sql_params(Settings())
+    # The read-only queries, with windows that reach back over both days of the world.
+    read_params = {**params, "train_days": 1, "eval_days": 1, "days_back": 2, "max_item_age_days": 30}
+    queries = [
+        QUALITY_SUMMARY_SQL,
+        "quality/quarantine_rows.sql",
+        RETRIEVAL_DATASET_SQL,
+        RANKING_DATASET_SQL,
+        INTERACTIONS_SQL,
+        *SERVING_INPUTS.values(),
+    ]
     backends = {"bigquery": bigquery_warehouse, "duckdb": DuckDBWarehouse(tmp_path / "w.duckdb")}
     counts: dict[str, dict[tuple[str, str], int]] = {name: {} for name in backends}
     tables: dict[str, dict[str, list]] = {name: {} for name in backends}
@@ -332,11 +354,17 @@ def test_feature_models_match_duckdb(bigquery_warehouse: BigQueryWarehouse, tmp_
             if wh.table_exists(model.name):
                 rows = wh.query(f"select * from {wh.table_ref(model.name)}").to_pylist()
                 tables[name][model.name] = sorted(map(_canonical, rows), key=repr)
+        for query in queries:
+            try:
+                rows = wh.query_file(query, DS2, **read_params).to_pylist()
+                tables[name][query] = sorted(map(_canonical, rows), key=repr)
+            except SqlError as exc:
+                failures.setdefault(f"{name}:{query}", str(exc).splitlines()[0][:400])
     backends["duckdb"].close()
 
     assert failures == {}
     assert counts["bigquery"] == counts["duckdb"]
-    for model in FEATURE_MODELS:
-        assert tables["bigquery"][model.name] == tables["duckdb"][model.name], model.name
+    for name in [m.name for m in FEATURE_MODELS] + queries:
+        assert tables["bigquery"][name] == tables["duckdb"][name], name
     # The quarantine of DS2 holds the unknown user's event and the second copy of b6: 2 rows.
     assert counts["duckdb"][("quarantine", DS2)] == 2
