@@ -77,11 +77,24 @@ def cmd_features(args: argparse.Namespace) -> None:
 
     from pipelines.jobs import run_features
 
-    days = _dates(args.start, args.end) if args.start else [args.ds]
+    if args.end and not args.start:
+        args.start = _first_raw_day()
+    days = _dates(args.start, args.end) if args.end else [args.ds]
     reports = {}
     for ds in tqdm(days, desc="features", unit="day", disable=len(days) == 1):
         reports[ds] = run_features(ds)
     _print(reports[days[-1]] if len(days) == 1 else {ds: r["rows"] for ds, r in reports.items()})
+
+
+def _first_raw_day() -> str:
+    from pipelines.jobs import settings_for
+    from pipelines.warehouse import open_warehouse
+
+    with open_warehouse(settings_for(None)) as warehouse:
+        days = warehouse.partitions("raw_events")
+    if not days:
+        raise SystemExit("no raw events loaded yet: run `python -m pipelines world` or `import` first")
+    return days[0]
 
 
 def cmd_outputs(args: argparse.Namespace) -> None:
@@ -115,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--movielens", help="folder with u.data, u.item, u.user")
         elif name == "features":
             p.add_argument("--ds", type=_date)
-            p.add_argument("--start", type=_date)
-            p.add_argument("--end", type=_date)
+            p.add_argument("--start", type=_date, help="first date (default: the first day of raw events)")
+            p.add_argument("--end", type=_date, help="last date of a range")
         else:
             p.add_argument("--ds", type=_date, required=True)
     return parser
@@ -128,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.command == "features" and not (args.ds or (args.start and args.end)):
-        raise SystemExit("features needs --ds DATE or --start DATE --end DATE")
+    if args.command == "features" and not (args.ds or args.end):
+        raise SystemExit("features needs --ds DATE, or --end DATE with an optional --start DATE")
     from pipelines.jobs import PermanentFailure
 
     try:

@@ -101,3 +101,215 @@ def describe_outputs(ds: str, overrides: dict[str, Any] | None = None) -> dict[s
     for name, rel in datasets.items():
         out[name] = {"uri": lake.uri(rel), "published": lake.is_published(rel)}
     return out
+
+
+# -- training -------------------------------------------------------------------------------------------
+def train_two_tower(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train a two-tower challenger on the window ending ``ds``, export it, promote it only if blessed.
+
+    A rejected challenger is not a failure: the champion stays and the result says why.
+    """
+    from pipelines import registry, two_tower
+    from pipelines.lake import Lake
+    from pipelines.schema import RETRIEVAL_DATASET_SQL, TWO_TOWER
+    from pipelines.warehouse import open_warehouse
+
+    ds = check_ds(ds)
+    settings = settings_for(overrides)
+    lake = Lake(settings.lake_url)
+    cfg = settings.two_tower
+    with open_warehouse(settings) as warehouse:
+        examples = warehouse.query_file(
+            RETRIEVAL_DATASET_SQL, ds, train_days=cfg.train_days, eval_days=cfg.eval_days
+        )
+        catalog = training_catalog(warehouse, ds, settings)
+    if examples.num_rows == 0:
+        raise PermanentFailure(f"ds={ds}: no retrieval examples in the training window; build features first")
+    result = two_tower.train_two_tower(examples, catalog, cfg, settings.evaluation)
+    version = registry.new_version(ds, cfg.model_dump())
+    two_tower.export_two_tower(result, lake, version)
+    champion = registry.current_champion(lake, TWO_TOWER)
+    champion_metrics = (
+        two_tower.evaluate_version(lake, champion["version"], result.holdout, settings.evaluation)
+        if champion
+        else None
+    )
+    decision = registry.promote_if_blessed(
+        lake,
+        TWO_TOWER,
+        version,
+        result.metrics["two_tower"],
+        champion_metrics,
+        settings.blessing,
+        champion_version=champion["version"] if champion else None,
+    )
+    log.info("two-tower %s: %s", version, decision.reason)
+    return {
+        "version": version,
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "metrics": result.metrics,
+        "champion_metrics": champion_metrics,
+        "loss_history": result.loss_history,
+        "examples_per_second": result.throughput,
+        "n_train_examples": result.n_train_examples,
+    }
+
+
+def training_catalog(warehouse: Any, ds: str, settings: Settings) -> Any:
+    """Every post as of ``ds`` that is not deleted, whatever its age: what evaluation ranks over."""
+    from pipelines.features import sql_params
+
+    return warehouse.query_file(
+        "serving/items.sql",
+        ds,
+        **sql_params(settings),
+        max_item_age_days=settings.features.lookback_days * 100,
+    )
+
+
+def train_ranker(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train a LightGBM ranker challenger on logged impressions, scored by the two-tower champion, and
+    promote it only if it beats the ranker champion on the same hold-out."""
+    from pipelines import ranker, registry
+    from pipelines.candidates import champion_version, retrieval_scores_for_rows
+    from pipelines.lake import Lake
+    from pipelines.schema import RANKER, RANKING_DATASET_SQL, TWO_TOWER
+    from pipelines.two_tower import load_towers
+    from pipelines.warehouse import open_warehouse
+
+    ds = check_ds(ds)
+    settings = settings_for(overrides)
+    lake = Lake(settings.lake_url)
+    cfg = settings.ranker
+    retrieval_version = champion_version(lake, TWO_TOWER)
+    if retrieval_version is None:
+        raise PermanentFailure(
+            "no two-tower champion to score ranking examples with: train the two-tower first"
+        )
+    with open_warehouse(settings) as warehouse:
+        rows = warehouse.query_file(
+            RANKING_DATASET_SQL, ds, train_days=cfg.train_days, eval_days=cfg.eval_days
+        )
+        catalog = training_catalog(warehouse, ds, settings)
+    if rows.num_rows == 0:
+        raise PermanentFailure(f"ds={ds}: no ranking examples in the training window; build features first")
+    towers = load_towers(lake, retrieval_version)
+    scores = retrieval_scores_for_rows(towers, rows, catalog, cfg.retrieval_depth)
+    result = ranker.train_ranker(rows, scores, cfg)
+    version = registry.new_version(ds, cfg.model_dump())
+    ranker.save_ranker(result, lake, version)
+    champion = registry.current_champion(lake, RANKER)
+    champion_metrics = (
+        ranker.evaluate_ranker(ranker.load_ranker(lake, champion["version"]), rows, scores)
+        if champion
+        else None
+    )
+    decision = registry.promote_if_blessed(
+        lake,
+        RANKER,
+        version,
+        result.metrics,
+        champion_metrics,
+        settings.blessing.model_copy(update={"metric": "ndcg_at_10", "floor": 0.0}),
+        champion_version=champion["version"] if champion else None,
+    )
+    log.info("ranker %s: %s", version, decision.reason)
+    return {
+        "version": version,
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "metrics": result.metrics,
+        "champion_metrics": champion_metrics,
+        "two_tower_version": retrieval_version,
+    }
+
+
+# -- nightly --------------------------------------------------------------------------------------------
+def _nightly(overrides: dict[str, Any] | None) -> tuple[Settings, Any]:
+    from pipelines.lake import Lake
+
+    settings = settings_for(overrides)
+    return settings, Lake(settings.lake_url)
+
+
+def export_inputs(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Snapshot the serving inputs of ``ds`` into the lake."""
+    from pipelines import candidates
+    from pipelines.warehouse import open_warehouse
+
+    settings, lake = _nightly(overrides)
+    with open_warehouse(settings) as warehouse:
+        try:
+            return candidates.export_inputs(warehouse, lake, check_ds(ds), settings)
+        except candidates.EmptyInputsError as exc:
+            raise PermanentFailure(str(exc)) from exc
+
+
+def embed_items(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Batch-predict the champion item tower over the catalog of ``ds``."""
+    from pipelines import candidates
+
+    settings, lake = _nightly(overrides)
+    try:
+        return candidates.embed_items(lake, check_ds(ds), settings)
+    except candidates.NoChampionError as exc:
+        raise PermanentFailure(str(exc)) from exc
+
+
+def build_index(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build and recall-check the ScaNN index of ``ds``."""
+    from pipelines import candidates
+    from pipelines.index import IndexRecallError
+
+    settings, lake = _nightly(overrides)
+    try:
+        return candidates.build_index(lake, check_ds(ds), settings)
+    except IndexRecallError as exc:
+        raise PermanentFailure(str(exc)) from exc
+
+
+def plan_shards(ds: str, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One work item per candidate shard of ``ds``."""
+    from pipelines import candidates
+
+    settings, lake = _nightly(overrides)
+    return candidates.plan_shards(lake, check_ds(ds), settings)
+
+
+def candidates_for_shard(
+    ds: str, shard: int, num_shards: int, staging: str, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Compute one shard's candidate lists into the staging folder."""
+    from pipelines import candidates
+
+    settings, lake = _nightly(overrides)
+    return candidates.candidates_for_shard(lake, check_ds(ds), shard, num_shards, staging, settings)
+
+
+def publish_candidates(
+    ds: str, staging: str, shard_results: list[dict[str, Any]], overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Publish ``ds``'s candidates once every shard is written."""
+    from pipelines import candidates
+
+    settings, lake = _nightly(overrides)
+    return candidates.publish_candidates(lake, check_ds(ds), staging, list(shard_results), settings)
+
+
+def render_digests(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Render and publish the digest e-mails of ``ds`` (a sample only, unpublished, in a dry run)."""
+    from pipelines import digests
+    from pipelines.candidates import read_input
+
+    ds = check_ds(ds)
+    settings, lake = _nightly(overrides)
+    report = digests.render_digests(
+        lake,
+        ds,
+        read_input(lake, ds, "profiles"),
+        read_input(lake, ds, "items"),
+        settings.digest,
+        dry_run_users=settings.dry_run_users,
+    )
+    return report.to_dict()

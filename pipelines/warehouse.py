@@ -95,7 +95,7 @@ class Warehouse(ABC):
                 ref=self.table_ref,
                 params={k: _check_param(k, v) for k, v in params.items()},
             )
-        except jinja2.TemplateError as exc:
+        except (jinja2.TemplateError, SqlError) as exc:
             raise SqlError(f"sql/{rel}: {exc}") from exc
 
     def compile(self, bigquery_sql: str, origin: str = "<sql>") -> str:
@@ -199,6 +199,19 @@ class Warehouse(ABC):
         self.close()
 
 
+def _bigquery_integers(table: pa.Table) -> pa.Table:
+    """Give DuckDB results BigQuery's integer type: its counts and sums come back as DECIMAL(38, 0) (HUGEINT)
+    and small literals as INT32, where BigQuery returns INT64 for all of them."""
+    fields = []
+    for field in table.schema:
+        kind = field.type
+        if (pa.types.is_decimal(kind) and kind.scale == 0) or pa.types.is_int32(kind):
+            field = field.with_type(pa.int64())
+        fields.append(field)
+    schema = pa.schema(fields)
+    return table if schema.equals(table.schema) else table.cast(schema)
+
+
 def _ds_equals(ds: str) -> exp.Expression:
     return exp.EQ(this=exp.column(PARTITION_COLUMN), expression=exp.cast(exp.Literal.string(ds), "DATE"))
 
@@ -251,7 +264,7 @@ class DuckDBWarehouse(Warehouse):
         return f"`{name}`"
 
     def _query_arrow(self, sql: str) -> pa.Table:
-        return self.con.sql(sql).to_arrow_table()
+        return _bigquery_integers(self.con.sql(sql).to_arrow_table())
 
     def _replace(self, table: str, select_sql: str, ds: str | None) -> int:
         tbl = exp.to_table(table)

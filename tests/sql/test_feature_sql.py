@@ -52,7 +52,7 @@ def test_render_names_the_file_on_an_undefined_parameter(tmp_path: Path) -> None
 
 def test_render_rejects_unsafe_parameter_values(tmp_path: Path) -> None:
     warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
-    with pytest.raises(SqlError, match="unsafe value"):
+    with pytest.raises(SqlError, match=r"sql/training/interactions.sql: .*unsafe value"):
         warehouse.render("training/interactions.sql", DAY2, days_back="1; drop table raw_events")
 
 
@@ -205,6 +205,12 @@ def test_ranking_examples_label_and_features_of_the_day_before(built: DuckDBWare
     assert row["activity_30d"] == 1 and row["history"] == ["p1"]
     assert row["impressions_7d"] == 0
     assert row["item_age_days"] == pytest.approx(10 + 8 / 24)  # created 11-10 00:00, shown 11-20 08:00
+
+
+def test_counts_come_back_as_int64_like_bigquery(built: DuckDBWarehouse) -> None:
+    rows = built.query_file("training/ranking_dataset.sql", DAY2, train_days=1, eval_days=1)
+    for column in ("label", "impressions_7d", "engagements_7d", "activity_30d", "position"):
+        assert rows.schema.field(column).type == "int64", column
 
 
 def test_temporal_split(built: DuckDBWarehouse) -> None:
