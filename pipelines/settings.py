@@ -135,6 +135,16 @@ class CandidatesConfig(_Section):
     user_batch_size: int = Field(2048, ge=1)
 
 
+class RankerBlessingConfig(BlessingConfig):
+    """The ranker's champion gate: eval NDCG@10 on logged impressions (user-day groups with a positive)."""
+
+    metric: str = "ndcg_at_10"
+    tolerance: float = Field(0.005, ge=0, description="a challenger may trail the champion by this much")
+    floor: float = Field(
+        0.5, ge=0, description="absolute minimum; a random order scores about 0.48 on the default world"
+    )
+
+
 class RankerConfig(_Section):
     """LightGBM lambdarank ranker: tree shape, boosting schedule, training window and threads."""
 
@@ -153,6 +163,7 @@ class RankerConfig(_Section):
     )
     num_threads: int = Field(2, ge=1, description="LightGBM threads for training and scoring")
     seed: int = 42
+    blessing: RankerBlessingConfig = Field(default_factory=RankerBlessingConfig)
 
 
 class DiversifyConfig(_Section):
