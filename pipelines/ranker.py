@@ -259,8 +259,8 @@ def _tag_overlaps(pairs: RankingPairs) -> tuple[np.ndarray, np.ndarray]:
     # Expand every pair into one entry per tag of its post.
     per_pair = item_len[pairs.item_row]
     pair_of_entry = np.repeat(np.arange(len(pairs), dtype=np.int64), per_pair)
-    item_start = np.concatenate([[0], np.cumsum(item_len)[:-1]])
-    entry_start = np.concatenate([[0], np.cumsum(per_pair)[:-1]])
+    item_start = np.cumsum(item_len) - item_len
+    entry_start = np.cumsum(per_pair) - per_pair
     within = np.arange(len(pair_of_entry), dtype=np.int64) - np.repeat(entry_start, per_pair)
     entry_code = item_codes[np.repeat(item_start[pairs.item_row], per_pair) + within]
     valid = entry_code >= 0

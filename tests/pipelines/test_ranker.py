@@ -204,6 +204,11 @@ def test_training_rows_and_serving_candidates_give_the_same_features():
     np.testing.assert_array_equal(train_x, serve_x)
 
 
+def test_a_shard_without_candidates_gives_an_empty_matrix():
+    x = ranker_features(RankingPairs.from_candidates(_candidates().slice(0, 0), _users(), _items()), 100)
+    assert x.shape == (0, len(FEATURE_NAMES))
+
+
 def test_candidate_with_unknown_item_is_named():
     cands = _candidates().set_column(1, "item_id", pa.array(["i0", "i1", "i9", "i1"]))
     with pytest.raises(ValueError, match=r"candidate row 2: item_id 'i9' is not in the item rows"):
