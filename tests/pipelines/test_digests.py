@@ -265,7 +265,7 @@ def test_around_midnight() -> None:
 
 
 def test_bad_timezone_and_schedule_raise() -> None:
-    for zone in ["Mars/Olympus_Mons", "", " UTC", "../etc/passwd"]:
+    for zone in ["Mars/Olympus_Mons", "", " UTC", "../etc/passwd", "europe/berlin", "localtime", "a" * 300]:
         with pytest.raises(ValueError, match="timezone"):
             send_slots(DS, zone, 7)
     with pytest.raises(ValueError, match="frequency"):
