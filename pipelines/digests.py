@@ -99,7 +99,8 @@ USER_COLUMNS: tuple[str, ...] = (
     "digest_weekday",
     "timezone",
 )
-ITEM_COLUMNS: tuple[str, ...] = ("item_id", "title", "summary", "tags", "source", "url", "deleted")
+ITEM_COLUMNS: tuple[str, ...] = ("item_id", "title", "summary", "tags", "source", "url")
+DELETED_COLUMN = "deleted"  # optional: a catalog already limited to live items may leave it out
 CANDIDATE_COLUMNS: tuple[str, ...] = ("user_id", "rank", "item_id")
 MAX_TAGS = 5
 SUBJECT_TITLE_CHARS = 70
@@ -582,6 +583,29 @@ class DigestReport:
     messages: list[DigestMessage] = field(default_factory=list)
     seconds: float = 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (a dry run's messages by user, id, subject and items; no raw messages)."""
+        return {
+            "ds": self.ds,
+            "dry_run": self.dry_run,
+            "users_total": self.users_total,
+            "messages_written": self.messages_written,
+            "skipped": dict(self.skipped),
+            "files": list(self.files),
+            "manifest_uri": self.manifest_uri,
+            "seconds": round(self.seconds, 3),
+            "sample": [
+                {
+                    "user_id": m.user_id,
+                    "message_id": m.message_id,
+                    "subject": m.subject,
+                    "item_ids": list(m.item_ids),
+                    "send_at": m.send_at.isoformat(),
+                }
+                for m in self.messages
+            ],
+        }
+
 
 @dataclass(frozen=True)
 class _Recipient:
@@ -643,9 +667,10 @@ def _recipient(user: dict[str, Any], ds: str, config: DigestConfig) -> _Recipien
 def _item_lookup(items: pa.Table, item_ids: pa.Array) -> dict[str, dict[str, Any]]:
     """Items-table rows of ``item_ids`` by id. Raises ValueError on a missing column or a duplicate id."""
     _require_columns(items, ITEM_COLUMNS, "items table")
+    columns = [*ITEM_COLUMNS, DELETED_COLUMN] if DELETED_COLUMN in items.column_names else list(ITEM_COLUMNS)
     wanted = items.filter(pc.is_in(items.column("item_id"), value_set=pc.unique(item_ids)))
     lookup: dict[str, dict[str, Any]] = {}
-    for row in wanted.select(list(ITEM_COLUMNS)).to_pylist():
+    for row in wanted.select(columns).to_pylist():
         if row["item_id"] in lookup:
             raise ValueError(f"items table has item_id {row['item_id']!r} more than once")
         lookup[row["item_id"]] = row
@@ -701,7 +726,7 @@ def _fresh_items(
     return [
         lookup[item_id]
         for item_id in ranked
-        if item_id not in sent and item_id in lookup and lookup[item_id]["deleted"] is not True
+        if item_id not in sent and item_id in lookup and lookup[item_id].get(DELETED_COLUMN) is not True
     ]
 
 
@@ -718,8 +743,10 @@ def render_digests(
     Args:
         lake: the lake holding ``candidates/ds=<ds>`` and earlier digests.
         ds: run date ``YYYY-MM-DD``.
-        users: users table (the ``schema.RAW_USERS`` columns; ``ds`` may be absent), one row per user.
-        items: items table (the ``schema.RAW_ITEMS`` columns; ``ds`` may be absent), one row per item.
+        users: users table, one row per user, with at least ``USER_COLUMNS`` (``schema.RAW_USERS`` or
+            the serving ``profiles`` input; other columns are ignored).
+        items: items table, one row per item, with at least ``ITEM_COLUMNS`` and optionally ``deleted``
+            (``schema.RAW_ITEMS`` or the serving ``items`` input, which holds live items only).
         config: digest settings.
         dry_run_users: render the digests of this many due users only, publish nothing, and return the
             messages in the report.

@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from pipelines.digests import (
@@ -560,6 +561,26 @@ def test_dry_run_renders_a_sample_and_publishes_nothing(tmp_path) -> None:
     assert [m.user_id for m in report.messages] == ["u01"]
     assert parse(report.messages[0].raw)["Subject"] == "Your daily Nightfeed digest, Sun 8 Mar: Title of i03"
     assert not lake.is_published(LakePaths.digests(DS))
+    summary = json.loads(json.dumps(report.to_dict()))
+    assert summary["sample"] == [
+        {
+            "user_id": "u01",
+            "message_id": report.messages[0].message_id,
+            "subject": "Your daily Nightfeed digest, Sun 8 Mar: Title of i03",
+            "item_ids": ["i03", "i01", "i02"],
+            "send_at": "2026-03-08T07:00:00+00:00",
+        }
+    ]
+    assert summary["messages_written"] == 0 and summary["files"] == []
+
+
+def test_items_table_without_deleted_column(tmp_path) -> None:
+    # The serving catalog holds live items only and has no "deleted" column: i09 is simply absent.
+    lake, users, items = world(tmp_path)
+    live = items.filter(pc.invert(items["deleted"])).drop(["deleted"])
+    render_digests(lake, DS, users, live, CONFIG)
+    by_user = {r["user_id"]: r["item_ids"] for r in published_records(lake, DS)}
+    assert by_user == {"u01": ["i03", "i01", "i02"], "u09": ["i05", "i06", "i07"]}
 
 
 def test_preview_of_a_user_not_due(tmp_path) -> None:
