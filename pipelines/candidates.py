@@ -113,7 +113,8 @@ def embed_items(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
         raise NoChampionError("no two-tower champion: run the training DAG (or `python -m pipelines train`)")
     items = read_input(lake, ds, "items")
     started = time.perf_counter()
-    vectors = load_towers(lake, version).embed_items(items).astype(np.float32)
+    towers = load_towers(lake, version)
+    vectors = towers.embed_items(items).astype(np.float32)
     seconds = time.perf_counter() - started
     table = pa.table(
         {
@@ -162,7 +163,8 @@ def build_index(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
     users = read_input(lake, ds, "users")
     rng = np.random.default_rng(settings.index.recall_sample_queries)
     sample = np.sort(rng.permutation(users.num_rows)[: settings.index.recall_sample_queries])
-    queries = load_towers(lake, version).embed_users(users.take(pa.array(sample)))
+    towers = load_towers(lake, version)
+    queries = towers.embed_users(users.take(pa.array(sample)))
     report = build_and_publish_index(lake, ds, embeddings, queries, settings.index)
     return {
         "uri": report.uri,
@@ -486,6 +488,7 @@ def _batch_lists(ctx: ServingContext, batch: UserBatch, settings: Settings, time
             pool = min(hi - lo, max(settings.diversify.mmr_depth, k) * 2)
             items = pair_item[lo : lo + pool]
             scores = pair_score[lo : lo + pool]
+            pool_items = ctx.exploration[explore_ok[u]]
             picked, reasons = diversify(
                 items,
                 scores,
@@ -493,13 +496,22 @@ def _batch_lists(ctx: ServingContext, batch: UserBatch, settings: Settings, time
                 ctx.item_source,
                 ctx.item_author,
                 settings.diversify,
-                ctx.exploration[explore_ok[u]],
+                pool_items,
                 rng,
                 k,
             )
-            chosen = items[picked]
-            chosen_scores = scores[picked]
-            chosen_retrieval = pair_retrieval[lo : lo + pool][picked]
+            # Positions >= len(items) name the exploration post, which has no ranker or retrieval score:
+            # it is shown at the score of the slot above it.
+            n = len(items)
+            from_list = picked < n
+            chosen = np.empty(len(picked), np.int64)
+            chosen[from_list] = items[picked[from_list]]
+            chosen[~from_list] = pool_items[picked[~from_list] - n]
+            chosen_scores = np.full(len(picked), np.nan)
+            chosen_scores[from_list] = scores[picked[from_list]]
+            chosen_retrieval = np.full(len(picked), np.nan)
+            chosen_retrieval[from_list] = pair_retrieval[lo : lo + pool][picked[from_list]]
+            chosen_scores = _fill_from_above(chosen_scores)
             reasons = [reason_ranked if r == "ranked" else r for r in reasons]
             if len(chosen) < k:
                 extra = _fallback(ctx, batch, u, chosen, k - len(chosen))
@@ -530,6 +542,15 @@ def _batch_lists(ctx: ServingContext, batch: UserBatch, settings: Settings, time
             },
             schema=CANDIDATES,
         )
+
+
+def _fill_from_above(scores: np.ndarray) -> np.ndarray:
+    """Replace each NaN with the score just above it (the top one with the best score of the list)."""
+    out = scores.copy()
+    for i in np.flatnonzero(np.isnan(out)):
+        above = out[:i][~np.isnan(out[:i])]
+        out[i] = above[-1] if len(above) else np.nanmax(out) if np.isfinite(out).any() else 0.0
+    return out
 
 
 def _fallback(ctx: ServingContext, batch: UserBatch, u: int, taken: np.ndarray, needed: int) -> np.ndarray:

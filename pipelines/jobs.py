@@ -211,7 +211,7 @@ def train_ranker(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, 
         version,
         result.metrics,
         champion_metrics,
-        settings.blessing.model_copy(update={"metric": "ndcg_at_10", "floor": 0.0}),
+        cfg.blessing,
         champion_version=champion["version"] if champion else None,
     )
     log.info("ranker %s: %s", version, decision.reason)
