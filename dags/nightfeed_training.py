@@ -1,0 +1,84 @@
+"""
+### Nightfeed training
+
+Trains the two-tower retrieval model, then the LightGBM ranker (which is trained on candidates from the
+two-tower **champion**, so it runs second). Each challenger is evaluated against its champion and promoted
+only when blessed; a rejected challenger is a successful task (`promoted: false` and the reason in its
+XCom) and the champion stays.
+
+**Schedule.** Weekly, Sundays 03:00 UTC, after Saturday's features; the run's logical date is the start
+of the one-day interval before it fires, so it trains on data up to `ds` = Saturday. Also run on demand.
+Both tasks run in the pool `nightfeed_training` (one slot), so training never competes with itself:
+`airflow pools set nightfeed_training 1 "Nightfeed model training: one at a time"`.
+
+**Manual runs.** `run_date` picks the last day of training data; `force_retrain` trains even when the
+champion was trained on the same data.
+
+**Emits** the `nightfeed://models` Asset after each task, with the model version and whether it was
+promoted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from nightfeed_airflow.runtime import MODELS, mark_outlet, run_job
+
+TRAINING_POOL = "nightfeed_training"
+
+DEFAULT_ARGS = {
+    "owner": "nightfeed",
+    "retries": 2,
+    "retry_delay": dt.timedelta(minutes=5),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": dt.timedelta(hours=1),
+    "execution_timeout": dt.timedelta(hours=4),
+    "pool": TRAINING_POOL,
+}
+
+
+@dag(
+    dag_id="nightfeed_training",
+    doc_md=__doc__,
+    schedule=CronTriggerTimetable("0 3 * * 0", timezone="UTC", interval=dt.timedelta(days=1)),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["nightfeed", "training"],
+    params={
+        "run_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Run date",
+            description="Last day of training data (YYYY-MM-DD). Empty: the run's logical date.",
+        ),
+        "force_retrain": Param(
+            False,
+            type="boolean",
+            title="Force retrain",
+            description="Train even if the champion was trained on data up to the same day.",
+        ),
+    },
+)
+def nightfeed_training():
+    @task(outlets=[MODELS])
+    def train_two_tower() -> dict:
+        """Train, evaluate and maybe promote the two-tower model."""
+        result = run_job("train_two_tower")
+        mark_outlet(MODELS, model="two_tower", version=result["version"], promoted=result["promoted"])
+        return result
+
+    @task(outlets=[MODELS])
+    def train_ranker() -> dict:
+        """Train, evaluate and maybe promote the ranker on the two-tower champion's candidates."""
+        result = run_job("train_ranker")
+        mark_outlet(MODELS, model="ranker", version=result["version"], promoted=result["promoted"])
+        return result
+
+    train_two_tower() >> train_ranker()
+
+
+nightfeed_training()

@@ -1,0 +1,106 @@
+"""How a Nightfeed task turns its Airflow context into a call of one ``pipelines.jobs`` function.
+
+Every task body is ``run_job("<job>", **extra)``: this module works out the run date ``ds`` and the
+settings overrides from the context, calls the job and maps its failures onto Airflow's retry rules.
+
+Which day a run processes (``ds``), first match wins:
+
+1. the ``run_date`` param, when a manual run sets it;
+2. for runs of the nightly DAG started by the features Asset: the newest ``ds`` carried by the
+   triggering features events (Airflow 3 gives asset-triggered runs no logical date);
+3. the UTC calendar date of the run's logical date. The features DAG uses a data-interval timetable, so
+   its run for a day starts after that day ends and its logical date is that day; the training DAG's
+   logical date is the day before it fires (see each DAG's docs).
+
+``pipelines.jobs`` is imported only inside :func:`run_job`, when a task runs: the DAG files import this
+module at parse time and must stay free of TensorFlow, LightGBM, ScaNN and pandas.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.sdk import Asset, get_current_context
+from airflow.sdk.exceptions import AirflowFailException
+
+log = logging.getLogger(__name__)
+
+# Logical assets rather than file paths: the feature tables live in DuckDB or BigQuery and the models in
+# the lake, depending on settings; consumers only need to know "features for ds are ready".
+FEATURES = Asset(name="nightfeed_features", uri="nightfeed://features")
+MODELS = Asset(name="nightfeed_models", uri="nightfeed://models")
+CANDIDATES = Asset(name="nightfeed_candidates", uri="nightfeed://candidates")
+
+DS_EXTRA_KEY = "ds"
+RUN_DATE_PARAM = "run_date"
+
+
+def resolve_ds(context: Mapping[str, Any]) -> str:
+    """The run date ``YYYY-MM-DD`` this run processes (rules in the module docstring).
+
+    Raises:
+        AirflowFailException: the run has no run_date param, no features event and no logical date.
+    """
+    params = context.get("params") or {}
+    run_date = params.get(RUN_DATE_PARAM)
+    if run_date:
+        return _check_date(run_date, f"param {RUN_DATE_PARAM}")
+
+    triggering = context.get("triggering_asset_events") or {}
+    days = []
+    for asset in triggering:
+        for event in triggering[asset]:
+            value = (event.extra or {}).get(DS_EXTRA_KEY)
+            if value:
+                days.append(_check_date(value, f"extra['{DS_EXTRA_KEY}'] of an event of {asset.uri}"))
+    if days:
+        if len(set(days)) > 1:
+            log.info("triggered by events for %s; processing the newest", sorted(set(days)))
+        return max(days)
+
+    logical_date = context.get("logical_date")
+    if logical_date is not None:
+        return logical_date.astimezone(dt.UTC).date().isoformat()
+    raise AirflowFailException(
+        "this run has no logical date, no run_date param and no features event to take ds from: "
+        "trigger it with a logical date or with params {'run_date': 'YYYY-MM-DD'}"
+    )
+
+
+def _check_date(value: Any, origin: str) -> str:
+    try:
+        return dt.date.fromisoformat(str(value)).isoformat()
+    except ValueError as exc:
+        raise AirflowFailException(f"{origin} must be a date like 2026-11-22, got {value!r}") from exc
+
+
+def run_job(name: str, **kwargs: Any) -> Any:
+    """Call ``pipelines.jobs.<name>(ds=..., overrides=..., **kwargs)`` for the current task's run.
+
+    Returns:
+        What the job returns (a small JSON-serialisable value: it becomes the task's XCom).
+
+    Raises:
+        AirflowFailException: the job raised ``PermanentFailure`` (bad data, no blessed model, bad
+            params), so retrying would not help; any other exception propagates and is retried.
+    """
+    from pipelines import jobs
+
+    context = get_current_context()
+    ds = resolve_ds(context)
+    params = context.get("params") or {}
+    try:
+        overrides = jobs.overrides_from_params({key: params[key] for key in params})
+        log.info("%s ds=%s overrides=%s %s", name, ds, overrides, kwargs)
+        return getattr(jobs, name)(ds=ds, overrides=overrides, **kwargs)
+    except jobs.PermanentFailure as exc:
+        raise AirflowFailException(f"{name} for ds={ds} cannot succeed on retry: {exc}") from exc
+
+
+def mark_outlet(asset: Asset, **extra: Any) -> None:
+    """Attach ``extra`` (always including ``ds``) to the event the current task emits for ``asset``."""
+    context = get_current_context()
+    context["outlet_events"][asset].extra = {DS_EXTRA_KEY: resolve_ds(context), **extra}

@@ -1,0 +1,72 @@
+"""Each DAG's task graph, schedule, pools, outlets and params are the ones its docs describe."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.airflow
+
+FEATURES_URI = "nightfeed://features/"
+
+
+@pytest.fixture(scope="module")
+def dags(described: dict[str, dict]) -> dict[str, dict]:
+    return {stem: info["dags"][stem] for stem, info in described.items()}
+
+
+def edges(dag: dict) -> set[tuple[str, str]]:
+    return {(task_id, down) for task_id, task in dag["tasks"].items() for down in task["downstream"]}
+
+
+def test_features_dag(dags: dict[str, dict]) -> None:
+    dag = dags["nightfeed_features"]
+    assert set(dag["tasks"]) == {"features"}
+    assert edges(dag) == set()
+    assert dag["tasks"]["features"]["outlets"] == [FEATURES_URI]
+    # Data-interval timetable: the run for a day has that day as logical date (see the DAG's docs).
+    assert dag["timetable"] == "CronDataIntervalTimetable"
+    assert dag["timetable_config"]["expression"] == "0 0 * * *"
+    assert dag["timetable_config"]["timezone"] == "UTC"
+    assert set(dag["params"]) == {"run_date"}
+
+
+def test_training_dag(dags: dict[str, dict]) -> None:
+    dag = dags["nightfeed_training"]
+    assert edges(dag) == {("train_two_tower", "train_ranker")}
+    assert {task["pool"] for task in dag["tasks"].values()} == {"nightfeed_training"}
+    assert dag["timetable"] == "CronTriggerTimetable"
+    # Sundays 03:00 UTC; the one-day interval makes the logical date (and so ds) the Saturday.
+    assert dag["timetable_config"]["expression"] == "0 3 * * 0"
+    assert dag["timetable_config"]["interval"] == 86400.0
+    assert dag["max_active_runs"] == 1
+    assert set(dag["params"]) == {"run_date", "force_retrain"}
+    assert dag["param_defaults"]["force_retrain"] is False
+
+
+def test_nightly_dag(dags: dict[str, dict]) -> None:
+    dag = dags["nightfeed_nightly"]
+    assert edges(dag) == {
+        ("export_inputs", "embed_items"),
+        ("embed_items", "build_index"),
+        ("build_index", "plan_shards"),
+        ("plan_shards", "candidates_for_shard"),
+        ("plan_shards", "publish_candidates"),
+        ("candidates_for_shard", "publish_candidates"),
+        ("publish_candidates", "render_digests"),
+        ("render_digests", "write_report"),
+    }
+    mapped = {task_id for task_id, task in dag["tasks"].items() if task["mapped"]}
+    assert mapped == {"candidates_for_shard"}
+    assert dag["schedule_assets"] == [FEATURES_URI]
+    assert dag["max_active_runs"] == 1
+    # The report is written whether or not digests were skipped, but not after a failure.
+    assert dag["tasks"]["write_report"]["trigger_rule"] == "none_failed"
+    assert dag["tasks"]["publish_candidates"]["outlets"] == ["nightfeed://candidates/"]
+    assert set(dag["params"]) == {"run_date", "num_shards", "top_k", "dry_run_users", "skip_digests"}
+
+
+@pytest.mark.parametrize("stem", ["nightfeed_features", "nightfeed_training", "nightfeed_nightly"])
+def test_params_have_titles_descriptions_and_types(dags: dict[str, dict], stem: str) -> None:
+    for name, schema in dags[stem]["params"].items():
+        assert schema.get("title") and schema.get("description"), name
+        assert schema.get("type"), name
