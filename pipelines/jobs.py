@@ -59,6 +59,13 @@ def settings_for(overrides: dict[str, Any] | None) -> Settings:
         raise PermanentFailure(f"invalid run parameters: {exc}") from exc
 
 
+def record_fact(lake: Any, ds: str, job: str, result: Any) -> None:
+    """Keep a job's result as ``reports/ds=<ds>/facts/<job>.json`` for the run report (one atomic object)."""
+    from pipelines.schema import LakePaths
+
+    lake.write_json(f"{LakePaths.reports(ds)}/facts/{job}.json", result)
+
+
 def run_features(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build the feature tables of ``ds`` (quality gate included)."""
     from pipelines.features import DataQualityError, build_features
@@ -68,10 +75,12 @@ def run_features(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, 
     ds = check_ds(ds)
     settings = settings_for(overrides)
     with open_warehouse(settings) as warehouse:
+        lake = Lake(settings.lake_url)
         try:
-            report = build_features(warehouse, Lake(settings.lake_url), ds, settings)
+            report = build_features(warehouse, lake, ds, settings)
         except DataQualityError as exc:
             raise PermanentFailure(str(exc)) from exc
+    record_fact(lake, ds, "features", report.to_dict())
     return report.to_dict()
 
 
@@ -144,7 +153,7 @@ def train_two_tower(ds: str, overrides: dict[str, Any] | None = None) -> dict[st
         champion_version=champion["version"] if champion else None,
     )
     log.info("two-tower %s: %s", version, decision.reason)
-    return {
+    result_facts = {
         "version": version,
         "promoted": decision.promoted,
         "reason": decision.reason,
@@ -154,6 +163,8 @@ def train_two_tower(ds: str, overrides: dict[str, Any] | None = None) -> dict[st
         "examples_per_second": result.throughput,
         "n_train_examples": result.n_train_examples,
     }
+    record_fact(lake, ds, "train_two_tower", result_facts)
+    return result_facts
 
 
 def training_catalog(warehouse: Any, ds: str, settings: Settings) -> Any:
@@ -215,7 +226,7 @@ def train_ranker(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, 
         champion_version=champion["version"] if champion else None,
     )
     log.info("ranker %s: %s", version, decision.reason)
-    return {
+    result_facts = {
         "version": version,
         "promoted": decision.promoted,
         "reason": decision.reason,
@@ -223,6 +234,8 @@ def train_ranker(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, 
         "champion_metrics": champion_metrics,
         "two_tower_version": retrieval_version,
     }
+    record_fact(lake, ds, "train_ranker", result_facts)
+    return result_facts
 
 
 # -- nightly --------------------------------------------------------------------------------------------
@@ -238,23 +251,29 @@ def export_inputs(ds: str, overrides: dict[str, Any] | None = None) -> dict[str,
     from pipelines import candidates
     from pipelines.warehouse import open_warehouse
 
+    ds = check_ds(ds)
     settings, lake = _nightly(overrides)
     with open_warehouse(settings) as warehouse:
         try:
-            return candidates.export_inputs(warehouse, lake, check_ds(ds), settings)
+            result = candidates.export_inputs(warehouse, lake, ds, settings)
         except candidates.EmptyInputsError as exc:
             raise PermanentFailure(str(exc)) from exc
+    record_fact(lake, ds, "export_inputs", result)
+    return result
 
 
 def embed_items(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Batch-predict the champion item tower over the catalog of ``ds``."""
     from pipelines import candidates
 
+    ds = check_ds(ds)
     settings, lake = _nightly(overrides)
     try:
-        return candidates.embed_items(lake, check_ds(ds), settings)
+        result = candidates.embed_items(lake, ds, settings)
     except candidates.NoChampionError as exc:
         raise PermanentFailure(str(exc)) from exc
+    record_fact(lake, ds, "embed_items", result)
+    return result
 
 
 def build_index(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -262,11 +281,14 @@ def build_index(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, A
     from pipelines import candidates
     from pipelines.index import IndexRecallError
 
+    ds = check_ds(ds)
     settings, lake = _nightly(overrides)
     try:
-        return candidates.build_index(lake, check_ds(ds), settings)
+        result = candidates.build_index(lake, ds, settings)
     except IndexRecallError as exc:
         raise PermanentFailure(str(exc)) from exc
+    record_fact(lake, ds, "build_index", result)
+    return result
 
 
 def plan_shards(ds: str, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -293,8 +315,11 @@ def publish_candidates(
     """Publish ``ds``'s candidates once every shard is written."""
     from pipelines import candidates
 
+    ds = check_ds(ds)
     settings, lake = _nightly(overrides)
-    return candidates.publish_candidates(lake, check_ds(ds), staging, list(shard_results), settings)
+    result = candidates.publish_candidates(lake, ds, staging, list(shard_results), settings)
+    record_fact(lake, ds, "publish_candidates", result)
+    return result
 
 
 def render_digests(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -312,4 +337,5 @@ def render_digests(ds: str, overrides: dict[str, Any] | None = None) -> dict[str
         settings.digest,
         dry_run_users=settings.dry_run_users,
     )
+    record_fact(lake, ds, "render_digests", report.to_dict())
     return report.to_dict()
