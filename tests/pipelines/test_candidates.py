@@ -1,0 +1,185 @@
+"""The nightly candidates on a tiny world: list invariants, atomic publishing, reruns, cold start, dry runs.
+
+One module fixture runs the real chain once (world -> features -> two-tower -> ranker -> inputs ->
+embeddings -> index -> shards -> publish); the tests read what it published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from pipelines import jobs
+from pipelines.candidates import read_candidates, read_input, shard_of
+from pipelines.lake import Lake, ManifestError
+from pipelines.schema import LakePaths
+from pipelines.settings import WorldConfig
+from pipelines.warehouse import DuckDBWarehouse
+from pipelines.world import World, load_world, world_config
+
+DS = "2026-11-22"
+TOP_K = 20
+SHARDS = 2
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("nightly")
+    env = {
+        "NIGHTFEED_DATA_DIR": str(root),
+        "NIGHTFEED_CANDIDATES__TOP_K": str(TOP_K),
+        "NIGHTFEED_CANDIDATES__TOP_N": "100",
+        "NIGHTFEED_CANDIDATES__NUM_SHARDS": str(SHARDS),
+        "NIGHTFEED_TWO_TOWER__EPOCHS": "2",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        settings = jobs.settings_for(None)
+        with DuckDBWarehouse(settings.duckdb_file) as warehouse:
+            generated = World(world_config("tiny", WorldConfig()), DS)
+            load_world(warehouse, generated)
+        for ds in generated.days():
+            jobs.run_features(ds)
+        trained = jobs.train_two_tower(DS)
+        ranked = jobs.train_ranker(DS)
+        published = run_nightly()
+        yield {
+            "lake": Lake(settings.lake_url),
+            "settings": settings,
+            "two_tower": trained,
+            "ranker": ranked,
+            "published": published,
+            "mp": mp,
+        }
+
+
+def run_nightly(ds: str = DS) -> dict[str, Any]:
+    jobs.export_inputs(ds)
+    jobs.embed_items(ds)
+    jobs.build_index(ds)
+    plan = jobs.plan_shards(ds)
+    results = [jobs.candidates_for_shard(ds, p["shard"], p["num_shards"], p["staging"]) for p in plan]
+    return jobs.publish_candidates(ds, plan[0]["staging"], results)
+
+
+def _frames(lake: Lake) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    return (
+        read_candidates(lake, DS).to_pandas(),
+        read_input(lake, DS, "users").to_pandas(),
+        read_input(lake, DS, "items").to_pandas(),
+        read_input(lake, DS, "seen").to_pandas(),
+    )
+
+
+def test_both_models_were_promoted_and_used(world: dict[str, Any]) -> None:
+    assert world["two_tower"]["promoted"] and world["ranker"]["promoted"]
+    assert world["published"]["two_tower_version"] == world["two_tower"]["version"]
+    assert world["published"]["ranker_version"] == world["ranker"]["version"]
+
+
+def test_every_published_list_obeys_the_invariants(world: dict[str, Any]) -> None:
+    """Checked here from the inputs, independently of the pipeline's own check."""
+    candidates, users, items, seen = _frames(world["lake"])
+    assert set(candidates.user_id) == set(users.user_id), "every user gets a list"
+    sizes = candidates.groupby("user_id").size()
+    assert (sizes == TOP_K).all(), "the catalog is large enough for a full list for everyone"
+    assert not candidates.duplicated(["user_id", "item_id"]).any()
+    assert set(candidates.item_id) <= set(items.item_id)
+    shown = candidates.merge(seen, on=["user_id", "item_id"])
+    assert shown.empty, f"seen posts recommended: {shown.head(3).to_dict('records')}"
+    joined = candidates.merge(users, on="user_id").merge(items, on="item_id", suffixes=("_user", ""))
+    blocked_tag = joined.apply(lambda r: bool(set(r.tags) & set(r.blocked_tags)), axis=1)
+    blocked_source = joined.apply(lambda r: r.source in set(r.blocked_sources), axis=1)
+    assert not blocked_tag.any() and not blocked_source.any()
+    assert ((joined.language == joined.language_user) | (joined.language == "en")).all()
+    for _, group in candidates.groupby("user_id"):
+        assert list(group["rank"]) == list(range(1, len(group) + 1))
+        assert (np.diff(group["score"].to_numpy()) <= 0).all(), "scores never increase down a list"
+    assert set(candidates.reason) <= {"ranked", "explore", "fallback"}
+    assert (candidates.reason == "explore").sum() >= 1
+
+
+def test_blocked_users_exist_in_the_fixture(world: dict[str, Any]) -> None:
+    """Guards the invariant test above against passing vacuously."""
+    _, users, _, seen = _frames(world["lake"])
+    assert (users.blocked_tags.map(len) > 0).sum() > 0
+    assert (users.blocked_sources.map(len) > 0).sum() > 0
+    assert len(seen) > 0
+
+
+def test_cold_start_users_get_a_full_list(world: dict[str, Any]) -> None:
+    candidates, users, _, _ = _frames(world["lake"])
+    cold = users[users.history.map(len) == 0].user_id
+    assert len(cold) > 0, "the tiny world has users who signed up without history"
+    sizes = candidates[candidates.user_id.isin(cold)].groupby("user_id").size()
+    assert len(sizes) == len(cold) and (sizes == TOP_K).all()
+
+
+def test_shards_split_users_stably() -> None:
+    ids = [f"u{i:07d}" for i in range(1000)]
+    shards = shard_of(ids, 8)
+    assert np.array_equal(shards, shard_of(ids, 8))
+    assert set(shards) == set(range(8))
+    assert np.bincount(shards).min() > 60  # roughly even: 125 expected per shard
+
+
+def test_a_killed_run_keeps_the_previous_lists_and_a_retry_reproduces_them(world: dict[str, Any]) -> None:
+    lake: Lake = world["lake"]
+    before = read_candidates(lake, DS)
+    manifest = lake.read_manifest(LakePaths.candidates(DS))
+    plan = jobs.plan_shards(DS)
+    # The run dies after writing its first shard: nothing new is visible.
+    jobs.candidates_for_shard(DS, 0, SHARDS, plan[0]["staging"])
+    with pytest.raises(ManifestError, match="missing files"):
+        lake.publish(LakePaths.candidates(DS), plan[0]["staging"], ["shard=000.parquet", "shard=001.parquet"])
+    assert lake.read_manifest(LakePaths.candidates(DS)) == manifest
+    assert read_candidates(lake, DS).equals(before)
+    # The retry runs every shard again and publishes: same inputs and models give the same lists.
+    results = [jobs.candidates_for_shard(DS, p["shard"], SHARDS, p["staging"]) for p in plan]
+    jobs.publish_candidates(DS, plan[0]["staging"], results)
+    assert lake.read_manifest(LakePaths.candidates(DS))["staging"] != manifest["staging"]
+    assert read_candidates(lake, DS).equals(before)
+
+
+def test_publish_refuses_an_incomplete_set_of_shard_results(world: dict[str, Any]) -> None:
+    plan = jobs.plan_shards(DS)
+    result = jobs.candidates_for_shard(DS, 1, SHARDS, plan[1]["staging"])
+    with pytest.raises(ValueError, match=r"shard results \[1\] do not cover shards \[0, 1\]"):
+        jobs.publish_candidates(DS, plan[1]["staging"], [result])
+
+
+def test_a_dry_run_publishes_nothing(world: dict[str, Any], tmp_path: Path) -> None:
+    lake: Lake = world["lake"]
+    manifest = lake.read_manifest(LakePaths.candidates(DS))
+    overrides = jobs.overrides_from_params({"dry_run_users": 5})
+    plan = jobs.plan_shards(DS, overrides)
+    results = [jobs.candidates_for_shard(DS, p["shard"], SHARDS, p["staging"], overrides) for p in plan]
+    out = jobs.publish_candidates(DS, plan[0]["staging"], results, overrides)
+    assert out["published"] is False and out["users"] == 5
+    assert lake.read_manifest(LakePaths.candidates(DS)) == manifest
+
+
+def test_params_become_overrides() -> None:
+    assert jobs.overrides_from_params({"num_shards": 3, "top_k": 7, "dry_run_users": None}) == {
+        "candidates": {"num_shards": 3, "top_k": 7}
+    }
+    with pytest.raises(jobs.PermanentFailure, match="num_shards"):
+        jobs.settings_for(jobs.overrides_from_params({"num_shards": 0}))
+
+
+def test_candidate_files_have_the_published_schema(world: dict[str, Any]) -> None:
+    from pipelines.schema import CANDIDATES
+
+    lake: Lake = world["lake"]
+    for path in lake.manifest_files(LakePaths.candidates(DS)):
+        assert lake.read_parquet(path).schema.equals(CANDIDATES)
+    assert isinstance(read_candidates(lake, DS), pa.Table)
