@@ -4,6 +4,11 @@ Commands:
     world       generate the synthetic world and load it into the raw tables
     import      load your own events/items/users files (CSV or Parquet), or MovieLens files
     features    build the feature tables for one date or a date range
+    train       train the two-tower model and the ranker; each is promoted only if blessed
+    ablate      train two-tower variants (without log-Q, accidental-hit removal, mixed negatives)
+    nightly     run the nightly stages in this process: inputs, embeddings, index, shards, publish
+    digests     render (and publish) the digest e-mails of a date
+    digest-preview  render one user's digest to an HTML file
     outputs     print where a date's outputs are
 """
 
@@ -97,6 +102,76 @@ def _first_raw_day() -> str:
     return days[0]
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from pipelines import jobs
+
+    results = {}
+    if args.model in ("two_tower", "both"):
+        results["two_tower"] = jobs.train_two_tower(args.ds)
+    if args.model in ("ranker", "both"):
+        results["ranker"] = jobs.train_ranker(args.ds)
+    _print({name: {k: r[k] for k in ("version", "promoted", "reason")} for name, r in results.items()})
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+    from pipelines import two_tower
+    from pipelines.jobs import settings_for, training_catalog
+    from pipelines.schema import RETRIEVAL_DATASET_SQL
+    from pipelines.warehouse import open_warehouse
+
+    settings = settings_for(None)
+    cfg = settings.two_tower
+    with open_warehouse(settings) as warehouse:
+        examples = warehouse.query_file(
+            RETRIEVAL_DATASET_SQL, args.ds, train_days=cfg.train_days, eval_days=cfg.eval_days
+        )
+        catalog = training_catalog(warehouse, args.ds, settings)
+    _print(two_tower.ablate_two_tower(examples, catalog, cfg, settings.evaluation, tuple(args.variants)))
+
+
+def cmd_nightly(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from pipelines import jobs
+
+    overrides = jobs.overrides_from_params(
+        {"num_shards": args.num_shards, "dry_run_users": args.dry_run_users}
+    )
+    out: dict[str, Any] = {}
+    for name in ("export_inputs", "embed_items", "build_index"):
+        out[name] = getattr(jobs, name)(args.ds, overrides)
+    plan = jobs.plan_shards(args.ds, overrides)
+    shards = [
+        jobs.candidates_for_shard(args.ds, p["shard"], p["num_shards"], p["staging"], overrides)
+        for p in tqdm(plan, desc="shards", unit="shard")
+    ]
+    out["publish_candidates"] = jobs.publish_candidates(args.ds, plan[0]["staging"], shards, overrides)
+    out["publish_candidates"].pop("shards", None)
+    if not args.skip_digests:
+        out["render_digests"] = jobs.render_digests(args.ds, overrides)
+    _print(out)
+
+
+def cmd_digests(args: argparse.Namespace) -> None:
+    from pipelines import jobs
+
+    overrides = jobs.overrides_from_params({"dry_run_users": args.dry_run_users})
+    _print(jobs.render_digests(args.ds, overrides))
+
+
+def cmd_digest_preview(args: argparse.Namespace) -> None:
+    from pipelines.candidates import read_input
+    from pipelines.digests import preview_digest
+    from pipelines.jobs import settings_for
+    from pipelines.lake import Lake
+
+    settings = settings_for(None)
+    lake = Lake(settings.lake_url)
+    users, items = read_input(lake, args.ds, "profiles"), read_input(lake, args.ds, "items")
+    path = preview_digest(lake, args.ds, args.user, users, items, settings.digest, args.out)
+    print(f"digest preview of {args.user} for {args.ds}: {path}")
+
+
 def cmd_outputs(args: argparse.Namespace) -> None:
     from pipelines.jobs import describe_outputs
 
@@ -107,6 +182,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
     "world": (cmd_world, "generate the synthetic world into the raw tables"),
     "import": (cmd_import, "load your own data files or MovieLens files into the raw tables"),
     "features": (cmd_features, "build the feature tables for a date or a date range"),
+    "train": (cmd_train, "train the two-tower model and the ranker (promoted only if blessed)"),
+    "ablate": (cmd_ablate, "train two-tower variants with one loss option switched off"),
+    "nightly": (cmd_nightly, "run the nightly stages in this process"),
+    "digests": (cmd_digests, "render and publish the digest e-mails of a date"),
+    "digest-preview": (cmd_digest_preview, "render one user's digest to an HTML file"),
     "outputs": (cmd_outputs, "print where a date's outputs are"),
 }
 
@@ -132,6 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--end", type=_date, help="last date of a range")
         else:
             p.add_argument("--ds", type=_date, required=True)
+        if name == "train":
+            p.add_argument("--model", choices=["two_tower", "ranker", "both"], default="both")
+        elif name == "ablate":
+            p.add_argument(
+                "--variants",
+                nargs="+",
+                default=["full", "no_logq", "no_accidental_hit_removal", "no_mixed_negatives"],
+            )
+        elif name in ("nightly", "digests"):
+            p.add_argument("--dry-run-users", type=int, default=None, help="a sample; publishes nothing")
+            if name == "nightly":
+                p.add_argument("--num-shards", type=int, default=None)
+                p.add_argument("--skip-digests", action="store_true")
+        elif name == "digest-preview":
+            p.add_argument("--user", required=True)
+            p.add_argument("--out", required=True, help="HTML file to write")
     return parser
 
 
