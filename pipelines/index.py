@@ -43,6 +43,8 @@ MISSING_ID = ""
 
 # ScaNN trains its k-means tree and hashing codebooks on a sample of this many datapoints.
 TRAINING_SAMPLE_SIZE = 100_000
+# Below this many items a tree is pointless (and hashing needs 16+ points per codebook): always exact.
+MIN_TREE_ITEMS = 1000
 # Asymmetric hashing: 2 dimensions per 16-centre codebook block, anisotropic loss for inner products.
 AH_DIMS_PER_BLOCK = 2
 AH_ANISOTROPIC_THRESHOLD = 0.2
@@ -88,7 +90,8 @@ class IndexSettings:
 def index_settings(n_items: int, dim: int, config: IndexConfig) -> IndexSettings:
     """Choose ScaNN settings for a catalog of ``n_items`` vectors of ``dim`` dimensions.
 
-    Below ``config.brute_force_below`` items the index is exact. Above it, the tree has
+    Below ``config.brute_force_below`` items (and always below :data:`MIN_TREE_ITEMS`) the index is
+    exact. Above it, the tree has
     ``leaves_per_sqrt_items * sqrt(n)`` leaves (so a leaf holds about ``sqrt(n) / leaves_per_sqrt_items``
     items) and a query searches ``leaves_to_search_fraction`` of them; ``num_neighbors`` is clamped to the
     catalog size.
@@ -99,7 +102,7 @@ def index_settings(n_items: int, dim: int, config: IndexConfig) -> IndexSettings
     if n_items < 1 or dim < 1:
         raise ValueError(f"an index needs at least one item and one dimension, got n={n_items}, d={dim}")
     num_neighbors = min(config.num_neighbors, n_items)
-    if n_items < config.brute_force_below:
+    if n_items < max(config.brute_force_below, MIN_TREE_ITEMS):
         return IndexSettings("brute_force", n_items, dim, num_neighbors)
     num_leaves = max(1, min(n_items, round(config.leaves_per_sqrt_items * math.sqrt(n_items))))
     leaves_to_search = max(1, min(num_leaves, math.ceil(config.leaves_to_search_fraction * num_leaves)))

@@ -75,9 +75,12 @@ def test_settings_scale_with_the_catalog() -> None:
     # num_leaves = 2.0 * sqrt(1e6) = 2000; leaves_to_search = ceil(0.1 * 2000) = 200.
     assert (big.mode, big.num_leaves, big.leaves_to_search) == ("tree_ah", 2000, 200)
     assert big.reorder_for(100) == config.reorder_multiplier * 100
-    tiny = index_settings(3, 8, IndexConfig(brute_force_below=0, num_neighbors=500))
-    # 2 * sqrt(3) = 3.46 -> 3 leaves, but never more leaves or neighbours than items.
-    assert (tiny.num_leaves, tiny.num_neighbors, tiny.leaves_to_search) == (3, 3, 1)
+    tiny = index_settings(999, 8, IndexConfig(brute_force_below=0, num_neighbors=5000))
+    # Under 1000 items the index is exact whatever brute_force_below says, with neighbours clamped.
+    assert (tiny.mode, tiny.num_neighbors) == ("brute_force", 999)
+    few_leaves = index_settings(1000, 8, IndexConfig(brute_force_below=0, leaves_per_sqrt_items=0.01))
+    # 0.01 * sqrt(1000) = 0.3 rounds to 0 leaves: at least one leaf, and it is searched.
+    assert (few_leaves.num_leaves, few_leaves.leaves_to_search) == (1, 1)
 
 
 # -- exact search -----------------------------------------------------------------------------------
