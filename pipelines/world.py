@@ -124,6 +124,8 @@ class World:
         self._rng = rng
         self._make_items(rng)
         self._make_users(rng)
+        self._item_text(np.random.default_rng([config.seed, 1]))
+        self._user_profiles(np.random.default_rng([config.seed, 2]))
 
     # -- catalog ---------------------------------------------------------------------------------------
     def _make_items(self, rng: np.random.Generator) -> None:
@@ -207,27 +209,35 @@ class World:
         deleted = (self.item_deleted_day[idx] >= 0) & (self.item_deleted_day[idx] <= i)
         return self._item_rows(idx, deleted, self._day_date(i))
 
+    def _item_text(self, rng: np.random.Generator) -> None:
+        """Draw every post's tags and text once, so a post has the same content whichever day it is read."""
+        n, per_topic = self.config.n_items, len(TOPIC_TAGS[0])
+        order = np.argsort(rng.random((n, per_topic)), axis=1)  # a random permutation of the topic's tags
+        n_tags = rng.integers(1, 4, size=n)
+        extra = np.where(rng.random(n) < 0.15, rng.integers(0, self.n_topics, size=n), -1)
+        self.item_tags = [
+            list(dict.fromkeys([TOPIC_TAGS[t][k] for k in perm[:m]] + ([TOPIC_TAGS[x][0]] if x >= 0 else [])))
+            for t, perm, m, x in zip(self.item_topic, order, n_tags, extra, strict=True)
+        ]
+        title_tpl = rng.integers(0, len(TITLE_TEMPLATES), size=n)
+        summary_tpl = rng.integers(0, len(SUMMARY_TEMPLATES), size=n)
+        spice = rng.integers(0, len(SPICE), size=n)
+        self.item_title, self.item_summary = [], []
+        for j in range(n):
+            words = TOPIC_TAGS[self.item_topic[j]]
+            a, b = words[order[j, 0]], words[order[j, 1]]
+            title = TITLE_TEMPLATES[title_tpl[j]].format(a=a, b=b)
+            self.item_title.append(title[0].upper() + title[1:] + SPICE[spice[j]])
+            self.item_summary.append(SUMMARY_TEMPLATES[summary_tpl[j]].format(a=a, b=b))
+
     def _item_rows(self, idx: np.ndarray, deleted: np.ndarray, day: dt.date) -> pa.Table:
-        tags, titles, summaries = [], [], []
-        for j in idx:
-            topic_tags = TOPIC_TAGS[self.item_topic[j]]
-            # Deterministic per item, so the same post always has the same text.
-            r = np.random.default_rng([self.config.seed, 1, int(j)])
-            chosen = list(r.choice(topic_tags, size=int(r.integers(1, 4)), replace=False))
-            if r.random() < 0.15:
-                chosen.append(str(TOPIC_TAGS[int(r.integers(0, self.n_topics))][0]))
-            a, b = r.choice(topic_tags, size=2, replace=False)
-            tags.append(list(dict.fromkeys(str(t) for t in chosen)))
-            title = TITLE_TEMPLATES[int(r.integers(0, len(TITLE_TEMPLATES)))].format(a=a, b=b)
-            titles.append(title[0].upper() + title[1:] + SPICE[int(r.integers(0, len(SPICE)))])
-            summaries.append(SUMMARY_TEMPLATES[int(r.integers(0, len(SUMMARY_TEMPLATES)))].format(a=a, b=b))
         n = len(idx)
         return pa.table(
             {
                 "item_id": [item_id(j) for j in idx],
-                "title": titles,
-                "summary": summaries,
-                "tags": tags,
+                "title": [self.item_title[j] for j in idx],
+                "summary": [self.item_summary[j] for j in idx],
+                "tags": [self.item_tags[j] for j in idx],
                 "source": [f"source-{s:03d}" for s in self.item_source[idx]],
                 "author": [f"author-{a:05d}" for a in self.item_author[idx]],
                 "post_type": [POST_TYPES[(j * 7) % len(POST_TYPES)] for j in idx],
@@ -241,37 +251,60 @@ class World:
             schema=RAW_ITEMS,
         )
 
+    def _user_profiles(self, rng: np.random.Generator) -> None:
+        """Draw every user's profile once: selected tags from their favourite topics, rare blocks."""
+        n, per_topic = self.config.n_users, len(TOPIC_TAGS[0])
+        ranked_topics = np.argsort(-self.user_pref, axis=1)
+        n_top = rng.integers(1, 4, size=n)
+        tag_pick = rng.integers(0, per_topic, size=(n, 3))
+        self.user_selected = [
+            sorted(
+                {TOPIC_TAGS[t][k] for t, k in zip(top[:m], picks[:m], strict=True)} | {TOPIC_TAGS[top[0]][0]}
+            )
+            for top, m, picks in zip(ranked_topics, n_top, tag_pick, strict=True)
+        ]
+        disliked = ranked_topics[:, -1]
+        block_tag = rng.random(n) < 0.1
+        block_tag_pick = rng.integers(0, per_topic, size=n)
+        self.user_blocked_tags = [
+            [TOPIC_TAGS[d][k]] if b else []
+            for d, k, b in zip(disliked, block_tag_pick, block_tag, strict=True)
+        ]
+        block_source = rng.random(n) < 0.05
+        source_pick = rng.integers(0, self.n_sources, size=n)
+        self.user_blocked_sources = [
+            [f"source-{s:03d}"] if b else [] for s, b in zip(source_pick, block_source, strict=True)
+        ]
+        self.user_opt_in = rng.random(n) < 0.6
+        self.user_weekly = rng.random(n) < 0.7
+        self.user_weekday = rng.integers(0, 7, size=n)
+        self.user_timezone = rng.integers(0, len(TIMEZONES), size=n)
+
     def _users(self, i: int, rng: np.random.Generator) -> pa.Table:
         idx = (
             np.flatnonzero(self.user_signup_day <= 0) if i == 0 else np.flatnonzero(self.user_signup_day == i)
         )
-        day = self._day_date(i)
-        rows: dict[str, list] = {name: [] for name in RAW_USERS.names}
-        for u in idx:
-            r = np.random.default_rng([self.config.seed, 2, int(u)])
-            top = np.argsort(-self.user_pref[u])[: int(r.integers(1, 4))]
-            selected = sorted({str(r.choice(TOPIC_TAGS[t])) for t in top} | {TOPIC_TAGS[top[0]][0]})
-            disliked = np.argsort(self.user_pref[u])[0]
-            blocked_tags = [str(r.choice(TOPIC_TAGS[disliked]))] if r.random() < 0.1 else []
-            blocked_sources = (
-                [f"source-{int(r.integers(0, self.n_sources)):03d}"] if r.random() < 0.05 else []
-            )
-            signup = dt.datetime.combine(self.start, dt.time(), tzinfo=dt.UTC) + dt.timedelta(
-                days=int(self.user_signup_day[u]), seconds=int(self.user_signup_s[u])
-            )
-            rows["user_id"].append(user_id(u))
-            rows["email"].append(f"reader{u}@example.com")
-            rows["signup_ts"].append(signup)
-            rows["language"].append(LANGUAGES[self.user_language[u]])
-            rows["selected_tags"].append(selected)
-            rows["blocked_tags"].append(blocked_tags)
-            rows["blocked_sources"].append(blocked_sources)
-            rows["digest_opt_in"].append(bool(r.random() < 0.6))
-            rows["digest_frequency"].append(DIGEST_FREQUENCIES[int(r.random() < 0.7)])
-            rows["digest_weekday"].append(int(r.integers(0, 7)))
-            rows["timezone"].append(TIMEZONES[int(r.integers(0, len(TIMEZONES)))])
-            rows[PARTITION_COLUMN].append(day)
-        return pa.table(rows, schema=RAW_USERS)
+        start = np.datetime64(dt.datetime.combine(self.start, dt.time()), "us")
+        signup = start + (self.user_signup_day[idx] * 86400 + self.user_signup_s[idx]).astype(
+            "timedelta64[s]"
+        )
+        return pa.table(
+            {
+                "user_id": [user_id(u) for u in idx],
+                "email": [f"reader{u}@example.com" for u in idx],
+                "signup_ts": pa.array(signup, pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")),
+                "language": [LANGUAGES[k] for k in self.user_language[idx]],
+                "selected_tags": [self.user_selected[u] for u in idx],
+                "blocked_tags": [self.user_blocked_tags[u] for u in idx],
+                "blocked_sources": [self.user_blocked_sources[u] for u in idx],
+                "digest_opt_in": pa.array(self.user_opt_in[idx], pa.bool_()),
+                "digest_frequency": [DIGEST_FREQUENCIES[int(w)] for w in self.user_weekly[idx]],
+                "digest_weekday": pa.array(self.user_weekday[idx], pa.int64()),
+                "timezone": [TIMEZONES[k] for k in self.user_timezone[idx]],
+                PARTITION_COLUMN: pa.array([self._day_date(i)] * len(idx), type=pa.date32()),
+            },
+            schema=RAW_USERS,
+        )
 
     def _events(self, i: int, rng: np.random.Generator) -> pa.Table:
         cfg = self.config
