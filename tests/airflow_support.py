@@ -50,6 +50,8 @@ def airflow_env(home: Path, data_dir: Path | None = None, **extra: str) -> dict[
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
         PYTHONPATH=os.pathsep.join(pythonpath),
+        # airflow standalone starts its components as `airflow ...` from PATH.
+        PATH=os.pathsep.join([str(Path(AIRFLOW).parent), os.environ.get("PATH", "")]),
         TF_USE_LEGACY_KERAS="1",
     )
     if data_dir is not None:
@@ -210,6 +212,8 @@ def _wait_healthy(server: Standalone, proc: subprocess.Popen[bytes], timeout: fl
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"airflow standalone exited {proc.returncode}:\n{server.log_tail()}")
+        if "Exception in thread" in server.log_tail(200_000):
+            raise AssertionError(f"an airflow standalone component did not start:\n{server.log_tail()}")
         with contextlib.suppress(OSError):
             status, body, _ = server.request("GET", "/api/v2/monitor/health")
             last = f"{status} {body}"
