@@ -16,7 +16,7 @@ from tests.pipelines.retrieval_world import make_world
 
 tf = two_tower.tf
 
-FAST = TwoTowerConfig(batch_size=128, epochs=4, mixed_negatives=64, learning_rate=0.01)
+FAST = TwoTowerConfig(batch_size=128, epochs=4, mixed_negatives=64, logq_correction=True)
 EVAL = EvaluationConfig()
 
 
@@ -295,7 +295,12 @@ def test_load_of_an_unfinished_export_fails(tmp_path):
 def test_ablation_trains_each_variant_on_one_holdout():
     tiny = make_world(n_users=60, n_items=80, events_per_user=12, seed=3)
     config = FAST.model_copy(update={"epochs": 1})
-    results = two_tower.ablate_two_tower(tiny.examples, tiny.catalog, config, EVAL, variants=("no_logq",))
-    assert set(results) == {"no_logq"} and 0.0 <= results["no_logq"]["recall_at_50"] <= 1.0
+    results = two_tower.ablate_two_tower(
+        tiny.examples, tiny.catalog, config, EVAL, variants=("config", "with_logq")
+    )
+    assert set(results) == {"config", "with_logq", "most_popular", "item_knn"}
+    # FAST has log-Q on, so "with_logq" is the very run of "config" (trained once)
+    assert results["with_logq"] is results["config"]
+    assert 0.0 <= results["config"]["recall_at_50"] <= 1.0
     with pytest.raises(ValueError, match="unknown ablation variants"):
         two_tower.ablate_two_tower(tiny.examples, tiny.catalog, config, EVAL, variants=("no_towers",))
