@@ -339,3 +339,24 @@ def render_digests(ds: str, overrides: dict[str, Any] | None = None) -> dict[str
     )
     record_fact(lake, ds, "render_digests", report.to_dict())
     return report.to_dict()
+
+
+# -- report ---------------------------------------------------------------------------------------------
+def write_report(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Publish the run report of ``ds`` from whatever facts the night left.
+
+    A missing fact is not a failure (a night without training has no training facts, a dry run publishes
+    no candidates): its section says so and the report shows the champion in force instead.
+
+    Raises:
+        PermanentFailure: a fact or published dataset is malformed.
+    """
+    from pipelines import report
+
+    ds = check_ds(ds)
+    _, lake = _nightly(overrides)
+    try:
+        summary = report.build_report(lake, ds)
+    except report.ReportInputError as exc:
+        raise PermanentFailure(str(exc)) from exc
+    return summary.to_dict()
