@@ -762,7 +762,7 @@ def _plot_quarantine(quarantined: dict[str, dict[str, int]]) -> str:
     def draw(figure: Any) -> None:
         ax = figure.add_subplot()
         y = np.arange(len(bars))
-        drawn = ax.barh(y, [n for _, n in bars], color=PALETTE["bad"], height=0.6)
+        drawn = ax.barh(y, [n for _, n in bars], color=PALETTE["bad"], height=0.5)
         ax.bar_label(drawn, padding=3)
         ax.set_yticks(y, [label for label, _ in bars])
         ax.invert_yaxis()
@@ -771,7 +771,7 @@ def _plot_quarantine(quarantined: dict[str, dict[str, int]]) -> str:
         ax.set_xlabel("rows quarantined")
         ax.set_title("Quarantined rows by table and reason")
 
-    return _png(draw, (5.6, 0.9 + 0.3 * len(bars)))
+    return _png(draw, (5.6, 1.5 + 0.3 * len(bars)))
 
 
 def _model_order(evaluation: dict[str, Any]) -> list[str]:
