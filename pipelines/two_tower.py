@@ -28,6 +28,11 @@ Loss: in-batch sampled softmax (``tfrs.tasks.Retrieval``) over ``q . c / tempera
   * accidental-hit removal: a negative column holding the row's own positive post is masked;
   * optional hard-negative mining (keep the ``hard_negatives`` highest-scoring negatives per row).
 
+Input pipeline: features are encoded once (lookups, text vectorisation); each epoch shuffles example
+indices with the seed, gathers whole batches from memory and prefetches the next one. Python, numpy and
+TensorFlow are seeded and ``deterministic_ops`` switches on TensorFlow's deterministic kernels, so the same
+data and seed give the same model.
+
 Reads: retrieval examples and the catalog (Arrow tables in the contract of ``sql/training``).
 Writes (``export_two_tower``): ``models/two_tower/<version>/{user_tower,item_tower}/`` SavedModels that take
 raw string features, ``metrics.json``, ``vocabularies.json`` and ``config.json`` (written last).
@@ -53,7 +58,6 @@ import logging
 import random
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -209,9 +213,12 @@ def cap_examples_per_user(examples: pa.Table, max_per_user: int) -> pa.Table:
 
 
 # -- vocabularies and encoders -------------------------------------------------------------------------
-def _by_frequency(values: Any) -> list[str]:
-    counts = Counter(v for v in values if v)
-    return [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+def _by_frequency(*columns: pa.ChunkedArray | pa.Array) -> list[str]:
+    """Distinct non-empty strings of ``columns``, most frequent first, ties by value (deterministic)."""
+    chunks = [chunk for column in columns for chunk in getattr(column, "chunks", [column])]
+    counts = pc.value_counts(pc.drop_null(pa.chunked_array(chunks, type=pa.string())))
+    pairs = zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
+    return [v for v, _ in sorted(((v, c) for v, c in pairs if v), key=lambda vc: (-vc[1], vc[0]))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -547,7 +554,7 @@ class TwoTowerModel(tfrs.Model):
 
 # -- preparation -----------------------------------------------------------------------------------------
 def _candidate_table(train: pa.Table, catalog: pa.Table) -> pa.Table:
-    """Catalog posts, then posts that only the training examples know (their latest example's features)."""
+    """Catalog posts, then posts that only the training examples know (features of one of their examples)."""
     in_catalog = set(catalog.column("item_id").to_pylist())
     extra = train.select(list(ITEM_COLUMNS)).filter(
         pc.invert(pc.is_in(train.column("item_id"), value_set=pa.array(sorted(in_catalog), pa.string())))
@@ -561,19 +568,11 @@ def _candidate_table(train: pa.Table, catalog: pa.Table) -> pa.Table:
 
 
 def _build_vocabularies(train: pa.Table, candidates: pa.Table, config: TwoTowerConfig) -> Vocabularies:
-    item_ids = _by_frequency(
-        [*train.column("item_id").to_pylist(), *pc.list_flatten(train.column("history")).to_pylist()]
-    )
+    item_ids = _by_frequency(train.column("item_id"), pc.list_flatten(train.column("history")))
     tags = _by_frequency(
-        [
-            *pc.list_flatten(candidates.column("tags")).to_pylist(),
-            *pc.list_flatten(train.column("selected_tags")).to_pylist(),
-        ]
+        pc.list_flatten(candidates.column("tags")), pc.list_flatten(train.column("selected_tags"))
     )
-    categorical = {
-        name: _by_frequency(candidates.column(name).fill_null("").to_pylist())
-        for name in CATEGORICAL_ITEM_COLUMNS
-    }
+    categorical = {name: _by_frequency(candidates.column(name)) for name in CATEGORICAL_ITEM_COLUMNS}
     texts = [
         t for t in [*candidates.column("title").to_pylist(), *candidates.column("summary").to_pylist()] if t
     ]
@@ -586,7 +585,7 @@ def _build_vocabularies(train: pa.Table, candidates: pa.Table, config: TwoTowerC
     activity = _log_stats(pc.cast(train.column("activity_30d"), pa.float64()).to_numpy())
     return Vocabularies(
         item_ids=item_ids,
-        user_ids=_by_frequency(train.column("user_id").to_pylist()),
+        user_ids=_by_frequency(train.column("user_id")),
         tags=tags,
         categorical=categorical,
         text=text,
@@ -632,6 +631,11 @@ def prepare_training_data(
     catalog = _as_table(catalog, "catalog")
     _require_columns(examples, ("split", "event_ts", *USER_COLUMNS, *ITEM_COLUMNS), "examples")
     _require_columns(catalog, ITEM_COLUMNS, "catalog")
+    catalog_ids = _strings(catalog, "item_id", "catalog")
+    unique, counts = np.unique(catalog_ids.astype(str), return_counts=True)
+    if (counts > 1).any():
+        duplicate, times = str(unique[counts > 1][0]), int(counts[counts > 1][0])
+        raise ValueError(f"catalog item_id {duplicate!r} appears {times} times; ids must be unique")
     train = examples.filter(pc.equal(examples.column("split"), "train"))
     if train.num_rows == 0:
         raise ValueError("examples have no rows with split == 'train'")

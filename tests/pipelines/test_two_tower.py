@@ -138,6 +138,12 @@ def test_user_features_pad_lists_and_name_bad_rows():
         two_tower.user_features(users.drop_columns(["activity_30d"]), config)
 
 
+def test_duplicate_catalog_ids_are_refused(world):
+    doubled = pa.concat_tables([world.catalog, world.catalog.slice(3, 1)])
+    with pytest.raises(ValueError, match="catalog item_id 'p0003' appears 2 times"):
+        two_tower.prepare_training_data(world.examples, doubled, FAST)
+
+
 # -- model -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def world():
