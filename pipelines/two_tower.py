@@ -956,11 +956,11 @@ def evaluate_version(
 
 
 ABLATIONS: dict[str, dict[str, Any]] = {
-    "config": {},
+    "full": {},
     "with_logq": {"logq_correction": True},
-    "without_logq": {"logq_correction": False},
-    "without_accidental_hit_removal": {"remove_accidental_hits": False},
-    "without_mixed_negatives": {"mixed_negatives": 0},
+    "no_logq": {"logq_correction": False},
+    "no_accidental_hit_removal": {"remove_accidental_hits": False},
+    "no_mixed_negatives": {"mixed_negatives": 0},
 }
 
 
@@ -974,7 +974,7 @@ def ablate_two_tower(
 ) -> dict[str, dict[str, float]]:
     """Train one model per variant on the same data and hold-out and return each one's metrics.
 
-    A variant sets one option on top of ``config`` (see :data:`ABLATIONS`); ``config`` is ``config``
+    A variant sets one option on top of ``config`` (see :data:`ABLATIONS`); ``full`` is ``config``
     itself. A variant that changes nothing reuses the metrics of the identical run instead of retraining.
 
     Returns:

@@ -302,11 +302,11 @@ def test_ablation_trains_each_variant_on_one_holdout():
     tiny = make_world(n_users=60, n_items=80, events_per_user=12, seed=3)
     config = FAST.model_copy(update={"epochs": 1})
     results = two_tower.ablate_two_tower(
-        tiny.examples, tiny.catalog, config, EVAL, variants=("config", "with_logq")
+        tiny.examples, tiny.catalog, config, EVAL, variants=("full", "with_logq")
     )
-    assert set(results) == {"config", "with_logq", "most_popular", "item_knn"}
-    # FAST has log-Q on, so "with_logq" is the very run of "config" (trained once)
-    assert results["with_logq"] is results["config"]
-    assert 0.0 <= results["config"]["recall_at_50"] <= 1.0
+    assert set(results) == {"full", "with_logq", "most_popular", "item_knn"}
+    # FAST has log-Q on, so "with_logq" is the very run of "full" (trained once)
+    assert results["with_logq"] is results["full"]
+    assert 0.0 <= results["full"]["recall_at_50"] <= 1.0
     with pytest.raises(ValueError, match="unknown ablation variants"):
         two_tower.ablate_two_tower(tiny.examples, tiny.catalog, config, EVAL, variants=("no_towers",))
