@@ -131,7 +131,7 @@ class Warehouse(ABC):
             rows = self._replace(model.name, select_sql, ds if model.partitioned else None)
         except Exception as exc:
             raise SqlError(f"sql/{model.path} failed for ds={ds}: {exc}") from exc
-        log.info("%s ds=%s: %d rows in %.2fs", model.name, ds, rows, time.perf_counter() - started)
+        log.debug("%s ds=%s: %d rows in %.2fs", model.name, ds, rows, time.perf_counter() - started)
         return rows
 
     def load_raw(self, table: str, rows: pa.Table, ds: str) -> int:
