@@ -88,7 +88,14 @@ def cmd_features(args: argparse.Namespace) -> None:
     reports = {}
     for ds in tqdm(days, desc="features", unit="day", disable=len(days) == 1):
         reports[ds] = run_features(ds)
-    _print(reports[days[-1]] if len(days) == 1 else {ds: r["rows"] for ds, r in reports.items()})
+    if len(days) == 1:
+        _print(reports[days[0]])
+        return
+    totals: dict[str, int] = {}
+    for report in reports.values():
+        for table, rows in report["rows"].items():
+            totals[table] = totals.get(table, 0) + rows
+    _print({"days": [days[0], days[-1]], "n_days": len(days), "rows_over_all_days": totals})
 
 
 def _first_raw_day() -> str:
@@ -126,7 +133,8 @@ def cmd_ablate(args: argparse.Namespace) -> None:
             RETRIEVAL_DATASET_SQL, args.ds, train_days=cfg.train_days, eval_days=cfg.eval_days
         )
         catalog = training_catalog(warehouse, args.ds, settings)
-    _print(two_tower.ablate_two_tower(examples, catalog, cfg, settings.evaluation, tuple(args.variants)))
+    variants = tuple(args.variants or two_tower.ABLATIONS)
+    _print(two_tower.ablate_two_tower(examples, catalog, cfg, settings.evaluation, variants))
 
 
 def cmd_nightly(args: argparse.Namespace) -> None:
@@ -216,9 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--model", choices=["two_tower", "ranker", "both"], default="both")
         elif name == "ablate":
             p.add_argument(
-                "--variants",
-                nargs="+",
-                default=["full", "no_logq", "no_accidental_hit_removal", "no_mixed_negatives"],
+                "--variants", nargs="+", default=None, help="default: every variant the model defines"
             )
         elif name in ("nightly", "digests"):
             p.add_argument("--dry-run-users", type=int, default=None, help="a sample; publishes nothing")

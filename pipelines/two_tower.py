@@ -813,9 +813,11 @@ class Towers:
 def _towers(
     user_fn: Callable, item_fn: Callable, config: TwoTowerConfig, version: str | None, owners: tuple[Any, ...]
 ) -> Towers:
+    # The functions close over ``owners`` so the models holding their variables live as long as they do,
+    # even when the Towers object itself is a temporary (``load_towers(...).embed_items(...)``).
     return Towers(
-        embed_users=lambda users: _embed(user_fn, user_features(users, config)),
-        embed_items=lambda items: _embed(item_fn, item_features(items, config)),
+        embed_users=lambda users, _owners=owners: _embed(user_fn, user_features(users, config)),
+        embed_items=lambda items, _owners=owners: _embed(item_fn, item_features(items, config)),
         config=config,
         version=version,
         owners=owners,

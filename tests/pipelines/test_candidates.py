@@ -183,3 +183,15 @@ def test_candidate_files_have_the_published_schema(world: dict[str, Any]) -> Non
     for path in lake.manifest_files(LakePaths.candidates(DS)):
         assert lake.read_parquet(path).schema.equals(CANDIDATES)
     assert isinstance(read_candidates(lake, DS), pa.Table)
+
+
+def test_towers_can_be_used_without_keeping_the_loader_result(world: dict[str, Any]) -> None:
+    from pipelines.two_tower import load_towers
+
+    lake: Lake = world["lake"]
+    items = read_input(lake, DS, "items").slice(0, 5)
+    embed = load_towers(lake, world["two_tower"]["version"]).embed_items  # the Towers object is dropped
+    import gc
+
+    gc.collect()
+    assert np.isfinite(embed(items)).all()
