@@ -78,7 +78,14 @@ def _check_date(value: Any, origin: str) -> str:
 
 
 def run_job(name: str, **kwargs: Any) -> Any:
-    """Call ``pipelines.jobs.<name>(ds=..., overrides=..., **kwargs)`` for the current task's run.
+    """Call ``pipelines.jobs.<name>`` for the current task's run (see :func:`call_job`)."""
+    context = get_current_context()
+    params = context.get("params") or {}
+    return call_job(name, resolve_ds(context), {key: params[key] for key in params}, **kwargs)
+
+
+def call_job(name: str, ds: str, params: Mapping[str, Any], **kwargs: Any) -> Any:
+    """Call ``pipelines.jobs.<name>(ds=ds, overrides=<from params>, **kwargs)``.
 
     Returns:
         What the job returns (a small JSON-serialisable value: it becomes the task's XCom).
@@ -89,11 +96,8 @@ def run_job(name: str, **kwargs: Any) -> Any:
     """
     from pipelines import jobs
 
-    context = get_current_context()
-    ds = resolve_ds(context)
-    params = context.get("params") or {}
     try:
-        overrides = jobs.overrides_from_params({key: params[key] for key in params})
+        overrides = jobs.overrides_from_params(dict(params))
         log.info("%s ds=%s overrides=%s %s", name, ds, overrides, kwargs)
         return getattr(jobs, name)(ds=ds, overrides=overrides, **kwargs)
     except jobs.PermanentFailure as exc:

@@ -1,0 +1,109 @@
+"""nightfeed_airflow.runtime: which ds a run processes, and how job failures map onto Airflow's retries.
+
+Runs in a fresh interpreter with the tests' Airflow environment, so importing Airflow here cannot pick up
+a developer's AIRFLOW_HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.airflow_support import REPO, airflow_env
+
+pytestmark = pytest.mark.airflow
+
+_SCRIPT = r"""
+import datetime as dt, json
+from types import SimpleNamespace
+from airflow.sdk.exceptions import AirflowFailException
+from nightfeed_airflow.runtime import FEATURES, call_job, resolve_ds
+
+def events(*days):
+    return {FEATURES: [SimpleNamespace(extra={"ds": d} if d else {}) for d in days]}
+
+utc = dt.timezone.utc
+cases = {
+    "run_date_wins": {"params": {"run_date": "2026-11-02"}, "triggering_asset_events": events("2026-11-20"),
+                      "logical_date": dt.datetime(2026, 11, 21, tzinfo=utc)},
+    "newest_event": {"params": {"run_date": None},
+                     "triggering_asset_events": events("2026-11-20", "2026-11-21", None)},
+    "logical_date_in_utc": {"params": {}, "logical_date": dt.datetime(2026, 11, 21, 23, 30,
+                            tzinfo=dt.timezone(dt.timedelta(hours=-5)))},
+    "nothing": {"params": {}, "logical_date": None},
+    "bad_run_date": {"params": {"run_date": "21/11/2026"}},
+    "bad_event_ds": {"params": {}, "triggering_asset_events": events("yesterday")},
+}
+out = {}
+for name, context in cases.items():
+    try:
+        out[name] = resolve_ds(context)
+    except AirflowFailException as exc:
+        out[name] = f"AirflowFailException: {exc}"
+for name, (job, params) in {
+    "bad_setting": ("plan_shards", {"num_shards": 0}),
+    "no_raw_events": ("run_features", {}),
+    "missing_tables": ("export_inputs", {}),
+}.items():
+    try:
+        out[name] = call_job(job, "2026-11-20", params)
+    except Exception as exc:
+        out[name] = f"{type(exc).__name__}: {exc}"
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    base = tmp_path_factory.mktemp("runtime")
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT],
+        env=airflow_env(base / "airflow_home", base / "data"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(line[len("RESULT ") :])
+
+
+def test_run_date_param_wins_over_events_and_logical_date(results: dict[str, str]) -> None:
+    assert results["run_date_wins"] == "2026-11-02"
+
+
+def test_asset_triggered_run_takes_the_newest_features_day(results: dict[str, str]) -> None:
+    assert results["newest_event"] == "2026-11-21"
+
+
+def test_logical_date_is_read_in_utc(results: dict[str, str]) -> None:
+    # 2026-11-21 23:30 at UTC-5 is 2026-11-22 04:30 UTC.
+    assert results["logical_date_in_utc"] == "2026-11-22"
+
+
+def test_a_run_without_any_date_fails_without_retries(results: dict[str, str]) -> None:
+    assert results["nothing"].startswith("AirflowFailException: this run has no logical date")
+    assert "run_date" in results["nothing"]
+
+
+@pytest.mark.parametrize(
+    ("case", "origin"), [("bad_run_date", "param run_date"), ("bad_event_ds", "extra['ds']")]
+)
+def test_malformed_dates_name_their_origin(results: dict[str, str], case: str, origin: str) -> None:
+    assert results[case].startswith("AirflowFailException: ") and origin in results[case]
+
+
+def test_permanent_failures_become_airflow_fail_exceptions(results: dict[str, str]) -> None:
+    assert results["bad_setting"].startswith("AirflowFailException: plan_shards for ds=2026-11-20")
+    assert "num_shards" in results["bad_setting"]
+    assert results["no_raw_events"].startswith("AirflowFailException: run_features for ds=2026-11-20")
+
+
+def test_other_errors_stay_retryable(results: dict[str, str]) -> None:
+    # An empty warehouse has no feature tables: a SQL error, which a later retry may well get past.
+    assert results["missing_tables"].startswith(("SqlError", "CatalogException")), results["missing_tables"]
