@@ -220,6 +220,12 @@ def shard_of(user_ids: np.ndarray | list[str], num_shards: int) -> np.ndarray:
     )
 
 
+def dry_run_sample(users: pa.Table, n: int) -> pa.Table:
+    """A seeded sample of ``n`` users, the same in every shard task of a dry run."""
+    picked = np.sort(np.random.default_rng(0).permutation(users.num_rows)[:n])
+    return users.take(pa.array(picked))
+
+
 def plan_shards(lake: Lake, ds: str, settings: Settings) -> list[dict[str, Any]]:
     """Open a fresh staging folder for ``ds``'s candidates and list one work item per shard."""
     ds = check_ds(ds)
@@ -612,7 +618,7 @@ def candidates_for_shard(
         ctx = load_context(lake, ds, settings)
         users = read_input(lake, ds, "users")
         if settings.dry_run_users:
-            users = users.slice(0, settings.dry_run_users)
+            users = dry_run_sample(users, settings.dry_run_users)
         users = users.filter(pa.array(shard_of(users.column("user_id").to_pylist(), num_shards) == shard))
         seen = read_input(lake, ds, "seen")
         seen = seen.filter(pc.is_in(seen.column("user_id"), value_set=users.column("user_id")))

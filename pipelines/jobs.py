@@ -28,6 +28,7 @@ PARAM_TO_SETTING: dict[str, tuple[str, ...]] = {
     "num_shards": ("candidates", "num_shards"),
     "top_k": ("candidates", "top_k"),
     "dry_run_users": ("dry_run_users",),
+    "force_retrain": ("force_retrain",),
 }
 
 
@@ -64,6 +65,20 @@ def record_fact(lake: Any, ds: str, job: str, result: Any) -> None:
     from pipelines.schema import LakePaths
 
     lake.write_json(f"{LakePaths.reports(ds)}/facts/{job}.json", result)
+
+
+def _already_trained(lake: Any, kind: str, ds: str, settings: Settings) -> dict[str, Any] | None:
+    """The result to return instead of training when the champion already covers data up to ``ds``."""
+    from pipelines import registry
+
+    champion = registry.current_champion(lake, kind)
+    if settings.force_retrain or not champion or not champion["version"].startswith(f"{ds}-"):
+        return None
+    reason = (
+        f"champion {champion['version']} was trained on data up to {ds}; set force_retrain to train again"
+    )
+    log.info("%s: %s", kind, reason)
+    return {"version": champion["version"], "promoted": False, "skipped": True, "reason": reason}
 
 
 def run_features(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -127,6 +142,9 @@ def train_two_tower(ds: str, overrides: dict[str, Any] | None = None) -> dict[st
     settings = settings_for(overrides)
     lake = Lake(settings.lake_url)
     cfg = settings.two_tower
+    skipped = _already_trained(lake, TWO_TOWER, ds, settings)
+    if skipped:
+        return skipped
     with open_warehouse(settings) as warehouse:
         examples = warehouse.query_file(
             RETRIEVAL_DATASET_SQL, ds, train_days=cfg.train_days, eval_days=cfg.eval_days
@@ -193,6 +211,9 @@ def train_ranker(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, 
     settings = settings_for(overrides)
     lake = Lake(settings.lake_url)
     cfg = settings.ranker
+    skipped = _already_trained(lake, RANKER, ds, settings)
+    if skipped:
+        return skipped
     retrieval_version = champion_version(lake, TWO_TOWER)
     if retrieval_version is None:
         raise PermanentFailure(

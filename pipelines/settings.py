@@ -224,7 +224,10 @@ class Settings(BaseSettings):
     bigquery_api_endpoint: str | None = Field(None, description="set only to use an emulator")
     lake: str | None = Field(None, description="fsspec URL; gs://bucket/prefix in production")
     dry_run_users: int | None = Field(
-        None, ge=1, description="compute for this many users only and publish nothing (a dry run)"
+        None, ge=1, description="compute for a seeded sample of this many users and publish nothing"
+    )
+    force_retrain: bool = Field(
+        False, description="train even when the champion was trained on data up to the same date"
     )
 
     world: WorldConfig = Field(default_factory=WorldConfig)

@@ -195,3 +195,25 @@ def test_towers_can_be_used_without_keeping_the_loader_result(world: dict[str, A
 
     gc.collect()
     assert np.isfinite(embed(items)).all()
+
+
+def test_training_again_on_the_same_data_is_skipped_unless_forced(world: dict[str, Any]) -> None:
+    from pipelines.registry import current_champion
+
+    lake: Lake = world["lake"]
+    champion = current_champion(lake, "two_tower")["version"]
+    again = jobs.train_two_tower(DS)
+    assert again["skipped"] and not again["promoted"] and again["version"] == champion
+    assert "force_retrain" in again["reason"]
+    forced = jobs.train_ranker(DS, jobs.overrides_from_params({"force_retrain": True}))
+    assert "skipped" not in forced and forced["version"] != world["ranker"]["version"]
+    assert forced["champion_metrics"] is not None, "the champion was re-evaluated on the same hold-out"
+
+
+def test_a_dry_run_sample_is_seeded_and_the_same_for_every_shard(world: dict[str, Any]) -> None:
+    from pipelines.candidates import dry_run_sample
+
+    users = read_input(world["lake"], DS, "users")
+    first, second = dry_run_sample(users, 7), dry_run_sample(users, 7)
+    assert first.equals(second) and first.num_rows == 7
+    assert first.column("user_id").to_pylist() != users.slice(0, 7).column("user_id").to_pylist()
