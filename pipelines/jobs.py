@@ -233,7 +233,7 @@ def train_ranker(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, 
     ranker.save_ranker(result, lake, version)
     champion = registry.current_champion(lake, RANKER)
     champion_metrics = (
-        ranker.evaluate_ranker(ranker.load_ranker(lake, champion["version"]), rows, scores)
+        ranker.evaluate_ranker(ranker.load_ranker(lake, champion["version"]), rows, scores, cfg)
         if champion
         else None
     )
