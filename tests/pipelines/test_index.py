@@ -24,7 +24,7 @@ from pipelines.settings import IndexConfig
 DS = "2026-11-22"
 EXACT = IndexConfig(brute_force_below=10**9)
 TREE = IndexConfig(brute_force_below=0)
-# One leaf of ~55 searched and no exact re-scoring: misses most neighbours on the clustered fixture.
+# One leaf of ~82 searched and no exact re-scoring: misses most neighbours on the clustered fixture.
 BAD_TREE = IndexConfig(brute_force_below=0, leaves_to_search_fraction=0.001, reorder_multiplier=0)
 
 
@@ -72,8 +72,8 @@ def test_settings_scale_with_the_catalog() -> None:
     small = index_settings(19_999, 64, config)
     assert small.mode == "brute_force" and small.reorder_for(100) == 0
     big = index_settings(1_000_000, 64, config)
-    # num_leaves = 1.0 * sqrt(1e6) = 1000; leaves_to_search = ceil(0.1 * 1000) = 100.
-    assert (big.mode, big.num_leaves, big.leaves_to_search) == ("tree_ah", 1000, 100)
+    # num_leaves = 1.5 * sqrt(1e6) = 1500; leaves_to_search = ceil(0.15 * 1500) = 225.
+    assert (big.mode, big.num_leaves, big.leaves_to_search) == ("tree_ah", 1500, 225)
     assert big.reorder_for(100) == config.reorder_multiplier * 100
     tiny = index_settings(999, 8, IndexConfig(brute_force_below=0, num_neighbors=5000))
     # Under 1000 items the index is exact whatever brute_force_below says, with neighbours clamped.
@@ -151,11 +151,11 @@ def test_k_beyond_the_catalog_is_clamped() -> None:
 def test_tree_ah_reaches_the_recall_floor(clustered_fixture) -> None:
     ids, items, queries = clustered_fixture
     index = build_index(ids, items, TREE, queries)
-    # sqrt(3000) = 54.8 -> 55 leaves, ceil(0.1 * 55) = 6 searched.
+    # 1.5 * sqrt(3000) = 82.2 -> 82 leaves, ceil(0.15 * 82) = ceil(12.3) = 13 searched.
     assert (index.settings.mode, index.settings.num_leaves, index.settings.leaves_to_search) == (
         "tree_ah",
-        55,
-        6,
+        82,
+        13,
     )
     assert index.recall is not None and index.recall >= 0.95
     assert measure_recall(index, queries, 100) == pytest.approx(index.recall)
@@ -183,7 +183,7 @@ def test_padding_when_searched_leaves_hold_too_few_items(clustered_fixture) -> N
     ids, items, queries = clustered_fixture
     index = build_index(ids, items, BAD_TREE)
     found, scores = index.search(queries, k=1000)
-    # One leaf of ~3000 / 55 items cannot fill 1000 slots: the rest is padding.
+    # One leaf of ~3000 / 82 items cannot fill 1000 slots: the rest is padding.
     padding = found == MISSING_ID
     np.testing.assert_array_equal(padding, np.isnan(scores))
     assert padding[:, -1].all()
