@@ -37,6 +37,9 @@ PLUGINS_FOLDER = REPO / "plugins"
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 TRAINING_POOL = ("nightfeed_training", "1", "Nightfeed model training: one at a time")
 _READY_MARKER = "nightfeed-airflow-home-ready"
+# SQLite lets one writer in at a time; with a scheduler, an API server and a CLI command writing at once
+# on a busy machine, the default 5 s wait for the lock is not enough.
+SQLITE_CONNECT_ARGS = {"timeout": 60}
 
 
 def airflow_env(home: Path, data_dir: Path | None = None, **extra: str) -> dict[str, str]:
@@ -49,6 +52,8 @@ def airflow_env(home: Path, data_dir: Path | None = None, **extra: str) -> dict[
         AIRFLOW__CORE__PLUGINS_FOLDER=str(PLUGINS_FOLDER),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS="tests.airflow_support.SQLITE_CONNECT_ARGS",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC="tests.airflow_support.SQLITE_CONNECT_ARGS",
         PYTHONPATH=os.pathsep.join(pythonpath),
         # airflow standalone starts its components as `airflow ...` from PATH.
         PATH=os.pathsep.join([str(Path(AIRFLOW).parent), os.environ.get("PATH", "")]),
