@@ -12,7 +12,7 @@ Which day a run processes (``ds``), first match wins:
    its run for a day starts after that day ends and its logical date is that day; the training DAG's
    logical date is the day before it fires (see each DAG's docs).
 
-``pipelines.jobs`` is imported only inside :func:`run_job`, when a task runs: the DAG files import this
+``pipelines.jobs`` is imported only inside :func:`call_job`, when a task runs: the DAG files import this
 module at parse time and must stay free of TensorFlow, LightGBM, ScaNN and pandas.
 """
 
