@@ -16,7 +16,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT := false
 
-.PHONY: run test lint format install emulators clean
+.PHONY: run airflow test lint format install emulators clean
 
 $(STAMP): requirements.txt constraints.txt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ install: $(STAMP)
 
 run: $(STAMP)
 	bash scripts/run_nightly.sh $(RUN_DATE) $(SCALE)
+
+# The Airflow UI on http://127.0.0.1:8080 (scheduler included) for manual runs and backfills; after `make run`.
+airflow: $(STAMP)
+	AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__CORE__PARALLELISM=4 airflow standalone
 
 emulators:
 	bash scripts/emulators.sh

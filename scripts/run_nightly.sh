@@ -9,7 +9,7 @@ scale=${2:-default}
 echo "== Airflow home: $AIRFLOW_HOME (SQLite metadata, no examples)"
 mkdir -p "$AIRFLOW_HOME"
 airflow db migrate > "$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log"; exit 1; }
-airflow pools set nightfeed_training 1 "heavy model training" > /dev/null
+airflow pools set nightfeed_training 1 "Nightfeed model training: one at a time" > /dev/null
 
 echo "== Synthetic world ($scale) ending on $ds"
 python -m pipelines world --scale "$scale" --end-date "$ds"
