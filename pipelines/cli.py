@@ -9,6 +9,7 @@ Commands:
     nightly     run the nightly stages in this process: inputs, embeddings, index, shards, publish
     digests     render (and publish) the digest e-mails of a date
     digest-preview  render one user's digest to an HTML file
+    report      build and publish the run report of a date
     outputs     print where a date's outputs are
 """
 
@@ -157,7 +158,14 @@ def cmd_nightly(args: argparse.Namespace) -> None:
     out["publish_candidates"].pop("shards", None)
     if not args.skip_digests:
         out["render_digests"] = jobs.render_digests(args.ds, overrides)
+    out["write_report"] = jobs.write_report(args.ds, overrides)
     _print(out)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from pipelines import jobs
+
+    _print(jobs.write_report(args.ds))
 
 
 def cmd_digests(args: argparse.Namespace) -> None:
@@ -195,6 +203,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
     "nightly": (cmd_nightly, "run the nightly stages in this process"),
     "digests": (cmd_digests, "render and publish the digest e-mails of a date"),
     "digest-preview": (cmd_digest_preview, "render one user's digest to an HTML file"),
+    "report": (cmd_report, "build and publish the run report of a date"),
     "outputs": (cmd_outputs, "print where a date's outputs are"),
 }
 
