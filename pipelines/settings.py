@@ -124,7 +124,7 @@ class IndexConfig(_Section):
         20000, ge=0, description="catalogs smaller than this use exact ScaNN brute force"
     )
     leaves_per_sqrt_items: float = Field(1.5, gt=0, description="num_leaves = this * sqrt(n)")
-    leaves_to_search_fraction: float = Field(0.15, gt=0, le=1)
+    leaves_to_search_fraction: float = Field(0.1, gt=0, le=1)
     reorder_multiplier: int = Field(
         8, ge=0, description="exact re-scoring of multiplier * k approximate hits; 0 = no reordering"
     )

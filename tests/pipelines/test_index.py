@@ -72,8 +72,8 @@ def test_settings_scale_with_the_catalog() -> None:
     small = index_settings(19_999, 64, config)
     assert small.mode == "brute_force" and small.reorder_for(100) == 0
     big = index_settings(1_000_000, 64, config)
-    # num_leaves = 1.5 * sqrt(1e6) = 1500; leaves_to_search = ceil(0.15 * 1500) = 225.
-    assert (big.mode, big.num_leaves, big.leaves_to_search) == ("tree_ah", 1500, 225)
+    # num_leaves = 1.5 * sqrt(1e6) = 1500; leaves_to_search = ceil(0.1 * 1500) = 150.
+    assert (big.mode, big.num_leaves, big.leaves_to_search) == ("tree_ah", 1500, 150)
     assert big.reorder_for(100) == config.reorder_multiplier * 100
     tiny = index_settings(999, 8, IndexConfig(brute_force_below=0, num_neighbors=5000))
     # Under 1000 items the index is exact whatever brute_force_below says, with neighbours clamped.
@@ -151,11 +151,11 @@ def test_k_beyond_the_catalog_is_clamped() -> None:
 def test_tree_ah_reaches_the_recall_floor(clustered_fixture) -> None:
     ids, items, queries = clustered_fixture
     index = build_index(ids, items, TREE, queries)
-    # 1.5 * sqrt(3000) = 82.2 -> 82 leaves, ceil(0.15 * 82) = ceil(12.3) = 13 searched.
+    # 1.5 * sqrt(3000) = 82.2 -> 82 leaves, ceil(0.1 * 82) = ceil(8.2) = 9 searched.
     assert (index.settings.mode, index.settings.num_leaves, index.settings.leaves_to_search) == (
         "tree_ah",
         82,
-        13,
+        9,
     )
     assert index.recall is not None and index.recall >= 0.95
     assert measure_recall(index, queries, 100) == pytest.approx(index.recall)
