@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.diversify import diversify
+from pipelines.diversify import (
+    BLOCK_ENTRIES,
+    ArrayPools,
+    CandidateLists,
+    diversify,
+    diversify_lists,
+    unit_rows,
+)
 from pipelines.settings import DiversifyConfig
 
 
@@ -223,3 +230,84 @@ def test_bad_inputs_are_named(items, scores, message) -> None:
 def test_bad_exploration_pool_is_named() -> None:
     with pytest.raises(ValueError, match="exploration_pool positions \\[1\\] hold rows \\[-1\\]"):
         run([0, 1], [1.0, 2.0], NEAR_DUP, config(exploration_slot=1), k=2, pool=[2, -1])
+
+
+# -- many lists at once ---------------------------------------------------------------------------------
+def random_lists(rng: np.random.Generator, n_catalog: int, lengths: list[int]) -> tuple[list, list]:
+    lists = [(rng.choice(n_catalog, n, replace=False), np.round(rng.standard_normal(n), 1)) for n in lengths]
+    pools = [rng.integers(0, n_catalog, int(rng.integers(0, 12))) for _ in lengths]
+    return lists, pools
+
+
+@pytest.mark.parametrize("block_entries", [BLOCK_ENTRIES, 50])
+def test_lists_together_equal_lists_one_by_one(monkeypatch, block_entries) -> None:
+    # Scores rounded to one decimal make ties; the pools repeat rows and overlap the lists.
+    monkeypatch.setattr("pipelines.diversify.BLOCK_ENTRIES", block_entries)
+    rng = np.random.default_rng(4)
+    n_catalog = 200
+    vectors = rng.standard_normal((n_catalog, 8)).astype(np.float32)
+    sources, authors = rng.integers(0, 4, n_catalog), rng.integers(0, 9, n_catalog)
+    lists, pools = random_lists(rng, n_catalog, [0, 1, 5, 40, 40, 120, 7])
+    pools[2] = np.zeros(0, np.int64)
+    cfg = DiversifyConfig(mmr_lambda=0.7, mmr_depth=30, cap_window=6, exploration_slot=3)
+    one_by_one = np.random.default_rng(9)
+    expected = [
+        diversify(items, scores, vectors, sources, authors, cfg, pool, one_by_one, 25)
+        for (items, scores), pool in zip(lists, pools, strict=True)
+    ]
+    together = CandidateLists(
+        np.concatenate([[0], np.cumsum([len(items) for items, _ in lists])]),
+        np.concatenate([items for items, _ in lists]).astype(np.int64),
+        np.concatenate([scores for _, scores in lists]),
+    )
+    got = diversify_lists(
+        together, vectors, sources, authors, cfg, ArrayPools(pools), np.random.default_rng(9), 25
+    )
+    for u, (order, reasons) in enumerate(expected):
+        position = got.position[got.indptr[u] : got.indptr[u + 1]]
+        # diversify names the exploration item n + (its position in the pool); the batch gives -1 and
+        # the position in the pool separately.
+        assert np.where(position >= 0, position, len(lists[u][0]) + got.explore[u]).tolist() == order.tolist()
+        assert ["explore" if p < 0 else "ranked" for p in position] == reasons
+    assert any(got.explore >= 0) and any(got.explore < 0)
+
+
+def test_prenormalised_vectors_give_the_same_lists() -> None:
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((60, 5)).astype(np.float32) * 3
+    lists, _ = random_lists(rng, 60, [30, 12])
+    together = CandidateLists(
+        np.array([0, 30, 42]),
+        np.concatenate([items for items, _ in lists]),
+        np.concatenate([scores for _, scores in lists]),
+    )
+    codes = np.arange(60)
+    cfg = DiversifyConfig(mmr_lambda=0.5, mmr_depth=10, exploration_slot=None)
+    plain = diversify_lists(together, vectors, codes, codes, cfg, None, rng, 10)
+    unit = diversify_lists(together, unit_rows(vectors), codes, codes, cfg, None, rng, 10, unit_vectors=True)
+    assert plain.position.tolist() == unit.position.tolist()
+
+
+def test_unit_rows_scale_each_row_to_length_one() -> None:
+    # (3, 4) has length 5 -> (0.6, 0.8); an all-zero row stays zero; blocks of one row change nothing.
+    rows = unit_rows(np.array([[3.0, 4.0], [0.0, 0.0]]), block=1)
+    assert rows.dtype == np.float32
+    np.testing.assert_allclose(rows, [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
+
+
+def test_a_bad_list_is_named() -> None:
+    together = CandidateLists(np.array([0, 2, 4]), np.array([0, 1, 2, 2]), np.array([1.0, 2.0, 3.0, 4.0]))
+    codes = np.arange(4)
+    with pytest.raises(ValueError, match=r"candidate list 1: duplicate candidates .*2: \[0, 1\]"):
+        diversify_lists(together, NEAR_DUP, codes, codes, config(), None, np.random.default_rng(0), 2)
+    with pytest.raises(ValueError, match="indptr from 0 to len"):
+        diversify_lists(
+            CandidateLists(np.array([0, 5]), np.array([0, 1]), np.array([1.0, 2.0])),
+            NEAR_DUP,
+            codes,
+            codes,
+            config(),
+            None,
+            np.random.default_rng(0),
+            2,
+        )
