@@ -20,13 +20,15 @@ Every list written obeys the invariants in :func:`check_lists` (checked before a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -239,7 +241,9 @@ def plan_shards(lake: Lake, ds: str, settings: Settings) -> list[dict[str, Any]]
 class ServingContext:
     """Everything a shard needs that is the same for all users of ``ds``.
 
-    Item row ``j`` of ``items`` is datapoint ``j`` of the index and row ``j`` of ``item_vectors``.
+    Item row ``j`` of ``items`` is datapoint ``j`` of the index and row ``j`` of ``item_vectors``. Lookup
+    structures derived from these fields (item id to row, per-language exploration pools, ...) are built
+    on first use and kept, so a shard pays for them once, not per user batch.
     """
 
     items: pa.Table
@@ -261,11 +265,92 @@ class ServingContext:
     two_tower_version: str
     ranker_version: str | None
 
+    @functools.cached_property
+    def item_id_array(self) -> pa.Array:
+        """``item_ids`` as one Arrow string array."""
+        return pa.array(self.item_ids.tolist(), pa.string())
 
-def _codes(values: list[str | None], vocabulary: dict[str, int]) -> np.ndarray:
-    return np.fromiter(
-        (vocabulary.setdefault(v or "", len(vocabulary)) for v in values), np.int64, len(values)
+    def item_rows(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """The post row of each id, -1 for ids not in the catalog."""
+        return _row_numbers(ids, self.item_id_array, self._unique_item_ids)
+
+    @functools.cached_property
+    def _unique_item_ids(self) -> bool:
+        return pc.count_distinct(self.item_id_array, mode="all").as_py() == len(self.item_id_array)
+
+    @functools.cached_property
+    def unit_item_vectors(self) -> np.ndarray:
+        """``item_vectors`` normalised the way diversification does it, once for the catalog."""
+        from pipelines.diversify import unit_rows
+
+        return unit_rows(self.item_vectors)
+
+    @functools.cached_property
+    def ranker_items(self) -> pa.Table:
+        """The post columns the ranker reads."""
+        from pipelines.ranker import ITEM_COLUMNS
+
+        return self.items.select(list(ITEM_COLUMNS))
+
+    @functools.cached_property
+    def source_width(self) -> int:
+        """One more than the largest source code (the stride of (user, source) keys)."""
+        return max(len(self.sources), int(self.item_source.max(initial=-1)) + 1)
+
+    @functools.cached_property
+    def tag_width(self) -> int:
+        """One more than the largest tag code (the stride of (user, tag) keys)."""
+        return max(len(self.tags), int(self.tag_codes.max(initial=-1)) + 1)
+
+    def exploration_for(self, language: int) -> _LanguagePool:
+        """The exploration posts open to users of ``language`` (their language or English)."""
+        pools = self._language_pools
+        if language not in pools:
+            pools[language] = _LanguagePool.build(self, language)
+        return pools[language]
+
+    @functools.cached_property
+    def _language_pools(self) -> dict[int, _LanguagePool]:
+        return {}
+
+
+def _codes(values: pa.Array | pa.ChunkedArray, vocabulary: dict[str, int]) -> np.ndarray:
+    """The code of each value (null counts as ""), adding unseen values to ``vocabulary`` in order of
+    first appearance with the next free codes."""
+    values = pc.fill_null(values, "")
+    encoded = pc.dictionary_encode(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
+    first_seen = encoded.dictionary.to_pylist()
+    codes = np.fromiter(
+        (vocabulary.setdefault(v, len(vocabulary)) for v in first_seen), np.int64, len(first_seen)
     )
+    return codes[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+
+
+def _row_numbers(
+    values: pa.Array | pa.ChunkedArray, keys: pa.Array | pa.ChunkedArray, unique: bool | None = None
+) -> np.ndarray:
+    """The row of each value in ``keys``, -1 when absent; the last row when a key repeats (like a dict).
+
+    One hash lookup per value in Arrow, whatever the size of ``keys``. ``unique`` says whether the keys
+    are known to be distinct (None: count them).
+    """
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    last = len(keys) - 1
+    if unique is None:
+        unique = pc.count_distinct(keys, mode="all").as_py() == len(keys)
+    if not unique:
+        found = pc.index_in(values, value_set=keys.take(pa.array(np.arange(last, -1, -1))))
+        return np.where(found.is_null(), -1, last - found.fill_null(0)).astype(np.int64)
+    return pc.fill_null(pc.index_in(values, value_set=keys), -1).to_numpy().astype(np.int64)
+
+
+def _vocabulary_codes(values: pa.Array | pa.ChunkedArray, vocabulary: dict[str, int]) -> np.ndarray:
+    """The code of each value in ``vocabulary``, -1 for values (and nulls) not in it."""
+    if not vocabulary:
+        return np.full(len(values), -1, np.int64)
+    found = pc.index_in(values, value_set=pa.array(list(vocabulary), pa.string()))
+    codes = np.fromiter(vocabulary.values(), np.int64, len(vocabulary))
+    return np.where(found.is_null(), -1, codes[found.fill_null(0).to_numpy()]).astype(np.int64)
 
 
 def load_context(lake: Lake, ds: str, settings: Settings) -> ServingContext:
@@ -292,7 +377,7 @@ def load_context(lake: Lake, ds: str, settings: Settings) -> ServingContext:
     tags: dict[str, int] = {}
     authors: dict[str, int] = {}
     tag_lists = items.column("tags")
-    tag_codes = _codes(pc.list_flatten(tag_lists).to_pylist(), tags)
+    tag_codes = _codes(pc.list_flatten(tag_lists), tags)
     lengths = pc.fill_null(pc.list_value_length(tag_lists), 0).to_numpy()
     engagements = items.column("engagements_7d").to_numpy().astype(np.float64)
     popular = np.argsort(-engagements, kind="stable")[:FALLBACK_POOL]
@@ -306,9 +391,9 @@ def load_context(lake: Lake, ds: str, settings: Settings) -> ServingContext:
         items=items,
         item_ids=item_ids,
         item_vectors=vectors,
-        item_language=_codes(items.column("language").to_pylist(), languages),
-        item_source=_codes(items.column("source").to_pylist(), sources),
-        item_author=_codes(items.column("author").to_pylist(), authors),
+        item_language=_codes(items.column("language"), languages),
+        item_source=_codes(items.column("source"), sources),
+        item_author=_codes(items.column("author"), authors),
         tag_indptr=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         tag_codes=tag_codes,
         languages=languages,
@@ -324,48 +409,118 @@ def load_context(lake: Lake, ds: str, settings: Settings) -> ServingContext:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class CodeLists:
+    """One list of integer codes per user, stored flat: user ``u`` owns ``codes[indptr[u]:indptr[u + 1]]``."""
+
+    indptr: np.ndarray
+    codes: np.ndarray
+
+    @classmethod
+    def encode(cls, column: pa.ChunkedArray, vocabulary: dict[str, int]) -> CodeLists:
+        """The codes of each list of ``column``; values (and nulls) not in ``vocabulary`` are left out."""
+        lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy().astype(np.int64)
+        codes = _vocabulary_codes(pc.list_flatten(column), vocabulary)
+        owner = np.repeat(np.arange(len(lengths)), lengths)
+        kept = codes >= 0
+        counts = np.bincount(owner[kept], minlength=len(lengths))
+        return cls(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), codes[kept])
+
+    def __getitem__(self, user: int) -> np.ndarray:
+        return self.codes[self.indptr[user] : self.indptr[user + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def rows(self, start: int, stop: int) -> CodeLists:
+        return CodeLists(
+            self.indptr[start : stop + 1] - self.indptr[start],
+            self.codes[self.indptr[start] : self.indptr[stop]],
+        )
+
+    def keys(self, width: int) -> np.ndarray:
+        """Sorted unique ``user * width + code`` of every listed code."""
+        return np.unique(np.repeat(np.arange(len(self.indptr) - 1), self.lengths) * width + self.codes)
+
+
 @dataclasses.dataclass
 class UserBatch:
     """Codes of one batch of users, aligned with the rows of ``users``."""
 
     users: pa.Table
     language: np.ndarray
-    blocked_sources: list[np.ndarray]
-    blocked_tags: list[np.ndarray]
-    selected_tags: list[np.ndarray]
-    seen_keys: np.ndarray  # user_row * n_items + item_row, sorted
+    blocked_sources: CodeLists
+    blocked_tags: CodeLists
+    selected_tags: CodeLists
+    seen_keys: np.ndarray  # user_row * n_items + item_row, sorted, unique
+    n_items: int
+    seen_users: pa.ChunkedArray  # the seen pairs, kept to re-key a slice when user ids repeat
+    seen_items: np.ndarray  # post row of each seen pair, -1 when not in the catalog
 
     @classmethod
     def build(cls, users: pa.Table, seen: pa.Table, ctx: ServingContext) -> UserBatch:
+        return cls.from_seen(users, seen.column("user_id"), ctx.item_rows(seen.column("item_id")), ctx)
+
+    @classmethod
+    def from_seen(
+        cls, users: pa.Table, seen_users: pa.ChunkedArray, seen_items: np.ndarray, ctx: ServingContext
+    ) -> UserBatch:
         n_items = len(ctx.item_ids)
-
-        def code_lists(column: str, vocabulary: dict[str, int]) -> list[np.ndarray]:
-            return [
-                np.array([vocabulary[v] for v in (values or []) if v in vocabulary], dtype=np.int64)
-                for values in users.column(column).to_pylist()
-            ]
-
-        row_of_user = {u: i for i, u in enumerate(users.column("user_id").to_pylist())}
-        row_of_item = {it: j for j, it in enumerate(ctx.item_ids)}
-        seen_keys = np.array(
-            [
-                row_of_user[u] * n_items + row_of_item[i]
-                for u, i in zip(
-                    seen.column("user_id").to_pylist(), seen.column("item_id").to_pylist(), strict=True
-                )
-                if u in row_of_user and i in row_of_item
-            ],
-            dtype=np.int64,
-        )
-        language = np.array([ctx.languages.get(v or "", -1) for v in users.column("language").to_pylist()])
+        user_rows = _row_numbers(seen_users, users.column("user_id"))
+        known = (user_rows >= 0) & (seen_items >= 0)
         return cls(
             users=users,
-            language=language,
-            blocked_sources=code_lists("blocked_sources", ctx.sources),
-            blocked_tags=code_lists("blocked_tags", ctx.tags),
-            selected_tags=code_lists("selected_tags", ctx.tags),
-            seen_keys=np.unique(seen_keys),
+            language=_vocabulary_codes(pc.fill_null(users.column("language"), ""), ctx.languages),
+            blocked_sources=CodeLists.encode(users.column("blocked_sources"), ctx.sources),
+            blocked_tags=CodeLists.encode(users.column("blocked_tags"), ctx.tags),
+            selected_tags=CodeLists.encode(users.column("selected_tags"), ctx.tags),
+            seen_keys=np.unique(user_rows[known] * n_items + seen_items[known]),
+            n_items=n_items,
+            seen_users=seen_users,
+            seen_items=seen_items,
         )
+
+    @functools.cached_property
+    def unique_users(self) -> bool:
+        ids = self.users.column("user_id")
+        return pc.count_distinct(ids, mode="all").as_py() == len(ids)
+
+    def rows(self, start: int, stop: int, ctx: ServingContext) -> UserBatch:
+        """The batch of users ``start:stop``, as :meth:`build` would make it from those users alone."""
+        users = self.users.slice(start, stop - start)
+        if not self.unique_users:
+            # A repeated id owns its seen posts at its last row within the slice: key them again.
+            return UserBatch.from_seen(users, self.seen_users, self.seen_items, ctx)
+        lo, hi = np.searchsorted(self.seen_keys, [start * self.n_items, stop * self.n_items])
+        return UserBatch(
+            users=users,
+            language=self.language[start:stop],
+            blocked_sources=self.blocked_sources.rows(start, stop),
+            blocked_tags=self.blocked_tags.rows(start, stop),
+            selected_tags=self.selected_tags.rows(start, stop),
+            seen_keys=self.seen_keys[lo:hi] - start * self.n_items,
+            n_items=self.n_items,
+            seen_users=self.seen_users,
+            seen_items=self.seen_items,
+        )
+
+    def has_seen(self, keys: np.ndarray) -> np.ndarray:
+        """Which ``user_row * n_items + item_row`` keys are seen pairs."""
+        return self._seen_index.get_indexer(keys.ravel()).reshape(keys.shape) >= 0
+
+    @functools.cached_property
+    def _seen_index(self) -> pd.Index:
+        # A hash lookup: several times faster than a binary search over the sorted keys.
+        return pd.Index(self.seen_keys)
+
+
+def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Which of ``keys`` are in the sorted unique array ``sorted_keys``."""
+    if len(sorted_keys) == 0:
+        return np.zeros(np.shape(keys), bool)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[at] == keys
 
 
 def allowed(ctx: ServingContext, batch: UserBatch, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -378,13 +533,26 @@ def allowed(ctx: ServingContext, batch: UserBatch, rows: np.ndarray, positions: 
     p = np.maximum(positions, 0)
     language = ctx.item_language[p]
     ok &= (language == batch.language[rows][:, None]) | (language == ctx.languages[ENGLISH])
-    keys = rows[:, None] * len(ctx.item_ids) + p
-    ok &= ~np.isin(keys, batch.seen_keys)
-    for i, row in enumerate(rows):
-        if len(batch.blocked_sources[row]):
-            ok[i] &= ~np.isin(ctx.item_source[p[i]], batch.blocked_sources[row])
-        if len(batch.blocked_tags[row]):
-            ok[i] &= ~_has_any_tag(ctx, p[i], batch.blocked_tags[row])
+    ok &= ~batch.has_seen(rows[:, None] * len(ctx.item_ids) + p)
+    # Blocks are rare: only the rows of users with some are looked at, with one sorted-key lookup of
+    # every (user, source) and (user, post tag) pair against the users' blocked codes.
+    blocking = np.flatnonzero(batch.blocked_sources.lengths[rows] > 0)
+    if len(blocking):
+        width = ctx.source_width
+        keys = rows[blocking][:, None] * width + ctx.item_source[p[blocking]]
+        ok[blocking] &= ~_contains(batch.blocked_sources.keys(width), keys)
+    blocking = np.flatnonzero(batch.blocked_tags.lengths[rows] > 0)
+    if len(blocking):
+        width = ctx.tag_width
+        items = p[blocking].ravel()
+        starts, lengths = ctx.tag_indptr[items], ctx.tag_indptr[items + 1] - ctx.tag_indptr[items]
+        pair = np.repeat(np.arange(len(items)), lengths)
+        owner = np.repeat(rows[blocking], p.shape[1])[pair]
+        hit = _contains(
+            batch.blocked_tags.keys(width), owner * width + ctx.tag_codes[_ranges(starts, lengths)]
+        )
+        tagged = np.bincount(pair[hit], minlength=len(items)) > 0
+        ok[blocking] &= ~tagged.reshape(len(blocking), p.shape[1])
     return ok
 
 
@@ -396,6 +564,114 @@ def _has_any_tag(ctx: ServingContext, items: np.ndarray, tags: np.ndarray) -> np
     )
     hit = np.isin(ctx.tag_codes[flat], tags).astype(np.int64)
     return np.bincount(np.repeat(np.arange(len(items)), lengths), weights=hit, minlength=len(items)) > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _LanguagePool:
+    """The exploration posts open to one user language (its own and English), each post once, in the
+    order of its first listing in ``ServingContext.exploration``, with lookups into their positions:
+    from catalog row (``sorted_posts`` / ``sorted_position``) and from source and tag code
+    (``by_source[source_starts[c]:source_starts[c + 1]]`` are the positions of source ``c``'s posts)."""
+
+    posts: np.ndarray
+    sorted_posts: np.ndarray
+    sorted_position: np.ndarray
+    by_source: np.ndarray
+    source_starts: np.ndarray
+    by_tag: np.ndarray
+    tag_starts: np.ndarray
+
+    @classmethod
+    def build(cls, ctx: ServingContext, language: int) -> _LanguagePool:
+        _, first = np.unique(ctx.exploration, return_index=True)
+        listed = ctx.exploration[np.sort(first)]
+        codes = ctx.item_language[listed]
+        posts = listed[(codes == language) | (codes == ctx.languages[ENGLISH])]
+        order = np.argsort(posts)
+        sources = ctx.item_source[posts]
+        by_source = np.argsort(sources, kind="stable")
+        lengths = ctx.tag_indptr[posts + 1] - ctx.tag_indptr[posts]
+        position = np.repeat(np.arange(len(posts)), lengths)
+        tags = ctx.tag_codes[_ranges(ctx.tag_indptr[posts], lengths)]
+        by_tag = np.argsort(tags, kind="stable")
+        return cls(
+            posts=posts,
+            sorted_posts=posts[order],
+            sorted_position=order,
+            by_source=by_source,
+            source_starts=np.searchsorted(sources[by_source], np.arange(ctx.source_width + 1)),
+            by_tag=position[by_tag],
+            tag_starts=np.searchsorted(tags[by_tag], np.arange(ctx.tag_width + 1)),
+        )
+
+    def positions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(which, position)``: the indices in ``rows`` of pool posts and their positions in ``posts``."""
+        if len(self.posts) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        at = np.minimum(np.searchsorted(self.sorted_posts, rows), len(self.posts) - 1)
+        which = np.flatnonzero(self.sorted_posts[at] == rows)
+        return which, self.sorted_position[at[which]]
+
+
+class _ExplorationPools:
+    """Each user's exploration pool: the exploration posts :func:`allowed` lets through.
+
+    A pool is its language's exploration posts minus the few the user has seen or blocked, so pools are
+    counted and indexed through those few positions, for the whole batch at once, never listed.
+    """
+
+    def __init__(self, ctx: ServingContext, batch: UserBatch) -> None:
+        self.ctx, self.batch = ctx, batch
+
+    def pick(
+        self, exclude_indptr: np.ndarray, exclude: np.ndarray, draw: Callable[[np.ndarray], np.ndarray]
+    ) -> np.ndarray:
+        ctx, batch = self.ctx, self.batch
+        n_users = batch.users.num_rows
+        seen_owner, seen_post = np.divmod(batch.seen_keys, len(ctx.item_ids))
+        listed = (
+            (seen_owner, seen_post),
+            (np.repeat(np.arange(n_users), np.diff(exclude_indptr)), exclude),
+        )
+        coded = (
+            (batch.blocked_sources, "by_source", "source_starts"),
+            (batch.blocked_tags, "by_tag", "tag_starts"),
+        )
+        pools = {int(language): ctx.exploration_for(int(language)) for language in np.unique(batch.language)}
+        sizes = np.zeros(n_users, np.int64)
+        owners, positions = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for language, pool in pools.items():
+            members = batch.language == language
+            sizes[members] = len(pool.posts)
+            for owner, rows in listed:
+                chosen = np.flatnonzero(members[owner])
+                which, position = pool.positions(rows[chosen])
+                owners.append(owner[chosen[which]])
+                positions.append(position)
+            for lists, index, starts in coded:
+                owner = np.repeat(np.arange(n_users), lists.lengths)
+                chosen = np.flatnonzero(members[owner])
+                codes = lists.codes[chosen]
+                lo, hi = getattr(pool, starts)[codes], getattr(pool, starts)[codes + 1]
+                owners.append(np.repeat(owner[chosen], hi - lo))
+                positions.append(getattr(pool, index)[_ranges(lo, hi - lo)])
+        # Every (user, position) out of a user's pool, as sorted unique keys.
+        stride = int(sizes.max(initial=0)) + 1
+        gone = np.unique(np.concatenate(owners) * stride + np.concatenate(positions))
+        gone_owner, gone_position = np.divmod(gone, stride)
+        counts = sizes - np.bincount(gone_owner, minlength=n_users)
+        nth = draw(counts)
+        picking = np.flatnonzero(counts > 0)
+        # The nth open position of a user skips every gone position at or before it: with gone positions
+        # g_0 < g_1 < ... of the user, that is nth + #{i : g_i - i <= nth}.
+        gone_start = np.searchsorted(gone_owner, np.arange(n_users + 1))
+        skipped = gone_owner * stride + gone_position - (np.arange(len(gone)) - gone_start[gone_owner])
+        position = nth + np.searchsorted(skipped, picking * stride + nth, side="right") - gone_start[picking]
+        picks = np.full(n_users, -1, np.int64)
+        for language, pool in pools.items():
+            mine = batch.language[picking] == language
+            picks[picking[mine]] = pool.posts[position[mine]]
+        return picks
 
 
 @dataclasses.dataclass
@@ -433,9 +709,15 @@ def compute_candidates(
         timer: collects seconds per stage when given.
     """
     timer = timer or StageTimer()
+    with timer("prepare"):
+        batch = UserBatch.build(users, seen, ctx)
+    return _lists_for(ctx, batch, settings, timer)
+
+
+def _lists_for(ctx: ServingContext, batch: UserBatch, settings: Settings, timer: StageTimer) -> pa.Table:
     parts = [
-        _batch_lists(ctx, UserBatch.build(users.slice(start, size), seen, ctx), settings, timer)
-        for start, size in _batches(users.num_rows, settings.candidates.user_batch_size)
+        _batch_lists(ctx, batch.rows(start, start + size, ctx), settings, timer)
+        for start, size in _batches(batch.users.num_rows, settings.candidates.user_batch_size)
     ]
     return pa.concat_tables(parts) if parts else CANDIDATES.empty_table()
 
@@ -446,7 +728,7 @@ def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:
 
 
 def _batch_lists(ctx: ServingContext, batch: UserBatch, settings: Settings, timer: StageTimer) -> pa.Table:
-    from pipelines.diversify import diversify
+    from pipelines.diversify import CandidateLists, diversify_lists
     from pipelines.ranker import RankingPairs
 
     cfg, k = settings.candidates, settings.candidates.top_k
@@ -460,103 +742,145 @@ def _batch_lists(ctx: ServingContext, batch: UserBatch, settings: Settings, time
         ok = allowed(ctx, batch, rows, positions)
         pair_user, pair_slot = np.nonzero(ok)
         pair_item = positions[pair_user, pair_slot]
-        pair_retrieval = retrieval_scores[pair_user, pair_slot].astype(np.float64)
     with timer("rank"):
         if ctx.ranker is not None and len(pair_user):
+            # Features are per pair, so the ranker only needs the posts of this batch's pairs.
+            listed = np.zeros(len(ctx.item_ids), bool)
+            listed[pair_item] = True
             pairs = RankingPairs(
                 users=batch.users,
-                items=ctx.items,
+                items=ctx.ranker_items.take(pa.array(np.flatnonzero(listed))),
                 user_row=pair_user,
-                item_row=pair_item,
-                retrieval_score=pair_retrieval,
+                item_row=(np.cumsum(listed) - 1)[pair_item],
+                retrieval_score=retrieval_scores[pair_user, pair_slot].astype(np.float64),
                 retrieval_rank=(pair_slot + 1).astype(np.float64),
             )
             pair_score = ctx.ranker.score_pairs(pairs)
         else:
-            pair_score = pair_retrieval
-        order = np.lexsort((-pair_score, pair_user))
-        pair_user, pair_item = pair_user[order], pair_item[order]
-        pair_score, pair_retrieval = pair_score[order], pair_retrieval[order]
-        bounds = np.searchsorted(pair_user, np.arange(n_users + 1))
-    reason_ranked = "ranked" if ctx.ranker is not None else "retrieved"
-    out_user, out_item, out_score, out_retrieval, out_reason = [], [], [], [], []
+            pair_score = retrieval_scores[pair_user, pair_slot].astype(np.float64)
+        # Each user's pairs best first, ties in retrieval order: a stable sort within each user's row.
+        score_grid = np.zeros(positions.shape)
+        score_grid[pair_user, pair_slot] = pair_score
+        by_score = np.lexsort((-score_grid, ~ok), axis=1)
     with timer("diversify"):
-        explore_ok = (
-            allowed(ctx, batch, rows, np.broadcast_to(ctx.exploration, (n_users, len(ctx.exploration))))
-            if len(ctx.exploration)
-            else np.zeros((n_users, 0), bool)
+        # Each user's best-scored candidates go to MMR; the lists are diversified together.
+        depth = np.minimum(ok.sum(axis=1), max(settings.diversify.mmr_depth, k) * 2)
+        pool_user = np.repeat(rows, depth)
+        pool_slot = by_score[pool_user, _ranges(np.zeros(n_users, np.int64), depth)]
+        lists = CandidateLists(
+            np.concatenate([[0], np.cumsum(depth)]),
+            positions[pool_user, pool_slot],
+            score_grid[pool_user, pool_slot],
         )
         rng = np.random.default_rng(
             [settings.diversify.seed, zlib.crc32(batch.users.column("user_id")[0].as_py().encode())]
         )
-        for u in range(n_users):
-            lo, hi = bounds[u], bounds[u + 1]
-            pool = min(hi - lo, max(settings.diversify.mmr_depth, k) * 2)
-            items = pair_item[lo : lo + pool]
-            scores = pair_score[lo : lo + pool]
-            pool_items = ctx.exploration[explore_ok[u]]
-            picked, reasons = diversify(
-                items,
-                scores,
-                ctx.item_vectors,
-                ctx.item_source,
-                ctx.item_author,
-                settings.diversify,
-                pool_items,
-                rng,
-                k,
-            )
-            # Positions >= len(items) name the exploration post, which has no ranker or retrieval score:
-            # it is shown at the score of the slot above it.
-            n = len(items)
-            from_list = picked < n
-            chosen = np.empty(len(picked), np.int64)
-            chosen[from_list] = items[picked[from_list]]
-            chosen[~from_list] = pool_items[picked[~from_list] - n]
-            chosen_scores = np.full(len(picked), np.nan)
-            chosen_scores[from_list] = scores[picked[from_list]]
-            chosen_retrieval = np.full(len(picked), np.nan)
-            chosen_retrieval[from_list] = pair_retrieval[lo : lo + pool][picked[from_list]]
-            chosen_scores = _fill_from_above(chosen_scores)
-            reasons = [reason_ranked if r == "ranked" else r for r in reasons]
-            if len(chosen) < k:
-                extra = _fallback(ctx, batch, u, chosen, k - len(chosen))
-                chosen = np.concatenate([chosen, extra])
-                floor = chosen_scores.min() if len(chosen_scores) else 0.0
-                chosen_scores = np.concatenate([chosen_scores, floor - 1.0 - np.arange(len(extra))])
-                chosen_retrieval = np.concatenate([chosen_retrieval, np.full(len(extra), np.nan)])
-                reasons = [*reasons, *(["fallback"] * len(extra))]
-            out_user.append(np.full(len(chosen), u))
-            out_item.append(chosen)
-            out_score.append(np.minimum.accumulate(chosen_scores) if len(chosen_scores) else chosen_scores)
-            out_retrieval.append(chosen_retrieval)
-            out_reason.extend(reasons)
+        chosen = diversify_lists(
+            lists,
+            ctx.unit_item_vectors,
+            ctx.item_source,
+            ctx.item_author,
+            settings.diversify,
+            _ExplorationPools(ctx, batch) if len(ctx.exploration) else None,
+            rng,
+            k,
+            unit_vectors=True,
+        )
+        retrieval = retrieval_scores[pool_user, pool_slot].astype(np.float64)
+        shown = _shown_lists(ctx, batch, lists, retrieval, chosen, k)
     with timer("assemble"):
-        user_rows = np.concatenate(out_user) if out_user else np.zeros(0, np.int64)
-        item_rows = np.concatenate(out_item) if out_item else np.zeros(0, np.int64)
-        rank = np.concatenate([np.arange(1, len(x) + 1) for x in out_item]) if out_item else np.zeros(0)
+        reason_ranked = "ranked" if ctx.ranker is not None else "retrieved"
         return pa.table(
             {
-                "user_id": batch.users.column("user_id").take(pa.array(user_rows)),
-                "rank": pa.array(rank, pa.int32()),
-                "item_id": pa.array(ctx.item_ids[item_rows].tolist(), pa.string()),
-                "score": pa.array(np.concatenate(out_score) if out_score else [], pa.float32()),
-                "retrieval_score": pa.array(
-                    np.concatenate(out_retrieval) if out_retrieval else [], pa.float32(), from_pandas=True
+                "user_id": batch.users.column("user_id").take(pa.array(shown.user)),
+                "rank": pa.array(shown.rank, pa.int32()),
+                "item_id": ctx.item_id_array.take(pa.array(shown.item)),
+                "score": pa.array(shown.score, pa.float32()),
+                "retrieval_score": pa.array(shown.retrieval, pa.float32(), from_pandas=True),
+                "reason": pa.array([reason_ranked, "explore", "fallback"], pa.string()).take(
+                    pa.array(shown.reason)
                 ),
-                "reason": pa.array(out_reason, pa.string()),
             },
             schema=CANDIDATES,
         )
 
 
-def _fill_from_above(scores: np.ndarray) -> np.ndarray:
-    """Replace each NaN with the score just above it (the top one with the best score of the list)."""
-    out = scores.copy()
-    for i in np.flatnonzero(np.isnan(out)):
-        above = out[:i][~np.isnan(out[:i])]
-        out[i] = above[-1] if len(above) else np.nanmax(out) if np.isfinite(out).any() else 0.0
-    return out
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``concat(arange(s, s + n) for s, n in zip(starts, lengths))``."""
+    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
+
+
+@dataclasses.dataclass
+class _ShownLists:
+    """The final lists of a batch, row by row: user row, 1-based rank, post row, scores, reason code
+    (0 ranked or retrieved, 1 explore, 2 fallback)."""
+
+    user: np.ndarray
+    rank: np.ndarray
+    item: np.ndarray
+    score: np.ndarray
+    retrieval: np.ndarray
+    reason: np.ndarray
+
+
+def _shown_lists(
+    ctx: ServingContext,
+    batch: UserBatch,
+    lists: Any,
+    retrieval: np.ndarray,
+    chosen: Any,
+    k: int,
+) -> _ShownLists:
+    """Post rows and scores of the diversified lists, topped up by :func:`_fallback` when short.
+
+    The exploration post has no ranker or retrieval score: it is shown at the score of the slot above
+    it (the best score of the list when it comes first). Fallback posts follow, each 1 below the one
+    before, starting 1 below the list's lowest score; scores never increase down a list.
+    """
+    n_users = len(chosen.indptr) - 1
+    length = np.diff(chosen.indptr)
+    owner = np.repeat(np.arange(n_users), length)
+    within = np.arange(len(owner)) - chosen.indptr[owner]
+    from_list = chosen.position >= 0
+    entry = np.minimum(lists.indptr[owner] + np.maximum(chosen.position, 0), len(lists.item_idx))
+    item = np.where(from_list, np.append(lists.item_idx, -1)[entry], chosen.explore[owner])
+    score = np.where(from_list, np.append(lists.scores, np.nan)[entry], np.nan)
+    retrieval = np.where(from_list, np.append(retrieval, np.nan)[entry], np.nan)
+    reason = np.where(from_list, 0, 1)
+    for j in np.flatnonzero(~from_list):
+        if within[j] > 0:
+            score[j] = score[j - 1]
+        else:
+            rest = score[j + 1 : chosen.indptr[owner[j] + 1]]
+            score[j] = rest.max() if len(rest) else 0.0
+    short = np.flatnonzero(length < k)
+    if len(short):
+        extras = [
+            _fallback(ctx, batch, int(u), item[chosen.indptr[u] : chosen.indptr[u + 1]], k - length[u])
+            for u in short
+        ]
+        added = np.zeros(n_users, np.int64)
+        added[short] = [len(x) for x in extras]
+        floor = np.zeros(n_users)
+        for u in short[length[short] > 0]:
+            floor[u] = score[chosen.indptr[u] : chosen.indptr[u + 1]].min()
+        extra_owner = np.repeat(np.arange(n_users), added)
+        extra_within = length[extra_owner] + _ranges(np.zeros(n_users, np.int64), added)
+        owner = np.concatenate([owner, extra_owner])
+        within = np.concatenate([within, extra_within])
+        item = np.concatenate([item, *extras]).astype(np.int64)
+        score = np.concatenate([score, floor[extra_owner] - 1.0 - (extra_within - length[extra_owner])])
+        retrieval = np.concatenate([retrieval, np.full(len(extra_owner), np.nan)])
+        reason = np.concatenate([reason, np.full(len(extra_owner), 2)])
+        order = np.lexsort((within, owner))
+        owner, within, item = owner[order], within[order], item[order]
+        score, retrieval, reason = score[order], retrieval[order], reason[order]
+    if len(owner):
+        # Scores never increase down a list: a running minimum, list by list.
+        grid = np.full((n_users, int(within.max()) + 1), np.inf)
+        grid[owner, within] = score
+        score = np.minimum.accumulate(grid, axis=1)[owner, within]
+    return _ShownLists(owner, within + 1, item, score, retrieval, reason)
 
 
 def _fallback(ctx: ServingContext, batch: UserBatch, u: int, taken: np.ndarray, needed: int) -> np.ndarray:
@@ -573,32 +897,48 @@ def _fallback(ctx: ServingContext, batch: UserBatch, u: int, taken: np.ndarray, 
 
 def check_lists(candidates: pa.Table, ctx: ServingContext, batch: UserBatch, k: int) -> None:
     """Raise :class:`ListInvariantError` unless every list has at most ``k`` posts, no duplicates, only
-    catalog posts, nothing seen or blocked, and scores that never increase down the list."""
-    users = candidates.column("user_id").to_numpy(zero_copy_only=False)
-    row_of_user = {u: i for i, u in enumerate(batch.users.column("user_id").to_pylist())}
-    row_of_item = {it: j for j, it in enumerate(ctx.item_ids)}
-    items = candidates.column("item_id").to_pylist()
-    unknown = [it for it in items if it not in row_of_item]
-    if unknown:
-        raise ListInvariantError(f"posts not in the catalog: {unknown[:3]}")
-    rows = np.array([row_of_user[u] for u in users], dtype=np.int64)
-    item_rows = np.array([row_of_item[it] for it in items], dtype=np.int64)
+    catalog posts, nothing seen or blocked, and scores that never increase down the list.
+
+    A list is a run of rows of one user; the first list (in row order) that breaks a rule is reported,
+    with the first rule it breaks in the order above.
+    """
+    item_rows = ctx.item_rows(candidates.column("item_id"))
+    unknown = np.flatnonzero(item_rows < 0)
+    if len(unknown):
+        names = candidates.column("item_id").take(pa.array(unknown[:3])).to_pylist()
+        raise ListInvariantError(f"posts not in the catalog: {names}")
+    rows = _row_numbers(candidates.column("user_id"), batch.users.column("user_id"))
+    if (rows < 0).any():
+        raise KeyError(candidates.column("user_id")[int(np.flatnonzero(rows < 0)[0])].as_py())
+    if len(rows) == 0:
+        return
     scores = candidates.column("score").to_numpy()
-    bounds = np.flatnonzero(np.diff(rows)) + 1
-    for group in np.split(np.arange(len(rows)), bounds):
-        if not len(group):
-            continue
-        user = users[group[0]]
-        if len(group) > k:
-            raise ListInvariantError(f"user {user}: {len(group)} posts, more than top_k={k}")
-        if len(np.unique(item_rows[group])) != len(group):
-            raise ListInvariantError(f"user {user}: a post appears twice")
-        if np.any(np.diff(scores[group]) > 0):
-            raise ListInvariantError(f"user {user}: scores increase down the list")
-        ok = allowed(ctx, batch, rows[group[:1]], item_rows[group][None, :])[0]
-        if not ok.all():
-            bad = ctx.item_ids[item_rows[group][~ok][0]]
-            raise ListInvariantError(f"user {user}: post {bad} is seen, blocked or in another language")
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(rows)) + 1])
+    sizes = np.diff(np.append(starts, len(rows)))
+    group = np.repeat(np.arange(len(starts)), sizes)
+    too_long = sizes > k
+    twice = np.zeros(len(starts), bool)
+    keys = np.sort(group * len(ctx.item_ids) + item_rows)
+    twice[keys[1:][keys[1:] == keys[:-1]] // len(ctx.item_ids)] = True
+    rising = np.zeros(len(starts), bool)
+    rising[group[1:][(np.diff(scores) > 0) & (group[1:] == group[:-1])]] = True
+    ok = allowed(ctx, batch, rows, item_rows[:, None])[:, 0]
+    hidden = np.zeros(len(starts), bool)
+    hidden[group[~ok]] = True
+    broken = np.flatnonzero(too_long | twice | rising | hidden)
+    if not len(broken):
+        return
+    g = int(broken[0])
+    user = candidates.column("user_id")[int(starts[g])].as_py()
+    if too_long[g]:
+        raise ListInvariantError(f"user {user}: {sizes[g]} posts, more than top_k={k}")
+    if twice[g]:
+        raise ListInvariantError(f"user {user}: a post appears twice")
+    if rising[g]:
+        raise ListInvariantError(f"user {user}: scores increase down the list")
+    first = starts[g] + int(np.flatnonzero(~ok[starts[g] : starts[g] + sizes[g]])[0])
+    bad = ctx.item_ids[item_rows[first]]
+    raise ListInvariantError(f"user {user}: post {bad} is seen, blocked or in another language")
 
 
 def candidates_for_shard(
@@ -622,9 +962,12 @@ def candidates_for_shard(
         users = users.filter(pa.array(shard_of(users.column("user_id").to_pylist(), num_shards) == shard))
         seen = read_input(lake, ds, "seen")
         seen = seen.filter(pc.is_in(seen.column("user_id"), value_set=users.column("user_id")))
-    candidates = compute_candidates(ctx, users, seen, settings, timer)
+    with timer("prepare"):
+        batch = UserBatch.build(users, seen, ctx)
+    candidates = _lists_for(ctx, batch, settings, timer)
     with timer("check"):
-        check_lists(candidates, ctx, UserBatch.build(users, seen, ctx), settings.candidates.top_k)
+        check_lists(candidates, ctx, batch, settings.candidates.top_k)
+
     name = LakePaths.shard_file(shard)
     with timer("write"):
         lake.write_parquet(f"{staging}/{name}", candidates)
