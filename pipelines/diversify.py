@@ -32,7 +32,7 @@ from pipelines.settings import DiversifyConfig
 REASON_RANKED = "ranked"
 REASON_EXPLORE = "explore"
 # Candidates scored at once when lists are diversified together (bounds the (users, n, dim) vectors).
-BLOCK_ENTRIES = 2**18
+BLOCK_ENTRIES = 2**14
 
 
 @dataclass(frozen=True)
