@@ -25,6 +25,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -441,7 +442,7 @@ class CodeLists:
 
     def keys(self, width: int) -> np.ndarray:
         """Sorted unique ``user * width + code`` of every listed code."""
-        return np.unique(np.repeat(np.arange(len(self.indptr) - 1), self.lengths) * width + self.codes)
+        return _sorted_unique(np.repeat(np.arange(len(self.indptr) - 1), self.lengths) * width + self.codes)
 
 
 @dataclasses.dataclass
@@ -475,7 +476,7 @@ class UserBatch:
             blocked_sources=CodeLists.encode(users.column("blocked_sources"), ctx.sources),
             blocked_tags=CodeLists.encode(users.column("blocked_tags"), ctx.tags),
             selected_tags=CodeLists.encode(users.column("selected_tags"), ctx.tags),
-            seen_keys=np.unique(user_rows[known] * n_items + seen_items[known]),
+            seen_keys=_sorted_unique(user_rows[known] * n_items + seen_items[known]),
             n_items=n_items,
             seen_users=seen_users,
             seen_items=seen_items,
@@ -513,6 +514,12 @@ class UserBatch:
     def _seen_index(self) -> pd.Index:
         # A hash lookup: several times faster than a binary search over the sorted keys.
         return pd.Index(self.seen_keys)
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` of an integer array; a plain sort is many times faster than its hashing."""
+    values = np.sort(values)
+    return values[np.concatenate([[True], values[1:] != values[:-1]])] if len(values) else values
 
 
 def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -657,7 +664,7 @@ class _ExplorationPools:
                 positions.append(getattr(pool, index)[_ranges(lo, hi - lo)])
         # Every (user, position) out of a user's pool, as sorted unique keys.
         stride = int(sizes.max(initial=0)) + 1
-        gone = np.unique(np.concatenate(owners) * stride + np.concatenate(positions))
+        gone = _sorted_unique(np.concatenate(owners) * stride + np.concatenate(positions))
         gone_owner, gone_position = np.divmod(gone, stride)
         counts = sizes - np.bincount(gone_owner, minlength=n_users)
         nth = draw(counts)
@@ -676,24 +683,39 @@ class _ExplorationPools:
 
 @dataclasses.dataclass
 class StageTimer:
-    """Wall seconds per stage, summed over batches."""
+    """Wall seconds per stage, summed over batches.
+
+    ``seconds`` add up to the wall time of what was timed. Work that runs ahead in the background (the
+    next batch's user tower and retrieval) counts there only for the time the pipeline waited for it;
+    its full busy time is in ``overlapped``.
+    """
 
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    overlapped: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __call__(self, name: str) -> _Timing:
-        return _Timing(self, name)
+        return _Timing(self.seconds, name)
+
+    def background(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn``, timed into ``overlapped[name]``."""
+
+        def timed(*args: Any) -> Any:
+            with _Timing(self.overlapped, name):
+                return fn(*args)
+
+        return timed
 
 
 class _Timing:
-    def __init__(self, timer: StageTimer, name: str) -> None:
-        self.timer, self.name = timer, name
+    def __init__(self, seconds: dict[str, float], name: str) -> None:
+        self.seconds, self.name = seconds, name
 
     def __enter__(self) -> None:
         self.started = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:
         elapsed = time.perf_counter() - self.started
-        self.timer.seconds[self.name] = self.timer.seconds.get(self.name, 0.0) + elapsed
+        self.seconds[self.name] = self.seconds.get(self.name, 0.0) + elapsed
 
 
 def compute_candidates(
@@ -715,10 +737,34 @@ def compute_candidates(
 
 
 def _lists_for(ctx: ServingContext, batch: UserBatch, settings: Settings, timer: StageTimer) -> pa.Table:
-    parts = [
-        _batch_lists(ctx, batch.rows(start, start + size, ctx), settings, timer)
-        for start, size in _batches(batch.users.num_rows, settings.candidates.user_batch_size)
-    ]
+    """The lists of ``batch``'s users, ``user_batch_size`` users at a time.
+
+    The next batch's user tower and retrieval run in a background thread while a batch is filtered,
+    ranked and diversified: both are multi-threaded native code that releases the GIL, so they use the
+    cores the single-threaded numpy steps leave idle. Batches are independent, so the lists are those of
+    one batch after the other.
+    """
+    spans = list(_batches(batch.users.num_rows, settings.candidates.user_batch_size))
+    top_n = min(settings.candidates.top_n, len(ctx.item_ids))
+    embed = timer.background("embed_users", ctx.towers.embed_users)
+    search = timer.background("retrieve", ctx.index.search_positions)
+    parts = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval") as worker:
+
+        def retrieve(start: int, size: int) -> tuple[Future, Future]:
+            queries = worker.submit(embed, batch.users.slice(start, size))
+            return queries, worker.submit(lambda: search(queries.result(), top_n))
+
+        pending = retrieve(*spans[0]) if spans else None
+        for i, (start, size) in enumerate(spans):
+            queries, found = pending
+            with timer("embed_users"):
+                queries.result()
+            with timer("retrieve"):
+                positions, scores = found.result()
+            pending = retrieve(*spans[i + 1]) if i + 1 < len(spans) else None
+            part = batch.rows(start, start + size, ctx)
+            parts.append(_batch_lists(ctx, part, positions, scores, settings, timer))
     return pa.concat_tables(parts) if parts else CANDIDATES.empty_table()
 
 
@@ -727,17 +773,21 @@ def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(size, n - start)
 
 
-def _batch_lists(ctx: ServingContext, batch: UserBatch, settings: Settings, timer: StageTimer) -> pa.Table:
+def _batch_lists(
+    ctx: ServingContext,
+    batch: UserBatch,
+    positions: np.ndarray,
+    retrieval_scores: np.ndarray,
+    settings: Settings,
+    timer: StageTimer,
+) -> pa.Table:
+    """Filter, rank and diversify one batch's retrieved posts (``positions``, ``retrieval_scores``)."""
     from pipelines.diversify import CandidateLists, diversify_lists
     from pipelines.ranker import RankingPairs
 
-    cfg, k = settings.candidates, settings.candidates.top_k
+    k = settings.candidates.top_k
     n_users = batch.users.num_rows
     rows = np.arange(n_users)
-    with timer("embed_users"):
-        queries = ctx.towers.embed_users(batch.users)
-    with timer("retrieve"):
-        positions, retrieval_scores = ctx.index.search_positions(queries, min(cfg.top_n, len(ctx.item_ids)))
     with timer("filter"):
         ok = allowed(ctx, batch, rows, positions)
         pair_user, pair_slot = np.nonzero(ok)
@@ -980,6 +1030,7 @@ def candidates_for_shard(
         "rows": candidates.num_rows,
         "users_per_s": round(users.num_rows / compute, 1) if compute else None,
         "seconds": {key: round(v, 3) for key, v in timer.seconds.items()},
+        "overlapped_seconds": {key: round(v, 3) for key, v in timer.overlapped.items()},
         "total_seconds": round(elapsed, 2),
         "two_tower_version": ctx.two_tower_version,
         "ranker_version": ctx.ranker_version,
