@@ -997,7 +997,9 @@ def candidates_for_shard(
     """Compute and write the candidate lists of one shard of ``ds``'s users into ``staging``.
 
     Returns:
-        The file written, rows, users, users/s overall and seconds per stage.
+        The file written, rows, users, users/s overall, seconds per stage (they add up to the wall time)
+        and, as ``overlapped_seconds``, the busy time of the user tower and retrieval that ran ahead in
+        the background.
     """
     ds = check_ds(ds)
     if not 0 <= shard < num_shards:
