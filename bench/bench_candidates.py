@@ -12,8 +12,12 @@ is visible in one run.
 The synthetic day (``--items`` posts, ``--users`` users) is grown from a real small world, the one
 ``python -m pipelines world`` makes, trained and served (see ``bench/README.md``):
 
-* models: the champion two-tower and the champion LightGBM ranker of that world, used as they are, so
-  user-tower inference is real TensorFlow work on real histories and ranking is the real model's trees;
+* user tower: the champion two-tower of that world, used as it is, so user-tower inference is real
+  TensorFlow work on real histories (option (b): users whose histories use the model's vocabulary);
+* ranker: a LightGBM lambdarank model trained by :func:`pipelines.ranker.train_ranker` on labelled rows
+  drawn from the synthetic day, up to ``--ranker-trees`` rounds (200, the default config's maximum), and
+  promoted through the registry: the scoring cost of a production-sized model. ``--ranker-trees 0`` uses
+  the small world's champion instead, which early stopping keeps to a handful of trees;
 * catalog: the real eligible posts plus variants of them. A variant copies its parent's tags, title,
   summary, types and language, takes the parent's source 60% of the time (else one of ``items / 400``
   sources) and one of ``items / 20`` authors; ages are uniform over the 30-day window and popularity is
@@ -63,7 +67,7 @@ STAGES = ("prepare", "embed_users", "retrieve", "filter", "rank", "diversify", "
 MAX_AGE_DAYS = 30.0
 BLOCK_TAG_SHARE = 0.10
 BLOCK_SOURCE_SHARE = 0.05
-WORLD_VERSION = 1  # bump when the synthetic day changes, so a cached lake is rebuilt
+WORLD_VERSION = 3  # bump when the synthetic day changes, so a cached lake is rebuilt
 
 
 # -- the synthetic day -----------------------------------------------------------------------------------
@@ -264,6 +268,114 @@ def synthetic_seen(
     )
 
 
+def synthetic_ranker(
+    lake: Lake, catalog: pa.Table, users: pa.Table, ds: str, trees: int, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Train a LightGBM ranker with ``pipelines.ranker.train_ranker`` on labelled rows drawn from the
+    day, export it and make it the ranker champion of the bench lake.
+
+    Rows: 20,000 (user, day) groups of 10 random posts. The label (0..4) grades a hidden utility built
+    from the pipeline's own features (click-through, tag affinity and overlap, retrieval score, age, the
+    user's click-through) with interactions and noise, so boosting keeps finding structure and the model
+    is as deep as ``trees`` rounds allow: what scoring costs with a production-sized model.
+    """
+    from pipelines.ranker import FEATURE_NAMES, RankingPairs, ranker_features, save_ranker, train_ranker
+    from pipelines.registry import new_version, promote_if_blessed
+    from pipelines.settings import RankerBlessingConfig, RankerConfig
+
+    config = RankerConfig(num_boost_round=trees, early_stopping_rounds=trees)
+    groups, per_group = 20_000, 10
+    user_row = np.repeat(rng.integers(0, users.num_rows, groups), per_group)
+    item_row = rng.integers(0, catalog.num_rows, groups * per_group)
+    day = np.repeat(rng.integers(0, 7, groups), per_group)
+    item_part = catalog.select(["tags", *ranker_item_columns()]).take(pa.array(item_row))
+    user_part = users.select(["user_id", *ranker_user_columns()]).take(pa.array(user_row))
+    rows = pa.table(
+        {
+            "user_id": user_part.column("user_id"),
+            "item_id": catalog.column("item_id").take(pa.array(item_row)),
+            "ds": pa.array(np.datetime64(ds) - day.astype("timedelta64[D]"), pa.date32()),
+            **{name: item_part.column(name) for name in item_part.column_names},
+            **{name: user_part.column(name) for name in user_part.column_names if name != "user_id"},
+        }
+    )
+    score = np.clip(rng.normal(0.3, 0.12, rows.num_rows), -1, 1)
+    rank = np.clip(
+        np.round((1 - score) * 80 + rng.normal(0, 10, rows.num_rows)), 1, config.retrieval_depth + 1
+    )
+    features = ranker_features(RankingPairs.from_examples(rows, score, rank), config.retrieval_depth)
+    f = {name: np.nan_to_num(features[:, j].astype(np.float64)) for j, name in enumerate(FEATURE_NAMES)}
+    utility = (
+        3 * f["ctr_7d"] * (1 + f["tag_affinity"])
+        + 0.8 * f["selected_tag_overlap"]
+        + 2 * f["retrieval_score"]
+        - 0.05 * np.minimum(f["item_age_days"], 30) * (f["user_ctr_30d"] > 0.05)
+        + 0.3 * np.log1p(f["engagements_7d"])
+        + rng.normal(0, 0.3, rows.num_rows)
+    )
+    cuts = np.quantile(utility, [0.80, 0.90, 0.95, 0.98])
+    label = np.searchsorted(cuts, utility).astype(np.int64)
+    split = np.where(np.repeat(rng.random(groups) < 0.8, per_group), "train", "eval")
+    rows = rows.append_column("label", pa.array(label)).append_column("split", pa.array(split))
+    started = time.perf_counter()
+    result = train_ranker(rows, np.column_stack([score, rank]), config)
+    version = new_version(ds, config.model_dump())
+    save_ranker(result, lake, version)
+    decision = promote_if_blessed(
+        lake, RANKER, version, result.metrics, None, RankerBlessingConfig(floor=0.0)
+    )
+    if not decision.promoted:
+        raise SystemExit(f"the synthetic ranker was not promoted: {decision.reason}")
+    return {
+        "trees": result.ranker.booster.num_trees(),
+        "ndcg_at_10": round(result.metrics["ndcg_at_10"], 4),
+        "train_seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def ranker_item_columns() -> list[str]:
+    from pipelines.ranker import ITEM_NUMERIC_FEATURES
+
+    return list(ITEM_NUMERIC_FEATURES.values())
+
+
+def ranker_user_columns() -> list[str]:
+    from pipelines.ranker import USER_COLUMNS
+
+    return list(USER_COLUMNS)
+
+
+def install_ranker(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Make the ranker asked for the champion of the bench lake, unless it already is; describe it.
+
+    ``--ranker-trees 0`` copies the small world's champion ranker; ``N`` trains a synthetic one.
+    """
+    from pipelines.candidates import champion_version, read_input
+
+    facts_file = work / "ranker.json"
+    if facts_file.exists() and json.loads(facts_file.read_text())["trees_asked"] == args.ranker_trees:
+        return json.loads(facts_file.read_text())
+    lake = Lake(str(work / "lake"))
+    shutil.rmtree(work / "lake" / "models" / RANKER, ignore_errors=True)
+    if args.ranker_trees == 0:
+        source = Lake(args.world_lake)
+        shutil.copytree(Path(source.path(f"models/{RANKER}")), work / "lake" / "models" / RANKER)
+        version = champion_version(lake, RANKER)
+        config = lake.read_json(f"{LakePaths.model_dir(RANKER, version)}/config.json")
+        facts = {"trees": config["num_trees"], "origin": "the small world's champion"}
+    else:
+        catalog, users = read_input(lake, args.ds, "items"), read_input(lake, args.ds, "users")
+        rng = np.random.default_rng(args.seed + 1)
+        facts = synthetic_ranker(lake, catalog, users, args.ds, args.ranker_trees, rng)
+        facts["origin"] = (
+            f"trained on synthetic labelled rows of the day (eval NDCG@10 {facts['ndcg_at_10']})"
+        )
+    facts["trees_asked"] = args.ranker_trees
+    facts_file.write_text(json.dumps(facts))
+    log(f"ranker: {facts['trees']} trees, {facts['origin']}")
+    return facts
+
+
 def _publish(lake: Lake, dataset: str, files: dict[str, pa.Table], metadata: dict[str, Any]) -> None:
     staging = lake.begin_publish(dataset)
     for name, table in files.items():
@@ -288,7 +400,7 @@ def build_day(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         shutil.rmtree(work)
     lake_dir = work / "lake"
     lake = Lake(str(lake_dir))
-    shutil.copytree(Path(source.path("models")), lake_dir / "models")
+    shutil.copytree(Path(source.path(f"models/{TWO_TOWER}")), lake_dir / "models" / TWO_TOWER)
 
     started = time.perf_counter()
     catalog, vectors, parent = synthetic_items(real, args.items, args.noise, args.ds, rng)
@@ -477,6 +589,8 @@ def report(
         f"reorder x{index['reorder_multiplier']}, recall@100 {day['index_recall']:.4f} "
         f"(built in {day['index_build_seconds']} s)"
     )
+    ranker = day["ranker"]
+    print(f"ranker: LightGBM lambdarank, {ranker['trees']} trees of up to 31 leaves, {ranker['origin']}")
     header = f"{'stage':<12}" + "".join(f"{m + ' s':>11}{m + ' users/s':>17}" for m in runs)
     print(header + "\n" + "-" * len(header))
     for stage in ("load", *STAGES):
@@ -539,6 +653,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seen-per-user", type=float, default=30.0)
     parser.add_argument("--noise", type=float, default=0.5, help="norm of the noise around a parent")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--ranker-trees",
+        type=int,
+        default=200,
+        help="boosting rounds of the synthetic ranker; 0 uses the small world's champion ranker",
+    )
     parser.add_argument("--world-lake", default=None, help="the small world's lake (default: settings)")
     parser.add_argument("--ds", default="2026-11-22", help="run date of the small world")
     parser.add_argument("--work-dir", default="/tmp/nightfeed-bench-candidates")
@@ -558,7 +678,16 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(args.work_dir)
     params = {
         key: getattr(args, key)
-        for key in ("users", "items", "dim", "seen_per_user", "noise", "seed", "world_lake", "ds")
+        for key in (
+            "users",
+            "items",
+            "dim",
+            "seen_per_user",
+            "noise",
+            "seed",
+            "world_lake",
+            "ds",
+        )
     } | {"version": WORLD_VERSION}
     facts_file = work / "day.json"
     cached = json.loads(facts_file.read_text()) if facts_file.exists() else None
@@ -568,6 +697,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         day = build_day(args, work)
         facts_file.write_text(json.dumps({"params": params, "day": day}, default=str))
+    day["ranker"] = install_ranker(args, work)
     runs = {"scann": run_child(args, "scann", args.profile)}
     if not args.no_exact:
         runs["exact"] = run_child(args, "exact")
