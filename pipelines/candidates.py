@@ -164,7 +164,7 @@ def build_index(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
     ds = check_ds(ds)
     embeddings, version = read_embeddings(lake, ds)
     users = read_input(lake, ds, "users")
-    rng = np.random.default_rng(settings.index.recall_sample_queries)
+    rng = np.random.default_rng(settings.index.seed)
     sample = np.sort(rng.permutation(users.num_rows)[: settings.index.recall_sample_queries])
     towers = load_towers(lake, version)
     queries = towers.embed_users(users.take(pa.array(sample)))
@@ -200,15 +200,28 @@ def retrieval_scores_for_rows(towers: Any, rows: pa.Table, catalog: pa.Table, de
     )
     score = np.full(rows.num_rows, np.nan)
     rank = np.full(rows.num_rows, depth + 1.0)
+    # Only ranks up to ``depth`` matter, so each user's scores are partitioned once (O(catalog)) and a
+    # row compares against that user's top ``depth`` scores, never against the whole catalog per row.
+    top_n = min(depth, len(item_vectors))
+    by_user = np.argsort(group, kind="stable")
+    sorted_group = group[by_user]
     block = max(1, 2**24 // max(len(item_vectors), 1))
     for start in range(0, len(unique_keys), block):
-        members = np.flatnonzero((group >= start) & (group < start + block))
-        scores = user_vectors[start : start + block] @ item_vectors.T
+        lo, hi = np.searchsorted(sorted_group, [start, start + block])
+        members = by_user[lo:hi]
         known = members[item_row[members] >= 0]
-        own = scores[group[known] - start, item_row[known]]
+        if len(known) == 0:
+            continue
+        scores = user_vectors[start : start + block] @ item_vectors.T
+        local = group[known] - start
+        own = scores[local, item_row[known]]
         score[known] = own
-        above = (scores[group[known] - start] > own[:, None]).sum(axis=1)
-        rank[known] = np.minimum(above + 1, depth + 1)
+        scores.partition(scores.shape[1] - top_n, axis=1)
+        top = scores[:, -top_n:]
+        above = (top[local] > own[:, None]).sum(axis=1)
+        # Below the user's top_n-th score at least depth posts outrank it: it ranks past the cap.
+        beyond = own < top.min(axis=1)[local]
+        rank[known] = np.where(beyond, depth + 1, np.minimum(above + 1, depth + 1))
     if np.isnan(score).any():
         # Posts missing from the catalog (deleted since) rank last with the lowest observed score.
         score[np.isnan(score)] = np.nanmin(score) if np.isfinite(score).any() else 0.0
