@@ -367,6 +367,10 @@ def _vocabulary_codes(values: pa.Array | pa.ChunkedArray, vocabulary: dict[str, 
     return np.where(found.is_null(), -1, codes[found.fill_null(0).to_numpy()]).astype(np.int64)
 
 
+def _serving_ranker(ranker: Any, settings: Settings) -> Any:
+    return ranker.compile() if settings.ranker.compiled_scoring else ranker
+
+
 def load_context(lake: Lake, ds: str, settings: Settings) -> ServingContext:
     """Load the catalog, embeddings, index and models of ``ds`` for serving."""
     from pipelines.index import load_index
@@ -417,7 +421,7 @@ def load_context(lake: Lake, ds: str, settings: Settings) -> ServingContext:
         exploration=exploration,
         index=index,
         towers=load_towers(lake, version),
-        ranker=load_ranker(lake, ranker_version) if ranker_version else None,
+        ranker=_serving_ranker(load_ranker(lake, ranker_version), settings) if ranker_version else None,
         two_tower_version=version,
         ranker_version=ranker_version,
     )
@@ -1093,7 +1097,17 @@ def publish_candidates(
     if settings.dry_run_users:
         return {"published": False, "dry_run": True, "staging": lake.uri(staging), **metadata}
     lake.publish(LakePaths.candidates(ds), staging, files, metadata=metadata)
-    return {"published": True, "uri": lake.uri(LakePaths.candidates(ds)), **metadata}
+    result = {"published": True, "uri": lake.uri(LakePaths.candidates(ds)), **metadata}
+    table = settings.candidates.warehouse_table
+    if table:
+        # The lake is the source of truth; a failed load fails the task and its retry publishes the
+        # same staged files again, then loads.
+        from pipelines.warehouse import open_warehouse
+
+        with open_warehouse(settings) as warehouse:
+            loaded = warehouse.load_published(table, lake, LakePaths.candidates(ds), ds, CANDIDATES)
+        result["warehouse"] = {"table": table, "rows": loaded}
+    return result
 
 
 def read_candidates(lake: Lake, ds: str) -> pa.Table:

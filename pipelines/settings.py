@@ -137,6 +137,12 @@ class CandidatesConfig(_Section):
     top_k: int = Field(100, ge=1, description="published per user")
     max_item_age_days: int = Field(30, ge=1)
     user_batch_size: int = Field(2048, ge=1)
+    warehouse_table: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="also load each published night into this warehouse table, partitioned by ds "
+        "(a rerun replaces the partition); None: the lake only",
+    )
 
 
 class RankerBlessingConfig(BlessingConfig):
@@ -166,6 +172,10 @@ class RankerConfig(_Section):
         "depth + 1 beyond it (training and serving alike)",
     )
     num_threads: int = Field(2, ge=1, description="LightGBM threads for training and scoring")
+    compiled_scoring: bool = Field(
+        True,
+        description="serve with the trees compiled to native code (lleaves); false scores with LightGBM",
+    )
     seed: int = 42
     blessing: RankerBlessingConfig = Field(default_factory=RankerBlessingConfig)
 

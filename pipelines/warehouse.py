@@ -15,8 +15,9 @@ import logging
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import pyarrow as pa
@@ -27,6 +28,9 @@ from sqlglot import exp
 from pipelines import schema
 from pipelines.schema import PARTITION_COLUMN, RAW_SCHEMAS, SQL_DIR, SqlModel, check_ds
 from pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +155,47 @@ class Warehouse(ABC):
         if other:
             raise ValueError(f"{table}: rows for ds={ds} carry other ds values {sorted(other)[:3]}")
         return self._load_partition(table, rows, ds)
+
+    def load_published(self, table: str, lake: Lake, dataset: str, ds: str, columns: pa.Schema) -> int:
+        """Replace partition ``ds`` of ``table`` with the Parquet files published as lake ``dataset``.
+
+        The rows are the files' ``columns`` plus ``ds``. Files are never gathered in memory: DuckDB
+        inserts them one at a time and BigQuery loads them itself (straight from GCS for a ``gs://``
+        lake). The partition is swapped in one transaction, so readers see the old rows or the new ones.
+
+        Returns:
+            The number of rows now in the partition.
+
+        Raises:
+            pipelines.lake.ManifestError: ``dataset`` is not published.
+            ValueError: ``columns`` has a ``ds`` column, or a file's columns differ (named).
+        """
+        ds = check_ds(ds)
+        if PARTITION_COLUMN in columns.names:
+            raise ValueError(f"{table}: the loaded columns must not include {PARTITION_COLUMN!r}")
+        files = lake.manifest_files(dataset)
+        if not files:
+            raise ValueError(f"{lake.uri(dataset)} is published with no files; nothing to load")
+        started = time.perf_counter()
+        rows = self._load_files(table, lake, files, ds, columns)
+        log.info(
+            "%s ds=%s: %d rows from %d files in %.1f s",
+            table,
+            ds,
+            rows,
+            len(files),
+            time.perf_counter() - started,
+        )
+        return rows
+
+    def _from_with_ds(self, source: exp.Table, ds: str) -> str:
+        partition = exp.alias_(exp.cast(exp.Literal.string(ds), "DATE"), PARTITION_COLUMN)
+        return exp.select("*", partition).from_(source).sql(dialect=self.dialect)
+
+    @abstractmethod
+    def _load_files(
+        self, table: str, lake: Lake, files: Sequence[str], ds: str, columns: pa.Schema
+    ) -> int: ...
 
     @abstractmethod
     def _query_arrow(self, sql: str) -> pa.Table: ...
@@ -286,6 +331,31 @@ class DuckDBWarehouse(Warehouse):
         finally:
             self.con.unregister("_nightfeed_load")
 
+    def _load_files(self, table: str, lake: Lake, files: Sequence[str], ds: str, columns: pa.Schema) -> int:
+        source = "_nightfeed_load"
+        create, delete, insert = _replace_statements(
+            exp.to_table(table), self._from_with_ds(exp.to_table(source), ds), "duckdb", ds
+        )
+        self._run("begin transaction")
+        try:
+            for i, path in enumerate(files):
+                rows = lake.read_parquet(path)
+                if rows.schema.names != columns.names:
+                    raise ValueError(
+                        f"{lake.uri(path)}: columns {rows.schema.names}, expected {columns.names}"
+                    )
+                self.con.register(source, rows.cast(columns))
+                try:
+                    for stmt in [create, delete, insert] if i == 0 else [insert]:
+                        self._run(stmt)
+                finally:
+                    self.con.unregister(source)
+            self._run("commit")
+        except Exception:
+            self._run("rollback")
+            raise
+        return self.count_rows(table, ds)
+
     def table_exists(self, name: str) -> bool:
         found = self._run("select count(*) from information_schema.tables where table_name = ?", [name])
         return bool(found[0][0])
@@ -362,6 +432,41 @@ class BigQueryWarehouse(Warehouse):
             self.client.load_table_from_file(buf, staging_id, job_config=job_config, rewind=True).result()
             staged = exp.select("*").from_(self._table(staging))
             return self._replace(table, staged.sql(dialect="bigquery"), ds)
+        finally:
+            self.client.delete_table(staging_id, not_found_ok=True)
+
+    def _load_files(self, table: str, lake: Lake, files: Sequence[str], ds: str, columns: pa.Schema) -> int:
+        bq = self._bq
+        staging = f"_load_{table}_{ds.replace('-', '')}_{uuid.uuid4().hex[:8]}"
+        staging_id = f"{self.project}.{self.dataset}.{staging}"
+        schema = bigquery_schema(columns)
+        staging_table = bq.Table(staging_id, schema=schema)
+        staging_table.expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+        self.client.create_table(staging_table)
+
+        def config(disposition: str) -> Any:
+            return bq.LoadJobConfig(
+                schema=schema, write_disposition=disposition, source_format=bq.SourceFormat.PARQUET
+            )
+
+        try:
+            if lake.protocol == "gs":
+                # BigQuery reads the shards from GCS itself: one load job, nothing passes through here.
+                uris = [lake.uri(path) for path in files]
+                self.client.load_table_from_uri(
+                    uris, staging_id, job_config=config("WRITE_TRUNCATE")
+                ).result()
+            else:
+                for i, path in enumerate(files):
+                    data = io.BytesIO(lake.read_bytes(path))
+                    names = pq.read_schema(data).names
+                    if names != columns.names:
+                        raise ValueError(f"{lake.uri(path)}: columns {names}, expected {columns.names}")
+                    disposition = "WRITE_TRUNCATE" if i == 0 else "WRITE_APPEND"
+                    self.client.load_table_from_file(
+                        data, staging_id, job_config=config(disposition), rewind=True
+                    ).result()
+            return self._replace(table, self._from_with_ds(self._table(staging), ds), ds)
         finally:
             self.client.delete_table(staging_id, not_found_ok=True)
 

@@ -85,3 +85,29 @@ def load(warehouse: Any, table: str, rows: list[dict[str, Any]]) -> None:
     for ds in sorted({r["ds"] for r in rows}):
         part = tbl.filter(pa.compute.equal(tbl["ds"], pa.scalar(ds, pa.date32())))
         warehouse.load_raw(table, part, ds.isoformat())
+
+
+def candidate_rows(rows: list[tuple[str, int, str, float]]) -> pa.Table:
+    """Candidate-list rows ``(user_id, rank, item_id, score)`` with the published schema."""
+    from pipelines.schema import CANDIDATES
+
+    return pa.table(
+        {
+            "user_id": [r[0] for r in rows],
+            "rank": [r[1] for r in rows],
+            "item_id": [r[2] for r in rows],
+            "score": [r[3] for r in rows],
+            "retrieval_score": [r[3] / 2 for r in rows],
+            "reason": ["ranked"] * len(rows),
+        },
+        schema=CANDIDATES,
+    )
+
+
+def publish_shards(lake: Any, dataset: str, shards: list[pa.Table]) -> None:
+    """Publish ``shards`` as the files of lake ``dataset``, the way the nightly job does."""
+    staging = lake.begin_publish(dataset)
+    names = [f"shard={i:03d}.parquet" for i in range(len(shards))]
+    for name, rows in zip(names, shards, strict=True):
+        lake.write_parquet(f"{staging}/{name}", rows)
+    lake.publish(dataset, staging, names)

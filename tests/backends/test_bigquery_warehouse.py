@@ -15,7 +15,9 @@ import pyarrow as pa
 import pytest
 
 from pipelines import warehouse as warehouse_module
+from pipelines.lake import Lake
 from pipelines.schema import (
+    CANDIDATES,
     FEATURE_MODELS,
     INTERACTIONS_SQL,
     QUALITY_SUMMARY_SQL,
@@ -25,9 +27,11 @@ from pipelines.schema import (
     RAW_USERS,
     RETRIEVAL_DATASET_SQL,
     SERVING_INPUTS,
+    LakePaths,
     SqlModel,
 )
 from pipelines.warehouse import BigQueryWarehouse, DuckDBWarehouse, SqlError, bigquery_schema
+from tests.fixtures import candidate_rows, publish_shards
 
 pytestmark = pytest.mark.emulator
 
@@ -368,3 +372,35 @@ def test_feature_models_match_duckdb(bigquery_warehouse: BigQueryWarehouse, tmp_
         assert tables["bigquery"][name] == tables["duckdb"][name], name
     # The quarantine of DS2 holds the unknown user's event and the second copy of b6: 2 rows.
     assert counts["duckdb"][("quarantine", DS2)] == 2
+
+
+def test_published_lake_files_load_into_a_ds_partition(
+    bigquery_warehouse: BigQueryWarehouse, tmp_path: Path
+) -> None:
+    """A local lake: each file goes up through a load job. The ``gs://`` path (one load job reading the
+    bucket) cannot be exercised here: bqemulator does not read from GCS."""
+    wh = bigquery_warehouse
+    lake = Lake(str(tmp_path / "lake"))
+    shards = [
+        candidate_rows([("u1", 1, "p1", 0.5), ("u1", 2, "p2", 0.25)]),
+        candidate_rows([("u2", 1, "p3", 0.75)]),
+    ]
+    publish_shards(lake, LakePaths.candidates(DS1), shards)
+    publish_shards(lake, LakePaths.candidates(DS2), [candidate_rows([("u9", 1, "p9", 0.125)])])
+
+    assert wh.load_published("candidates", lake, LakePaths.candidates(DS1), DS1, CANDIDATES) == 3
+    assert wh.load_published("candidates", lake, LakePaths.candidates(DS2), DS2, CANDIDATES) == 1
+    publish_shards(lake, LakePaths.candidates(DS2), [candidate_rows([("u8", 1, "p8", 0.5)])])
+    assert wh.load_published("candidates", lake, LakePaths.candidates(DS2), DS2, CANDIDATES) == 1
+
+    d1, d2 = dt.date.fromisoformat(DS1), dt.date.fromisoformat(DS2)
+    assert _rows(wh, "candidates", "ds, user_id, rank") == [
+        {**row, "ds": d1} for row in pa.concat_tables(shards).to_pylist()
+    ] + [{**candidate_rows([("u8", 1, "p8", 0.5)]).to_pylist()[0], "ds": d2}]
+    assert wh.client.get_table(f"{wh.project}.{wh.dataset}.candidates").time_partitioning.field == "ds"
+    leftovers = [
+        t.table_id
+        for t in wh.client.list_tables(f"{wh.project}.{wh.dataset}")
+        if t.table_id.startswith("_load")
+    ]
+    assert leftovers == []

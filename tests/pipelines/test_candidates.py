@@ -6,6 +6,7 @@ embeddings -> index -> shards -> publish); the tests read what it published.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "NIGHTFEED_CANDIDATES__TOP_N": "100",
         "NIGHTFEED_CANDIDATES__NUM_SHARDS": str(SHARDS),
         "NIGHTFEED_TWO_TOWER__EPOCHS": "2",
+        "NIGHTFEED_CANDIDATES__WAREHOUSE_TABLE": "nightly_candidates",
     }
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
@@ -84,6 +86,16 @@ def test_both_models_were_promoted_and_used(world: dict[str, Any]) -> None:
     assert world["two_tower"]["promoted"] and world["ranker"]["promoted"]
     assert world["published"]["two_tower_version"] == world["two_tower"]["version"]
     assert world["published"]["ranker_version"] == world["ranker"]["version"]
+
+
+def test_the_published_night_is_also_in_the_warehouse_partition_of_its_ds(world: dict[str, Any]) -> None:
+    published = read_candidates(world["lake"], DS)
+    assert world["published"]["warehouse"] == {"table": "nightly_candidates", "rows": published.num_rows}
+    with DuckDBWarehouse(world["settings"].duckdb_file, read_only=True) as warehouse:
+        loaded = warehouse.query("select * from `nightly_candidates` order by user_id, rank")
+    assert set(loaded.column("ds").to_pylist()) == {dt.date.fromisoformat(DS)}
+    ordered = published.sort_by([("user_id", "ascending"), ("rank", "ascending")])
+    assert loaded.drop_columns(["ds"]).to_pylist() == ordered.to_pylist()
 
 
 def test_every_published_list_obeys_the_invariants(world: dict[str, Any]) -> None:

@@ -385,3 +385,28 @@ def test_loading_a_model_whose_stored_feature_list_differs_fails(synthetic, tmp_
         FeatureMismatchError, match=r"LightGBM model file has 15; unexpected \['retrieval_score'\]"
     ):
         load_ranker(lake, version)
+
+
+def test_compiled_scoring_orders_like_lightgbm_and_reuses_its_cache(synthetic, tmp_path):
+    rows, scorer, result = synthetic
+    lake = Lake(str(tmp_path / "lake"))
+    version = new_version("2026-11-22", CONFIG.model_dump())
+    save_ranker(result, lake, version)
+    score, rank = scorer(
+        rows.column("user_id").to_numpy(zero_copy_only=False),
+        rows.column("item_id").to_numpy(zero_copy_only=False),
+    )
+    x = ranker_features(RankingPairs.from_examples(rows, score, rank), CONFIG.retrieval_depth)
+    x[::7, COL["ctr_7d"]] = np.nan  # missing values take LightGBM's default branches in both
+    booster_scores = load_ranker(lake, version).score(x)
+    cache = tmp_path / "compiled"
+    compiled = load_ranker(lake, version).compile(cache)
+    assert len(list(cache.glob("ranker-*.so"))) == 1
+    got = compiled.score(x)
+    np.testing.assert_allclose(got, booster_scores, rtol=0, atol=1e-9)
+    assert np.unique(booster_scores).size > 10, "the model separates rows"
+    again = load_ranker(lake, version).compile(cache)
+    np.testing.assert_array_equal(again.score(x), got)
+    assert len(list(cache.iterdir())) == 1, "the second compile read the cache and left nothing behind"
+    with pytest.raises(FeatureMismatchError, match="another order"):
+        compiled.score(x, list(reversed(FEATURE_NAMES)))

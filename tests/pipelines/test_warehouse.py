@@ -8,9 +8,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipelines.schema import RAW_EVENTS
+from pipelines.lake import Lake, ManifestError
+from pipelines.schema import CANDIDATES, RAW_EVENTS, LakePaths
 from pipelines.warehouse import DuckDBWarehouse
-from tests.fixtures import event, raw
+from tests.fixtures import candidate_rows, day, event, publish_shards, raw
+
+DS1, DS2 = "2026-11-21", "2026-11-22"
 
 
 def test_load_raw_replaces_only_its_partition(tmp_path: Path) -> None:
@@ -69,3 +72,42 @@ def test_a_second_process_waits_for_the_writer_lock(tmp_path: Path) -> None:
     holder.wait()
     assert warehouse.table_exists("raw_events") is False
     assert waited > 0.3, "the second writer should have waited for the first to release the file"
+
+
+def test_published_files_load_into_a_ds_partition_that_a_rerun_replaces(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    first = [
+        candidate_rows([("u1", 1, "p1", 0.9), ("u1", 2, "p2", 0.5)]),
+        candidate_rows([("u2", 1, "p3", 0.7)]),
+    ]
+    publish_shards(lake, LakePaths.candidates(DS1), first)
+    publish_shards(lake, LakePaths.candidates(DS2), [candidate_rows([("u9", 1, "p9", 0.1)])])
+
+    assert warehouse.load_published("candidates", lake, LakePaths.candidates(DS1), DS1, CANDIDATES) == 3
+    assert warehouse.load_published("candidates", lake, LakePaths.candidates(DS2), DS2, CANDIDATES) == 1
+    loaded = warehouse.query("select * from `candidates` where ds = date '2026-11-21' order by user_id, rank")
+    expected = pa.concat_tables(first).append_column("ds", pa.array([day(DS1)] * 3))
+    assert loaded.to_pylist() == expected.to_pylist()
+
+    publish_shards(lake, LakePaths.candidates(DS1), [candidate_rows([("u3", 1, "p1", 0.8)])])
+    assert warehouse.load_published("candidates", lake, LakePaths.candidates(DS1), DS1, CANDIDATES) == 1
+    assert warehouse.partitions("candidates") == [DS1, DS2]
+    assert warehouse.count_rows("candidates") == 2
+
+
+def test_a_load_with_a_malformed_file_names_it_and_keeps_the_old_partition(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    dataset = LakePaths.candidates(DS1)
+    publish_shards(lake, dataset, [candidate_rows([("u1", 1, "p1", 0.9)])])
+    warehouse.load_published("candidates", lake, dataset, DS1, CANDIDATES)
+    renamed = candidate_rows([("u2", 1, "p2", 0.4)]).rename_columns([*CANDIDATES.names[:-1], "why"])
+    publish_shards(lake, dataset, [candidate_rows([("u3", 1, "p3", 0.3)]), renamed])
+
+    with pytest.raises(ValueError, match=r"shard=001\.parquet: columns .*'why'"):
+        warehouse.load_published("candidates", lake, dataset, DS1, CANDIDATES)
+
+    assert warehouse.query("select user_id from `candidates`").column("user_id").to_pylist() == ["u1"]
+    with pytest.raises(ManifestError):
+        warehouse.load_published("candidates", lake, LakePaths.candidates(DS2), DS2, CANDIDATES)
