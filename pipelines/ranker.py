@@ -244,6 +244,10 @@ def ranker_features(pairs: RankingPairs, retrieval_depth: int) -> np.ndarray:
     return matrix
 
 
+# Above this many (user, tag) cells the overlaps use sorted keys instead of a dense table.
+_DENSE_TAG_TABLE_CELLS = 1 << 24
+
+
 def _tag_overlaps(pairs: RankingPairs) -> tuple[np.ndarray, np.ndarray]:
     """Per pair: sum of the user's affinity weights over the post's tags, and count of selected tags.
 
@@ -273,6 +277,14 @@ def _tag_overlaps(pairs: RankingPairs) -> tuple[np.ndarray, np.ndarray]:
     def lookup(lengths: np.ndarray, codes: np.ndarray, weights: np.ndarray, once: bool) -> np.ndarray:
         owner = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
         keep = codes >= 0
+        if len(lengths) * vocab <= _DENSE_TAG_TABLE_CELLS:
+            # Few users (a serving batch): a dense (user, tag) table, read by direct indexing.
+            table = np.zeros(len(lengths) * vocab)
+            np.add.at(table, owner[keep] * vocab + codes[keep], weights[keep])
+            if once:
+                table = np.minimum(table, 1.0)
+            found = np.where(valid, table[np.where(valid, query, 0)], 0.0)
+            return np.bincount(pair_of_entry, weights=found, minlength=len(pairs))
         keys, inverse = np.unique(owner[keep] * vocab + codes[keep], return_inverse=True)
         summed = np.bincount(inverse, weights=weights[keep], minlength=len(keys))
         if once:

@@ -200,11 +200,14 @@ def cap_examples_per_user(examples: pa.Table, max_per_user: int) -> pa.Table:
     """Keep each user's ``max_per_user`` most recent examples, so heavy users do not dominate the loss.
 
     Returns:
-        The kept rows, ordered by user then time (most recent first).
+        The kept rows, ordered by user, then time (most recent first), then post: the same table
+        whatever order the warehouse returned the rows in, so training does not depend on it.
     """
     if max_per_user < 1:
         raise ValueError(f"max_per_user must be >= 1, got {max_per_user}")
-    ordered = examples.sort_by([("user_id", "ascending"), ("event_ts", "descending")])
+    ordered = examples.sort_by(
+        [("user_id", "ascending"), ("event_ts", "descending"), ("item_id", "ascending")]
+    )
     users = ordered.column("user_id").to_numpy(zero_copy_only=False)
     first = np.r_[True, users[1:] != users[:-1]]
     group_start = np.maximum.accumulate(np.where(first, np.arange(len(users)), 0))

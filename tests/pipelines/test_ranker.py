@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines import evaluation
+from pipelines import ranker as ranker_module
 from pipelines.lake import Lake
 from pipelines.ranker import (
     FEATURE_NAMES,
@@ -202,6 +203,24 @@ def test_training_rows_and_serving_candidates_give_the_same_features():
     )
     serve_x = ranker_features(RankingPairs.from_candidates(cands, users, items), retrieval_depth=100)
     np.testing.assert_array_equal(train_x, serve_x)
+
+
+@pytest.mark.parametrize("dense_cells", [0, 1 << 24], ids=["sorted-keys", "dense-table"])
+def test_tag_overlaps_are_the_same_from_sorted_keys_and_a_dense_table(synthetic, monkeypatch, dense_cells):
+    rows, scorer, _ = synthetic
+    score, rank = scorer(
+        rows.column("user_id").to_numpy(zero_copy_only=False),
+        rows.column("item_id").to_numpy(zero_copy_only=False),
+    )
+    pairs = RankingPairs.from_examples(rows, score, rank)
+    reference = ranker_features(pairs, CONFIG.retrieval_depth)
+    monkeypatch.setattr(ranker_module, "_DENSE_TAG_TABLE_CELLS", dense_cells)
+    got = ranker_features(pairs, CONFIG.retrieval_depth)
+    np.testing.assert_array_equal(got, reference)
+    assert (got[:, COL["tag_affinity"]] > 0).mean() > 0.1 and (got[:, COL["selected_tag_overlap"]] > 0).any()
+    hand = ranker_features(RankingPairs.from_candidates(_candidates(), _users(), _items()), 100)
+    np.testing.assert_allclose(hand[:, COL["tag_affinity"]], [0.8, 0.7, 0.0, 0.0], rtol=1e-6)
+    np.testing.assert_array_equal(hand[:, COL["selected_tag_overlap"]], [1, 2, 0, 0])
 
 
 def test_a_shard_without_candidates_gives_an_empty_matrix():

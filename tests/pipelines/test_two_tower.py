@@ -114,6 +114,22 @@ def test_cap_keeps_the_most_recent_examples_per_user():
     assert kept.column("item_id").to_pylist() == ["c", "d", "b"]
 
 
+def test_capped_examples_do_not_depend_on_the_order_the_warehouse_returned():
+    t0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    # u1 engaged with three posts in the same second: the tie breaks by post id.
+    table = pa.table(
+        {
+            "user_id": ["u1", "u1", "u2", "u1"],
+            "event_ts": pa.array([t0, t0, t0, t0]),
+            "item_id": ["z", "a", "b", "m"],
+        }
+    )
+    kept = two_tower.cap_examples_per_user(table, 2)
+    assert kept.column("item_id").to_pylist() == ["a", "m", "b"]
+    for order in ([3, 2, 1, 0], [1, 3, 0, 2]):
+        assert two_tower.cap_examples_per_user(table.take(order), 2).equals(kept)
+
+
 def test_user_features_pad_lists_and_name_bad_rows():
     users = pa.table(
         {
