@@ -9,13 +9,14 @@ string formatting, so a rerun of a day replaces that day and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import logging
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -244,6 +245,11 @@ class Warehouse(ABC):
         self.close()
 
 
+def _check_file_columns(uri: str, names: list[str], columns: pa.Schema) -> None:
+    if names != columns.names:
+        raise ValueError(f"{uri}: columns {names}, expected {columns.names}")
+
+
 def _bigquery_integers(table: pa.Table) -> pa.Table:
     """Give DuckDB results BigQuery's integer type: its counts and sums come back as DECIMAL(38, 0) (HUGEINT)
     and small literals as INT32, where BigQuery returns INT64 for all of them."""
@@ -340,10 +346,7 @@ class DuckDBWarehouse(Warehouse):
         try:
             for i, path in enumerate(files):
                 rows = lake.read_parquet(path)
-                if rows.schema.names != columns.names:
-                    raise ValueError(
-                        f"{lake.uri(path)}: columns {rows.schema.names}, expected {columns.names}"
-                    )
+                _check_file_columns(lake.uri(path), rows.schema.names, columns)
                 self.con.register(source, rows.cast(columns))
                 try:
                     for stmt in [create, delete, insert] if i == 0 else [insert]:
@@ -406,69 +409,61 @@ class BigQueryWarehouse(Warehouse):
         self.client.query(script).result()
         return self.count_rows(table, ds)
 
-    def _load_partition(self, table: str, rows: pa.Table, ds: str) -> int:
-        bq = self._bq
-        _reject_null_array_elements(table, rows)
-        # A private staging table per load: concurrent loads never share one, and a load killed before
-        # its cleanup leaves a table that expires by itself.
-        staging = f"_load_{table}_{ds.replace('-', '')}_{uuid.uuid4().hex[:8]}"
-        staging_id = f"{self.project}.{self.dataset}.{staging}"
-        schema = bigquery_schema(rows.schema)
-        staging_table = bq.Table(staging_id, schema=schema)
-        staging_table.expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-        parquet_options = bq.ParquetOptions()
-        parquet_options.enable_list_inference = True  # Parquet LIST<STRING> -> REPEATED STRING
-        job_config = bq.LoadJobConfig(
-            schema=schema,
-            write_disposition=bq.WriteDisposition.WRITE_TRUNCATE,
-            source_format=bq.SourceFormat.PARQUET,
-            parquet_options=parquet_options,
+    @contextlib.contextmanager
+    def _staging_table(self, table: str, ds: str, columns: pa.Schema) -> Iterator[tuple[str, Any]]:
+        """A private table to load into, deleted afterwards: concurrent loads never share one, and a load
+        killed before its cleanup leaves a table that expires by itself. Yields its id and schema."""
+        staging_id = (
+            f"{self.project}.{self.dataset}._load_{table}_{ds.replace('-', '')}_{uuid.uuid4().hex[:8]}"
         )
-        # Arrow -> Parquet directly: no pandas round trip, so INT64 columns with nulls stay exact.
-        buf = io.BytesIO()
-        pq.write_table(rows, buf)
+        schema = bigquery_schema(columns)
+        staging_table = self._bq.Table(staging_id, schema=schema)
+        staging_table.expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
         self.client.create_table(staging_table)
         try:
-            self.client.load_table_from_file(buf, staging_id, job_config=job_config, rewind=True).result()
-            staged = exp.select("*").from_(self._table(staging))
-            return self._replace(table, staged.sql(dialect="bigquery"), ds)
+            yield staging_id, schema
         finally:
             self.client.delete_table(staging_id, not_found_ok=True)
 
+    def _parquet_load(self, schema: Any, disposition: str = "WRITE_TRUNCATE") -> Any:
+        parquet_options = self._bq.ParquetOptions()
+        parquet_options.enable_list_inference = True  # Parquet LIST<STRING> -> REPEATED STRING
+        return self._bq.LoadJobConfig(
+            schema=schema,
+            write_disposition=disposition,
+            source_format=self._bq.SourceFormat.PARQUET,
+            parquet_options=parquet_options,
+        )
+
+    def _from_staging(self, staging_id: str) -> exp.Table:
+        return self._table(staging_id.rsplit(".", 1)[1])
+
+    def _load_partition(self, table: str, rows: pa.Table, ds: str) -> int:
+        _reject_null_array_elements(table, rows)
+        # Arrow -> Parquet directly: no pandas round trip, so INT64 columns with nulls stay exact.
+        buf = io.BytesIO()
+        pq.write_table(rows, buf)
+        with self._staging_table(table, ds, rows.schema) as (staging_id, schema):
+            load = self._parquet_load(schema)
+            self.client.load_table_from_file(buf, staging_id, job_config=load, rewind=True).result()
+            staged = exp.select("*").from_(self._from_staging(staging_id))
+            return self._replace(table, staged.sql(dialect="bigquery"), ds)
+
     def _load_files(self, table: str, lake: Lake, files: Sequence[str], ds: str, columns: pa.Schema) -> int:
-        bq = self._bq
-        staging = f"_load_{table}_{ds.replace('-', '')}_{uuid.uuid4().hex[:8]}"
-        staging_id = f"{self.project}.{self.dataset}.{staging}"
-        schema = bigquery_schema(columns)
-        staging_table = bq.Table(staging_id, schema=schema)
-        staging_table.expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-        self.client.create_table(staging_table)
-
-        def config(disposition: str) -> Any:
-            return bq.LoadJobConfig(
-                schema=schema, write_disposition=disposition, source_format=bq.SourceFormat.PARQUET
-            )
-
-        try:
+        with self._staging_table(table, ds, columns) as (staging_id, schema):
             if lake.protocol == "gs":
                 # BigQuery reads the shards from GCS itself: one load job, nothing passes through here.
                 uris = [lake.uri(path) for path in files]
                 self.client.load_table_from_uri(
-                    uris, staging_id, job_config=config("WRITE_TRUNCATE")
+                    uris, staging_id, job_config=self._parquet_load(schema)
                 ).result()
             else:
                 for i, path in enumerate(files):
                     data = io.BytesIO(lake.read_bytes(path))
-                    names = pq.read_schema(data).names
-                    if names != columns.names:
-                        raise ValueError(f"{lake.uri(path)}: columns {names}, expected {columns.names}")
-                    disposition = "WRITE_TRUNCATE" if i == 0 else "WRITE_APPEND"
-                    self.client.load_table_from_file(
-                        data, staging_id, job_config=config(disposition), rewind=True
-                    ).result()
-            return self._replace(table, self._from_with_ds(self._table(staging), ds), ds)
-        finally:
-            self.client.delete_table(staging_id, not_found_ok=True)
+                    _check_file_columns(lake.uri(path), pq.read_schema(data).names, columns)
+                    load = self._parquet_load(schema, "WRITE_TRUNCATE" if i == 0 else "WRITE_APPEND")
+                    self.client.load_table_from_file(data, staging_id, job_config=load, rewind=True).result()
+            return self._replace(table, self._from_with_ds(self._from_staging(staging_id), ds), ds)
 
     def table_exists(self, name: str) -> bool:
         from google.api_core.exceptions import NotFound
