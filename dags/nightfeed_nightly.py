@@ -11,7 +11,9 @@ e-mails and a run report:
 5. `candidates_for_shard`: one mapped task per shard (spread over workers by Celery/Kubernetes):
    user tower, ScaNN top-N, filters, LightGBM ranking, diversification, top-K, written to staging;
 6. `publish_candidates`: checks every shard and publishes them atomically (manifest last);
-7. `render_digests`: digest e-mails from the published candidates (skipped with `skip_digests`);
+7. `plan_digests` → `render_digests` (one mapped task per candidates shard) → `publish_digests`: digest
+   e-mails of the users due, from the published candidates, published atomically (all three skipped with
+   `skip_digests`);
 8. `write_report`: metrics and plots of the run.
 
 **Schedule.** On the `nightfeed://features` Asset: it runs when the features of a day are done and
@@ -118,10 +120,21 @@ def nightfeed_nightly():
         return result
 
     @task
-    def render_digests() -> dict:
+    def plan_digests() -> list[dict]:
         if get_current_context()["params"]["skip_digests"]:
             raise AirflowSkipException("skip_digests is set for this run")
-        return run_job("render_digests")
+        return run_job("plan_digests")
+
+    @task(map_index_template="{{ shard_label }}")
+    def render_digests(shard: int, num_shards: int, staging: str | None) -> dict:
+        get_current_context()["shard_label"] = f"shard {shard:03d} of {num_shards}"
+        return run_job("render_digest_shard", shard=shard, num_shards=num_shards, staging=staging)
+
+    @task
+    def publish_digests(digest_plan: list[dict], shard_results: list[dict]) -> dict:
+        return run_job(
+            "publish_digests", staging=digest_plan[0]["staging"], shard_results=list(shard_results)
+        )
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def write_report() -> dict:
@@ -130,7 +143,9 @@ def nightfeed_nightly():
     plan = plan_shards()
     shards = candidates_for_shard.expand_kwargs(plan)
     export_inputs() >> embed_items() >> build_index() >> plan
-    publish_candidates(plan, shards) >> render_digests() >> write_report()
+    digest_plan = plan_digests()
+    publish_candidates(plan, shards) >> digest_plan
+    publish_digests(digest_plan, render_digests.expand_kwargs(digest_plan)) >> write_report()
 
 
 nightfeed_nightly()

@@ -11,6 +11,11 @@ Writes:
     line ends) and ``messages.parquet``, the index of every message (user, message id, subject, item ids,
     send time, file). The manifest's metadata holds the counts, including users skipped and why.
 
+Sharding. Users are split as for the candidates (``crc32(user_id) % num_shards``): shard ``k`` renders
+the due users of candidates file ``shard=k`` (:func:`render_digest_shard`, one mapped Airflow task
+each) into one staging folder opened by :func:`plan_digests`; :func:`publish_digests` merges the index
+and writes the manifest last. :func:`render_digests` does the same in one process.
+
 When a digest is due. The run for ``ds`` prepares the messages whose send time falls in the UTC day
 after ``ds``: the window ``[ds+1 00:00 UTC, ds+2 00:00 UTC)``. A user's send time on a local calendar day
 is ``send_hour_local`` o'clock on that day in the user's own timezone (a wall-clock hour skipped by a
@@ -70,6 +75,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import jinja2
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -627,14 +633,22 @@ def _first_null(table: pa.Table, column: str) -> int | None:
     return pc.index(pc.is_null(table.column(column)), True).as_py()
 
 
-def _user_rows(users: pa.Table) -> list[dict[str, Any]]:
+def _user_rows(users: pa.Table, shard: int | None = None, num_shards: int = 1) -> list[dict[str, Any]]:
+    """The users' rows as dicts (only those of ``shard`` when given); errors name the table's row."""
+    from pipelines.candidates import shard_of
+
     _require_columns(users, USER_COLUMNS, "users table")
     row = _first_null(users, "user_id")
     if row is not None:
         raise ValueError(f"users table row {row} has no user_id")
-    rows = users.select(list(USER_COLUMNS)).to_pylist()
+    table = users.select(list(USER_COLUMNS))
+    numbers = np.arange(table.num_rows)
+    if shard is not None:
+        numbers = np.flatnonzero(shard_of(table.column("user_id").to_pylist(), num_shards) == shard)
+        table = table.take(pa.array(numbers))
+    rows = table.to_pylist()
     seen: dict[str, int] = {}
-    for i, user in enumerate(rows):
+    for i, user in zip(numbers.tolist(), rows, strict=True):
         if user["user_id"] in seen:
             raise ValueError(
                 f"users table rows {seen[user['user_id']]} and {i} share user_id {user['user_id']!r}"
@@ -701,14 +715,30 @@ def _previously_sent(lake: Lake, ds: str, days: int, user_ids: set[str]) -> dict
     return sent
 
 
-def _read_candidates(lake: Lake, path: str, user_ids: set[str]) -> dict[str, list[str]]:
-    """Ranked item ids per user of ``user_ids`` in one candidates shard (duplicates dropped)."""
+def _read_candidates(
+    lake: Lake, path: str, user_ids: set[str], shard: int, num_shards: int
+) -> dict[str, list[str]]:
+    """Ranked item ids per user of ``user_ids`` in candidates shard ``shard`` (duplicates dropped).
+
+    Raises:
+        ValueError: a missing column, a null key, or a user of another shard in the file.
+    """
+    from pipelines.candidates import shard_of
+
     table = lake.read_parquet(path)
     _require_columns(table, CANDIDATE_COLUMNS, f"candidates shard {lake.uri(path)}")
     for column in CANDIDATE_COLUMNS:
         row = _first_null(table, column)
         if row is not None:
             raise ValueError(f"candidates shard {lake.uri(path)} row {row} has a null {column}")
+    listed = pc.unique(table.column("user_id")).to_pylist()
+    owners = shard_of(listed, num_shards)
+    if (owners != shard).any():
+        stray = int(np.flatnonzero(owners != shard)[0])
+        raise ValueError(
+            f"user {listed[stray]!r} has candidates in {lake.uri(path)} (shard {shard} of {num_shards}) "
+            f"but belongs to shard {owners[stray]}"
+        )
     table = table.filter(pc.is_in(table.column("user_id"), value_set=pa.array(sorted(user_ids), pa.string())))
     table = table.sort_by([("user_id", "ascending"), ("rank", "ascending"), ("item_id", "ascending")])
     ranked: dict[str, list[str]] = defaultdict(list)
@@ -730,6 +760,224 @@ def _fresh_items(
     ]
 
 
+@dataclass
+class ShardDigests:
+    """What one candidates shard's digests came to; ``messages`` are kept only on a dry run."""
+
+    shard: int
+    users_total: int
+    messages_written: int
+    skipped: Counter[str]
+    file: str | None
+    seconds: float
+    messages: list[DigestMessage] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The small JSON-ready part a mapped task hands to :func:`publish_digests`."""
+        return {
+            "shard": self.shard,
+            "users_total": self.users_total,
+            "messages_written": self.messages_written,
+            "skipped": dict(self.skipped),
+            "file": self.file,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _index_part(shard: int) -> str:
+    return f"_index-{LakePaths.shard_file(shard)}"
+
+
+def _candidate_shard_files(lake: Lake, ds: str) -> list[str]:
+    """The published candidate shard files of ``ds``, file ``k`` being shard ``k``."""
+    files = lake.manifest_files(LakePaths.candidates(ds))
+    names = [PurePosixPath(f).name for f in files]
+    expected = [LakePaths.shard_file(k) for k in range(len(files))]
+    if names != expected:
+        raise ValueError(f"{lake.uri(LakePaths.candidates(ds))}: shard files {names}, expected {expected}")
+    return files
+
+
+def plan_digests(lake: Lake, ds: str, dry_run: bool = False) -> list[dict[str, Any]]:
+    """One work item per published candidates shard of ``ds``, all writing into one fresh staging folder
+    of ``ds``'s digests (none on a dry run).
+
+    Raises:
+        ManifestError: the candidates of ``ds`` are not published.
+    """
+    ds = check_ds(ds)
+    files = _candidate_shard_files(lake, ds)
+    staging = None if dry_run else lake.begin_publish(LakePaths.digests(ds))
+    return [{"shard": k, "num_shards": len(files), "staging": staging} for k in range(len(files))]
+
+
+def render_digest_shard(
+    lake: Lake,
+    ds: str,
+    shard: int,
+    num_shards: int,
+    staging: str | None,
+    users: pa.Table,
+    items: pa.Table,
+    config: DigestConfig,
+    dry_run_users: int | None = None,
+) -> ShardDigests:
+    """Render the digests of the users of one candidates shard (``crc32(user_id) % num_shards``).
+
+    Writes ``shard=NNN.jsonl`` and this shard's part of the message index into ``staging``; nothing is
+    visible before :func:`publish_digests`. A dry run (``staging`` None) renders up to ``dry_run_users``
+    messages, writes nothing and keeps the messages.
+
+    Raises:
+        ManifestError: the candidates of ``ds`` are not published.
+        ValueError: bad ``ds``, shard or config; a users, items or candidates table with a missing
+            column, a null key or a duplicate id; a user whose candidates are in another user's shard.
+    """
+
+    ds = check_ds(ds)
+    check_config(config)
+    dry_run = staging is None
+    if dry_run and (dry_run_users is None or dry_run_users < 1):
+        raise ValueError(f"a dry run needs a positive dry_run_users, got {dry_run_users}")
+    started = time.perf_counter()
+    files = _candidate_shard_files(lake, ds)
+    if num_shards != len(files) or not 0 <= shard < num_shards:
+        raise ValueError(f"shard {shard} of {num_shards}: the candidates of ds={ds} have {len(files)} shards")
+
+    mine = _user_rows(users, shard, num_shards)
+    skipped: Counter[str] = Counter()
+    due: dict[str, _Recipient] = {}
+    for user in mine:
+        outcome = _recipient(user, ds, config)
+        if isinstance(outcome, str):
+            skipped[outcome] += 1
+        else:
+            due[outcome.user_id] = outcome
+
+    shard_path = files[shard]
+    ranked = _read_candidates(lake, shard_path, set(due), shard, num_shards)
+    sent_before = _previously_sent(lake, ds, config.previous_digest_days, set(ranked))
+    lookup = _item_lookup(items, pa.array([i for ids in ranked.values() for i in ids], pa.string()))
+    messages: list[DigestMessage] = []
+    for user_id in sorted(ranked):
+        if dry_run and len(messages) >= dry_run_users:
+            break
+        recipient = due[user_id]
+        fresh = _fresh_items(ranked[user_id], sent_before.get(user_id, set()), lookup)
+        if len(fresh) < config.min_fresh_candidates:
+            skipped["too_few_fresh_candidates"] += 1
+            continue
+        token = message_token(ds, user_id)
+        shown = [digest_item(row, ds, token, config) for row in fresh[: config.items_per_digest]]
+        messages.append(
+            render_message(ds, user_id, recipient.email, recipient.frequency, recipient.slot, shown, config)
+        )
+    result = ShardDigests(shard, len(mine), 0, skipped, None, 0.0)
+    if dry_run:
+        result.messages = messages
+    else:
+        skipped["no_candidates"] += len(set(due) - set(ranked))
+        file_name = f"{PurePosixPath(shard_path).stem}.jsonl"
+        lines = [json.dumps(m.record(), ensure_ascii=False, sort_keys=True) + "\n" for m in messages]
+        lake.write_bytes(f"{staging}/{file_name}", "".join(lines).encode("utf-8"))
+        index_rows = [
+            {
+                "user_id": m.user_id,
+                "message_id": m.message_id,
+                "subject": m.subject,
+                "item_ids": list(m.item_ids),
+                "send_at": m.send_at,
+                "local_send_date": m.local_send_date,
+                "file": file_name,
+            }
+            for m in messages
+        ]
+        lake.write_parquet(
+            f"{staging}/{_index_part(shard)}", pa.Table.from_pylist(index_rows, MESSAGES_INDEX_SCHEMA)
+        )
+        result.file, result.messages_written = file_name, len(messages)
+    result.seconds = time.perf_counter() - started
+    log.info(
+        "digests %s shard %d/%d: %d messages for %d users (%d due) in %.1f s",
+        ds,
+        shard,
+        num_shards,
+        len(messages),
+        len(mine),
+        len(due),
+        result.seconds,
+    )
+    return result
+
+
+def publish_digests(
+    lake: Lake, ds: str, staging: str, shard_results: Sequence[dict[str, Any]], config: DigestConfig
+) -> DigestReport:
+    """Publish ``ds``'s digests once every shard is rendered: the message index, then the manifest.
+
+    Raises:
+        ValueError: the shard results do not cover every candidates shard exactly once.
+        ManifestError: a shard's files are missing from ``staging``.
+    """
+    ds = check_ds(ds)
+    results = sorted(shard_results, key=lambda r: r["shard"])
+    n = len(_candidate_shard_files(lake, ds))
+    if [r["shard"] for r in results] != list(range(n)):
+        raise ValueError(
+            f"ds={ds}: digest shard results {[r['shard'] for r in results]} do not cover {n} shards"
+        )
+    parts = [f"{staging}/{_index_part(r['shard'])}" for r in results]
+    missing = [p for p in parts if not lake.exists(p)]
+    if missing:
+        raise ManifestError(f"cannot publish {lake.uri(LakePaths.digests(ds))}: missing {missing}")
+    index = pa.concat_tables([lake.read_parquet(p) for p in parts]).cast(MESSAGES_INDEX_SCHEMA)
+    lake.write_parquet(f"{staging}/{MESSAGES_INDEX}", index)
+    skipped: Counter[str] = Counter()
+    for r in results:
+        skipped.update(r["skipped"])
+    files = [r["file"] for r in results]
+    report = DigestReport(
+        ds=ds,
+        dry_run=False,
+        users_total=sum(r["users_total"] for r in results),
+        messages_written=sum(r["messages_written"] for r in results),
+        skipped={reason: skipped.get(reason, 0) for reason in SKIP_REASONS},
+        seconds=sum(r["seconds"] for r in results),
+    )
+    window_start, window_end = send_window(ds)
+    dataset = LakePaths.digests(ds)
+    lake.publish(
+        dataset,
+        staging,
+        [*files, MESSAGES_INDEX],
+        metadata={
+            "ds": ds,
+            "messages": report.messages_written,
+            "users_total": report.users_total,
+            "skipped": report.skipped,
+            "send_window_utc": [window_start.isoformat(), window_end.isoformat()],
+            "send_hour_local": config.send_hour_local,
+            "items_per_digest": config.items_per_digest,
+            "candidates_staging": lake.read_manifest(LakePaths.candidates(ds))["staging"],
+            "format": "jsonl: user_id, to, message_id, subject, item_ids, send_at, local_send_date, raw",
+        },
+    )
+    for part in parts:
+        lake.rm(part)
+    report.files = [lake.uri(f"{staging}/{name}") for name in files]
+    report.manifest_uri = lake.uri(dataset)
+    log.info(
+        "digests %s: %d messages for %d users in %.1f s of shard work (%.0f messages/s); skipped %s",
+        ds,
+        report.messages_written,
+        report.users_total,
+        report.seconds,
+        report.messages_written / max(report.seconds, 1e-9),
+        dict(skipped),
+    )
+    return report
+
+
 def render_digests(
     lake: Lake,
     ds: str,
@@ -738,7 +986,8 @@ def render_digests(
     config: DigestConfig,
     dry_run_users: int | None = None,
 ) -> DigestReport:
-    """Render and publish the digests of the run for ``ds`` (see the module docstring for who gets one).
+    """Render and publish the digests of the run for ``ds`` in this process, shard after shard (the
+    nightly DAG runs :func:`render_digest_shard` as one mapped task per shard instead).
 
     Args:
         lake: the lake holding ``candidates/ds=<ds>`` and earlier digests.
@@ -757,7 +1006,7 @@ def render_digests(
     Raises:
         ManifestError: the candidates of ``ds`` are not published, or an earlier digest lacks its index.
         ValueError: bad ``ds``, ``dry_run_users`` or config; a users, items or candidates table with a
-            missing column, a null key or a duplicate id; a user in two candidates shards.
+            missing column, a null key or a duplicate id; a user in another user's shard.
     """
     ds = check_ds(ds)
     check_config(config)
@@ -765,125 +1014,27 @@ def render_digests(
         raise ValueError(f"dry_run_users must be a positive count or None, got {dry_run_users}")
     if config.unsubscribe_secret == LOCAL_UNSUBSCRIBE_SECRET and not dry_run_users:
         log.warning("digest unsubscribe links use the built-in local secret; set digest.unsubscribe_secret")
-    started = time.perf_counter()
     dry_run = dry_run_users is not None
-
-    user_rows = _user_rows(users)
-    skipped: Counter[str] = Counter()
-    due: dict[str, _Recipient] = {}
-    for user in user_rows:
-        outcome = _recipient(user, ds, config)
-        if isinstance(outcome, str):
-            skipped[outcome] += 1
-        else:
-            due[outcome.user_id] = outcome
-    log.info("digests %s: %d of %d users due", ds, len(due), len(user_rows))
-
-    candidates_dataset = LakePaths.candidates(ds)
-    shard_paths = lake.manifest_files(candidates_dataset)
-    sent_before = _previously_sent(lake, ds, config.previous_digest_days, set(due))
-    dataset = LakePaths.digests(ds)
-    staging = lake.begin_publish(dataset)
-
-    files: list[str] = []
-    index_rows: list[dict[str, Any]] = []
-    messages: list[DigestMessage] = []
-    with_candidates: dict[str, str] = {}
-    for shard_path in shard_paths:
-        if dry_run and len(messages) >= dry_run_users:
-            break
-        ranked = _read_candidates(lake, shard_path, set(due))
-        for user_id in ranked:
-            if user_id in with_candidates:
-                raise ValueError(
-                    f"user {user_id!r} has candidates in two shards: "
-                    f"{with_candidates[user_id]} and {shard_path}"
-                )
-            with_candidates[user_id] = shard_path
-        all_ids = pa.array([i for ids in ranked.values() for i in ids], pa.string())
-        lookup = _item_lookup(items, all_ids)
-        file_name = f"{PurePosixPath(shard_path).stem}.jsonl"
-        shard_messages: list[DigestMessage] = []
-        for user_id in sorted(ranked):
-            if dry_run and len(messages) + len(shard_messages) >= dry_run_users:
-                break
-            recipient = due[user_id]
-            fresh = _fresh_items(ranked[user_id], sent_before.get(user_id, set()), lookup)
-            if len(fresh) < config.min_fresh_candidates:
-                skipped["too_few_fresh_candidates"] += 1
-                continue
-            token = message_token(ds, user_id)
-            shown = [digest_item(row, ds, token, config) for row in fresh[: config.items_per_digest]]
-            shard_messages.append(
-                render_message(
-                    ds, user_id, recipient.email, recipient.frequency, recipient.slot, shown, config
-                )
-            )
-        messages.extend(shard_messages)
-        if not dry_run:
-            lines = [
-                json.dumps(m.record(), ensure_ascii=False, sort_keys=True) + "\n" for m in shard_messages
-            ]
-            lake.write_bytes(f"{staging}/{file_name}", "".join(lines).encode("utf-8"))
-            files.append(file_name)
-            index_rows.extend(
-                {
-                    "user_id": m.user_id,
-                    "message_id": m.message_id,
-                    "subject": m.subject,
-                    "item_ids": list(m.item_ids),
-                    "send_at": m.send_at,
-                    "local_send_date": m.local_send_date,
-                    "file": file_name,
-                }
-                for m in shard_messages
-            )
+    plan = plan_digests(lake, ds, dry_run=dry_run)
     if not dry_run:
-        skipped["no_candidates"] += len(set(due) - set(with_candidates))
-
-    seconds = time.perf_counter() - started
-    report = DigestReport(
-        ds=ds,
-        dry_run=dry_run,
-        users_total=len(user_rows),
-        messages_written=0 if dry_run else len(messages),
-        skipped={reason: skipped.get(reason, 0) for reason in SKIP_REASONS},
-        seconds=seconds,
-    )
-    if dry_run:
-        report.messages = messages
-        log.info("digests %s dry run: rendered %d messages in %.1f s", ds, len(messages), seconds)
-        return report
-
-    lake.write_parquet(f"{staging}/{MESSAGES_INDEX}", pa.Table.from_pylist(index_rows, MESSAGES_INDEX_SCHEMA))
-    window_start, window_end = send_window(ds)
-    lake.publish(
-        dataset,
-        staging,
-        [*files, MESSAGES_INDEX],
-        metadata={
-            "ds": ds,
-            "messages": len(messages),
-            "users_total": len(user_rows),
-            "skipped": report.skipped,
-            "send_window_utc": [window_start.isoformat(), window_end.isoformat()],
-            "send_hour_local": config.send_hour_local,
-            "items_per_digest": config.items_per_digest,
-            "candidates_staging": lake.read_manifest(candidates_dataset)["staging"],
-            "format": "jsonl: user_id, to, message_id, subject, item_ids, send_at, local_send_date, raw",
-        },
-    )
-    report.files = [lake.uri(f"{staging}/{name}") for name in files]
-    report.manifest_uri = lake.uri(dataset)
-    log.info(
-        "digests %s: %d messages for %d users in %.1f s (%.0f messages/s); skipped %s",
-        ds,
-        len(messages),
-        len(user_rows),
-        seconds,
-        len(messages) / max(seconds, 1e-9),
-        dict(skipped),
-    )
+        shards = [
+            render_digest_shard(lake, ds, p["shard"], p["num_shards"], p["staging"], users, items, config)
+            for p in plan
+        ]
+        return publish_digests(lake, ds, plan[0]["staging"], [s.summary() for s in shards], config)
+    report = DigestReport(ds=ds, dry_run=True, users_total=0, messages_written=0, skipped={})
+    skipped: Counter[str] = Counter()
+    for p in plan:
+        left = dry_run_users - len(report.messages)
+        if left <= 0:
+            break
+        shard = render_digest_shard(lake, ds, p["shard"], p["num_shards"], None, users, items, config, left)
+        report.messages.extend(shard.messages)
+        report.users_total += shard.users_total
+        report.seconds += shard.seconds
+        skipped.update(shard.skipped)
+    report.skipped = {reason: skipped.get(reason, 0) for reason in SKIP_REASONS}
+    log.info("digests %s dry run: rendered %d messages in %.1f s", ds, len(report.messages), report.seconds)
     return report
 
 
@@ -918,6 +1069,8 @@ def preview_digest(
         ValueError: the user is not in ``users`` or has no fresh candidates in ``ds``.
         ManifestError: the candidates of ``ds`` are not published.
     """
+    from pipelines.candidates import shard_of
+
     ds = check_ds(ds)
     check_config(config)
     user = next((row for row in _user_rows(users) if row["user_id"] == user_id), None)
@@ -936,9 +1089,9 @@ def preview_digest(
     slot = slot or slots[0]
     frequency = user["digest_frequency"] if user["digest_frequency"] in DIGEST_FREQUENCIES else "daily"
 
-    ranked: list[str] = []
-    for shard_path in lake.manifest_files(LakePaths.candidates(ds)):
-        ranked.extend(_read_candidates(lake, shard_path, {user_id}).get(user_id, []))
+    files = _candidate_shard_files(lake, ds)
+    shard = int(shard_of([user_id], len(files))[0])
+    ranked = _read_candidates(lake, files[shard], {user_id}, shard, len(files)).get(user_id, [])
     sent = _previously_sent(lake, ds, config.previous_digest_days, {user_id}).get(user_id, set())
     fresh = _fresh_items(ranked, sent, _item_lookup(items, pa.array(ranked, pa.string())))
     if not fresh:

@@ -362,6 +362,54 @@ def render_digests(ds: str, overrides: dict[str, Any] | None = None) -> dict[str
     return report.to_dict()
 
 
+def plan_digests(ds: str, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One digest work item per published candidates shard of ``ds`` (the nightly DAG maps over them)."""
+    from pipelines import digests
+
+    settings, lake = _nightly(overrides)
+    return digests.plan_digests(lake, check_ds(ds), dry_run=bool(settings.dry_run_users))
+
+
+def render_digest_shard(
+    ds: str, shard: int, num_shards: int, staging: str | None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Render one shard's digests into the staging folder (a sample, written nowhere, in a dry run)."""
+    from pipelines import digests
+    from pipelines.candidates import read_input
+
+    ds = check_ds(ds)
+    settings, lake = _nightly(overrides)
+    result = digests.render_digest_shard(
+        lake,
+        ds,
+        shard,
+        num_shards,
+        staging,
+        read_input(lake, ds, "profiles"),
+        read_input(lake, ds, "items"),
+        settings.digest,
+        dry_run_users=settings.dry_run_users,
+    )
+    summary = result.summary()
+    summary["sample"] = [m.message_id for m in result.messages]
+    return summary
+
+
+def publish_digests(
+    ds: str, staging: str | None, shard_results: list[dict[str, Any]], overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Publish ``ds``'s digests once every shard is rendered (nothing in a dry run)."""
+    from pipelines import digests
+
+    ds = check_ds(ds)
+    settings, lake = _nightly(overrides)
+    if settings.dry_run_users or staging is None:
+        return {"published": False, "dry_run": True, "shards": list(shard_results)}
+    report = digests.publish_digests(lake, ds, staging, list(shard_results), settings.digest)
+    record_fact(lake, ds, "render_digests", report.to_dict())
+    return report.to_dict()
+
+
 # -- report ---------------------------------------------------------------------------------------------
 def write_report(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Publish the run report of ``ds`` from whatever facts the night left.

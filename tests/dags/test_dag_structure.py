@@ -52,11 +52,14 @@ def test_nightly_dag(dags: dict[str, dict]) -> None:
         ("plan_shards", "candidates_for_shard"),
         ("plan_shards", "publish_candidates"),
         ("candidates_for_shard", "publish_candidates"),
-        ("publish_candidates", "render_digests"),
-        ("render_digests", "write_report"),
+        ("publish_candidates", "plan_digests"),
+        ("plan_digests", "render_digests"),
+        ("plan_digests", "publish_digests"),
+        ("render_digests", "publish_digests"),
+        ("publish_digests", "write_report"),
     }
     mapped = {task_id for task_id, task in dag["tasks"].items() if task["mapped"]}
-    assert mapped == {"candidates_for_shard"}
+    assert mapped == {"candidates_for_shard", "render_digests"}
     assert dag["schedule_assets"] == [FEATURES_URI]
     assert dag["max_active_runs"] == 1
     # The report is written whether or not digests were skipped, but not after a failure.

@@ -96,6 +96,7 @@ def test_every_nightly_task_succeeded_with_one_mapped_task_per_shard(nightly: di
     for row in states:
         by_task.setdefault(row["task_id"], []).append(row["state"])
     assert by_task.pop("candidates_for_shard") == ["success"] * NUM_SHARDS
+    assert by_task.pop("render_digests") == ["success"] * NUM_SHARDS
     assert by_task == {
         task: ["success"]
         for task in (
@@ -104,7 +105,8 @@ def test_every_nightly_task_succeeded_with_one_mapped_task_per_shard(nightly: di
             "build_index",
             "plan_shards",
             "publish_candidates",
-            "render_digests",
+            "plan_digests",
+            "publish_digests",
             "write_report",
         )
     }

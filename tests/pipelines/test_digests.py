@@ -22,7 +22,10 @@ from pipelines.digests import (
     due_slot,
     excerpt,
     message_token,
+    plan_digests,
     preview_digest,
+    publish_digests,
+    render_digest_shard,
     render_digests,
     render_message,
     send_slots,
@@ -446,8 +449,9 @@ def world(tmp_path) -> tuple[Lake, pa.Table, pa.Table]:
         lake,
         DS,
         [
-            # u01 in shuffled row order; i09 is deleted and i99 unknown, so the top 3 are i03, i01, i02.
+            # Users are in shard crc32(user_id) % 2: u01, u02, u08, u09 in shard 0; u06 in shard 1.
             [
+                # u01 in shuffled row order; i09 is deleted and i99 unknown, so the top 3 are i03, i01, i02.
                 ("u01", 4, "i02"),
                 ("u01", 1, "i03"),
                 ("u01", 3, "i09"),
@@ -457,12 +461,7 @@ def world(tmp_path) -> tuple[Lake, pa.Table, pa.Table]:
                 ("u02", 1, "i01"),
                 ("u02", 2, "i02"),
                 ("u02", 3, "i03"),
-                ("u06", 1, "i10"),
-                ("u06", 2, "i11"),
-                ("u06", 3, "i12"),
-            ],
-            # u08: i01, i02 fresh, i09 deleted -> 2 < 3. u09: i05, i06, i07 of four.
-            [
+                # u08: i01, i02 fresh, i09 deleted -> 2 < 3. u09: i05, i06, i07 of four.
                 ("u08", 1, "i01"),
                 ("u08", 2, "i09"),
                 ("u08", 3, "i02"),
@@ -470,6 +469,11 @@ def world(tmp_path) -> tuple[Lake, pa.Table, pa.Table]:
                 ("u09", 2, "i06"),
                 ("u09", 3, "i07"),
                 ("u09", 4, "i08"),
+            ],
+            [
+                ("u06", 1, "i10"),
+                ("u06", 2, "i11"),
+                ("u06", 3, "i12"),
             ],
         ],
     )
@@ -511,8 +515,33 @@ def test_render_digests_sends_to_due_users_and_counts_the_rest(tmp_path) -> None
     index = lake.read_parquet(f"{LakePaths.digests(DS)}/run={manifest['staging']}/{MESSAGES_INDEX}")
     assert sorted(zip(index["user_id"].to_pylist(), index["file"].to_pylist(), strict=True)) == [
         ("u01", "shard=000.jsonl"),
-        ("u09", "shard=001.jsonl"),
+        ("u09", "shard=000.jsonl"),
     ]
+    assert lake.read_bytes(f"{LakePaths.digests(DS)}/run={manifest['staging']}/shard=001.jsonl") == b""
+    assert [n for n in lake.ls(f"{LakePaths.digests(DS)}/run={manifest['staging']}") if "_index" in n] == []
+
+
+def test_shards_rendered_apart_publish_what_one_process_does(tmp_path) -> None:
+    lake, users, items = world(tmp_path)
+    render_digests(lake, DS, users, items, CONFIG)
+    together = {p.rsplit("/", 1)[1]: lake.read_bytes(p) for p in lake.manifest_files(LakePaths.digests(DS))}
+    plan = plan_digests(lake, DS)
+    assert [(p["shard"], p["num_shards"]) for p in plan] == [(0, 2), (1, 2)]
+    assert len({p["staging"] for p in plan}) == 1
+    # Shards finish in any order, each in its own task; nothing new is visible before the publish.
+    results = [
+        render_digest_shard(lake, DS, p["shard"], 2, p["staging"], users, items, CONFIG).summary()
+        for p in reversed(plan)
+    ]
+    assert lake.read_manifest(LakePaths.digests(DS))["staging"] != plan[0]["staging"].rsplit("run=", 1)[1]
+    assert [r["messages_written"] for r in results] == [0, 2]
+    assert sum(r["users_total"] for r in results) == 10
+    with pytest.raises(ValueError, match=r"digest shard results \[0\] do not cover 2 shards"):
+        publish_digests(lake, DS, plan[0]["staging"], results[1:], CONFIG)
+    report = publish_digests(lake, DS, plan[0]["staging"], results, CONFIG)
+    apart = {p.rsplit("/", 1)[1]: lake.read_bytes(p) for p in lake.manifest_files(LakePaths.digests(DS))}
+    assert apart == together
+    assert report.messages_written == 2 and report.skipped["no_candidates"] == 1
 
 
 def test_rerun_replaces_with_identical_bytes(tmp_path) -> None:
@@ -624,5 +653,8 @@ def test_bad_inputs_name_what_is_wrong(tmp_path) -> None:
             lake, DS, users, items, CONFIG.model_copy(update={"unsubscribe_url": "http://x.example/u"})
         )
     publish_candidates(lake, "2026-03-02", [[("u01", 1, "i01")], [("u01", 1, "i02")]])
-    with pytest.raises(ValueError, match="user 'u01' has candidates in two shards"):
+    with pytest.raises(
+        ValueError,
+        match=r"user 'u01' has candidates in .*shard=001\.parquet \(shard 1 of 2\) but belongs to shard 0",
+    ):
         render_digests(lake, "2026-03-02", users, items, CONFIG)
