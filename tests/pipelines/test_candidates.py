@@ -178,6 +178,14 @@ def test_a_dry_run_publishes_nothing(world: dict[str, Any], tmp_path: Path) -> N
     out = jobs.publish_candidates(DS, plan[0]["staging"], results, overrides)
     assert out["published"] is False and out["users"] == 5
     assert lake.read_manifest(LakePaths.candidates(DS)) == manifest
+    # Digests of a dry run: each shard renders a sample, nothing is staged or published.
+    digest_plan = jobs.plan_digests(DS, overrides)
+    assert [p["staging"] for p in digest_plan] == [None] * SHARDS
+    shards = [jobs.render_digest_shard(DS, p["shard"], SHARDS, None, overrides) for p in digest_plan]
+    assert all(s["file"] is None and s["messages_written"] == 0 for s in shards)
+    assert 0 < sum(len(s["sample"]) for s in shards) <= 5 * SHARDS
+    assert jobs.publish_digests(DS, None, shards, overrides)["published"] is False
+    assert not lake.is_published(LakePaths.digests(DS))
 
 
 def test_params_become_overrides() -> None:
