@@ -833,7 +833,6 @@ def render_digest_shard(
         ValueError: bad ``ds``, shard or config; a users, items or candidates table with a missing
             column, a null key or a duplicate id; a user whose candidates are in another user's shard.
     """
-
     ds = check_ds(ds)
     check_config(config)
     dry_run = staging is None
@@ -920,6 +919,8 @@ def publish_digests(
         ManifestError: a shard's files are missing from ``staging``.
     """
     ds = check_ds(ds)
+    if config.unsubscribe_secret == LOCAL_UNSUBSCRIBE_SECRET:
+        log.warning("digest unsubscribe links use the built-in local secret; set digest.unsubscribe_secret")
     results = sorted(shard_results, key=lambda r: r["shard"])
     n = len(_candidate_shard_files(lake, ds))
     if [r["shard"] for r in results] != list(range(n)):
@@ -1012,8 +1013,6 @@ def render_digests(
     check_config(config)
     if dry_run_users is not None and dry_run_users < 1:
         raise ValueError(f"dry_run_users must be a positive count or None, got {dry_run_users}")
-    if config.unsubscribe_secret == LOCAL_UNSUBSCRIBE_SECRET and not dry_run_users:
-        log.warning("digest unsubscribe links use the built-in local secret; set digest.unsubscribe_secret")
     dry_run = dry_run_users is not None
     plan = plan_digests(lake, ds, dry_run=dry_run)
     if not dry_run:
