@@ -404,17 +404,26 @@ class Ranker:
 
         On 2 cores a 200-tree model scores about 6x more rows per second than ``Booster.predict``; the
         scores equal LightGBM's up to floating-point summation order (differences near 1e-14). The
-        compiled object is cached in ``cache_dir`` (default: the system temp folder) under the model
-        text's SHA-256, so the shard tasks of one worker compile a model once; a cache file appears
-        whole or not at all.
+        compiled object is cached in ``cache_dir`` (default: the system temp folder) under a SHA-256 of
+        the model text, the lleaves and llvmlite versions and the host CPU, so the shard tasks of one
+        worker compile a model once; a cache file appears whole or not at all.
 
         Returns:
             self, for chaining.
         """
+        from importlib.metadata import version
+
         import lleaves
+        import llvmlite.binding as llvm
 
         text = self.booster.model_to_string()
-        key = hashlib.sha256(text.encode()).hexdigest()[:24]
+        build = [
+            version("lleaves"),
+            version("llvmlite"),
+            llvm.get_host_cpu_name(),
+            llvm.get_host_cpu_features().flatten(),
+        ]
+        key = hashlib.sha256("\n".join([text, *build]).encode()).hexdigest()[:24]
         folder = cache_dir or Path(tempfile.gettempdir()) / "nightfeed-compiled-rankers"
         folder.mkdir(parents=True, exist_ok=True)
         cached = folder / f"ranker-{key}.so"
