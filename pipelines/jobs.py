@@ -343,20 +343,21 @@ def publish_candidates(
     return result
 
 
+def _digest_inputs(lake: Any, ds: str) -> tuple[Any, Any]:
+    """The users (``profiles``) and ``items`` serving inputs of ``ds`` that digests are made from."""
+    from pipelines.candidates import read_input
+
+    return read_input(lake, ds, "profiles"), read_input(lake, ds, "items")
+
+
 def render_digests(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Render and publish the digest e-mails of ``ds`` (a sample only, unpublished, in a dry run)."""
     from pipelines import digests
-    from pipelines.candidates import read_input
 
     ds = check_ds(ds)
     settings, lake = _nightly(overrides)
     report = digests.render_digests(
-        lake,
-        ds,
-        read_input(lake, ds, "profiles"),
-        read_input(lake, ds, "items"),
-        settings.digest,
-        dry_run_users=settings.dry_run_users,
+        lake, ds, *_digest_inputs(lake, ds), settings.digest, dry_run_users=settings.dry_run_users
     )
     record_fact(lake, ds, "render_digests", report.to_dict())
     return report.to_dict()
@@ -375,7 +376,6 @@ def render_digest_shard(
 ) -> dict[str, Any]:
     """Render one shard's digests into the staging folder (a sample, written nowhere, in a dry run)."""
     from pipelines import digests
-    from pipelines.candidates import read_input
 
     ds = check_ds(ds)
     settings, lake = _nightly(overrides)
@@ -385,8 +385,7 @@ def render_digest_shard(
         shard,
         num_shards,
         staging,
-        read_input(lake, ds, "profiles"),
-        read_input(lake, ds, "items"),
+        *_digest_inputs(lake, ds),
         settings.digest,
         dry_run_users=settings.dry_run_users,
     )
