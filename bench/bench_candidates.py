@@ -2,20 +2,21 @@
 
     python bench/bench_candidates.py --users 1000000 --items 1000000 --dim 64
 
-What runs is the real shard task, :func:`pipelines.candidates.candidates_for_shard` (load context, user
-tower, ScaNN top-N, filters, LightGBM, diversify, assemble, list checks, Parquet write), on one shard of a
-synthetic day published into a lake of its own, in a child process per measurement so that each peak RSS
-is that of a shard worker alone. The same shard then runs again with the ScaNN index swapped for exact
-search (:func:`pipelines.index.exact_top_k`: blocked matmul + argpartition over all items), so the ratio
-is visible in one run.
+What runs is the real shard task, :func:`pipelines.serving.candidates.candidates_for_shard` (load
+context, user tower, ScaNN top-N, filters, LightGBM, diversify, assemble, list checks, Parquet write),
+on one shard of a synthetic day published into a lake of its own, in a child process per measurement
+so that each peak RSS is that of a shard worker alone. The same shard then runs again with the ScaNN
+index swapped for exact
+search (:func:`pipelines.serving.index.exact_top_k`: blocked matmul + argpartition over all items), so
+the ratio is visible in one run.
 
 The synthetic day (``--items`` posts, ``--users`` users) is grown from a real small world, the one
 ``python -m pipelines world`` makes, trained and served (see ``bench/README.md``):
 
 * user tower: the champion two-tower of that world, used as it is, so user-tower inference is real
   TensorFlow work on real histories (option (b): users whose histories use the model's vocabulary);
-* ranker: a LightGBM lambdarank model trained by :func:`pipelines.ranker.train_ranker` on labelled rows
-  drawn from the synthetic day, up to ``--ranker-trees`` rounds (200, the default config's maximum), and
+* ranker: a LightGBM lambdarank model trained by :func:`pipelines.training.ranker.train_ranker` on labelled
+  rows drawn from the synthetic day, up to ``--ranker-trees`` rounds (200, the default config's maximum), and
   promoted through the registry: the scoring cost of a production-sized model. ``--ranker-trees 0`` uses
   the small world's champion instead, which early stopping keeps to a handful of trees;
 * catalog: the real eligible posts plus variants of them. A variant copies its parent's tags, title,
@@ -28,9 +29,9 @@ The synthetic day (``--items`` posts, ``--users`` users) is grown from a real sm
 * seen: about ``--seen-per-user`` posts per user, the catalog posts of the history plus variants of their
   parents (the neighbourhood the user's query lands in, so the seen filter has real work).
 
-The index is built by :func:`pipelines.index.build_index` with the default ``IndexConfig`` and published
-with its recall check on 1,000 real user queries. The lake is kept in ``--work-dir`` and reused while the
-parameters are unchanged. Printed figures, not a test.
+The index is built by :func:`pipelines.serving.index.build_index` with the default ``IndexConfig`` and
+published with its recall check on 1,000 real user queries. The lake is kept in ``--work-dir`` and
+reused while the parameters are unchanged. Printed figures, not a test.
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.lake import Lake
-from pipelines.schema import RANKER, TWO_TOWER, LakePaths
-from pipelines.settings import Settings
+from pipelines.core.lake import Lake
+from pipelines.core.schema import RANKER, TWO_TOWER, LakePaths
+from pipelines.core.settings import Settings
 
 STAGES = ("prepare", "embed_users", "retrieve", "filter", "rank", "diversify", "assemble", "check", "write")
 MAX_AGE_DAYS = 30.0
@@ -77,7 +78,7 @@ def read_real_world(lake: Lake, ds: str) -> dict[str, Any]:
     Raises:
         SystemExit: the small world has not been trained and served yet (says which commands to run).
     """
-    from pipelines.candidates import champion_version, read_embeddings, read_input
+    from pipelines.serving.candidates import champion_version, read_embeddings, read_input
 
     versions = {kind: champion_version(lake, kind) for kind in (TWO_TOWER, RANKER)}
     if None in versions.values() or not lake.is_published(LakePaths.embeddings(ds)):
@@ -271,7 +272,7 @@ def synthetic_seen(
 def synthetic_ranker(
     lake: Lake, catalog: pa.Table, users: pa.Table, ds: str, trees: int, rng: np.random.Generator
 ) -> dict[str, Any]:
-    """Train a LightGBM ranker with ``pipelines.ranker.train_ranker`` on labelled rows drawn from the
+    """Train a LightGBM ranker with ``pipelines.training.ranker.train_ranker`` on labelled rows drawn from the
     day, export it and make it the ranker champion of the bench lake.
 
     Rows: 20,000 (user, day) groups of 10 random posts. The label (0..4) grades a hidden utility built
@@ -279,9 +280,15 @@ def synthetic_ranker(
     user's click-through) with interactions and noise, so boosting keeps finding structure and the model
     is as deep as ``trees`` rounds allow: what scoring costs with a production-sized model.
     """
-    from pipelines.ranker import FEATURE_NAMES, RankingPairs, ranker_features, save_ranker, train_ranker
-    from pipelines.registry import new_version, promote_if_blessed
-    from pipelines.settings import RankerBlessingConfig, RankerConfig
+    from pipelines.core.settings import RankerBlessingConfig, RankerConfig
+    from pipelines.training.ranker import (
+        FEATURE_NAMES,
+        RankingPairs,
+        ranker_features,
+        save_ranker,
+        train_ranker,
+    )
+    from pipelines.training.registry import new_version, promote_if_blessed
 
     config = RankerConfig(num_boost_round=trees, early_stopping_rounds=trees)
     groups, per_group = 20_000, 10
@@ -334,13 +341,13 @@ def synthetic_ranker(
 
 
 def ranker_item_columns() -> list[str]:
-    from pipelines.ranker import ITEM_NUMERIC_FEATURES
+    from pipelines.training.ranker import ITEM_NUMERIC_FEATURES
 
     return list(ITEM_NUMERIC_FEATURES.values())
 
 
 def ranker_user_columns() -> list[str]:
-    from pipelines.ranker import USER_COLUMNS
+    from pipelines.training.ranker import USER_COLUMNS
 
     return list(USER_COLUMNS)
 
@@ -350,7 +357,7 @@ def install_ranker(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     ``--ranker-trees 0`` copies the small world's champion ranker; ``N`` trains a synthetic one.
     """
-    from pipelines.candidates import champion_version, read_input
+    from pipelines.serving.candidates import champion_version, read_input
 
     facts_file = work / "ranker.json"
     if facts_file.exists() and json.loads(facts_file.read_text())["trees_asked"] == args.ranker_trees:
@@ -385,10 +392,10 @@ def _publish(lake: Lake, dataset: str, files: dict[str, pa.Table], metadata: dic
 
 def build_day(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Publish the synthetic day into ``work/lake`` (inputs, embeddings, index, models); return facts."""
-    from pipelines.candidates import EMBEDDINGS_FILE
-    from pipelines.index import build_and_publish_index
-    from pipelines.settings import IndexConfig
-    from pipelines.two_tower import load_towers
+    from pipelines.core.settings import IndexConfig
+    from pipelines.serving.candidates import EMBEDDINGS_FILE
+    from pipelines.serving.index import build_and_publish_index
+    from pipelines.training.two_tower import load_towers
 
     source = Lake(args.world_lake)
     real = read_real_world(source, args.ds)
@@ -464,9 +471,9 @@ def _vm_rss() -> int:
 
 
 def use_exact_search(lake: Lake, ds: str) -> None:
-    """Make :func:`pipelines.candidates.load_context` get an exact searcher instead of the ScaNN index."""
-    import pipelines.index as index_module
-    from pipelines.candidates import read_embeddings
+    """Make :func:`pipelines.serving.candidates.load_context` search exactly instead of with ScaNN."""
+    import pipelines.serving.index as index_module
+    from pipelines.serving.candidates import read_embeddings
 
     scann_index = index_module.load_index
 
@@ -486,7 +493,7 @@ def use_exact_search(lake: Lake, ds: str) -> None:
 
 def context_size(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
     """Bytes held by the serving context: arrays and tables, and the process RSS it added."""
-    from pipelines.candidates import load_context
+    from pipelines.serving.candidates import load_context
 
     before = _vm_rss()
     ctx = load_context(lake, ds, settings)
@@ -508,7 +515,7 @@ def context_size(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
 
 def serve_shard(args: argparse.Namespace) -> dict[str, Any]:
     """Run the real shard task once and return its result with memory figures."""
-    from pipelines.candidates import candidates_for_shard
+    from pipelines.serving.candidates import candidates_for_shard
 
     work = Path(args.work_dir)
     lake = Lake(str(work / "lake"))
@@ -523,10 +530,10 @@ def serve_shard(args: argparse.Namespace) -> dict[str, Any]:
         import lightgbm  # noqa: F401
         import scann  # noqa: F401
 
-        import pipelines.diversify
-        import pipelines.index
-        import pipelines.ranker
-        import pipelines.two_tower  # noqa: F401
+        import pipelines.serving.diversify
+        import pipelines.serving.index
+        import pipelines.training.ranker
+        import pipelines.training.two_tower  # noqa: F401
     profiler = cProfile.Profile() if args.profile else None
     with profiler or contextlib.nullcontext():
         result = candidates_for_shard(lake, args.ds, args.shard, args.num_shards, staging, settings)
@@ -643,7 +650,7 @@ def report(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipelines.settings import load_settings
+    from pipelines.core.settings import load_settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=1_000_000)

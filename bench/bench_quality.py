@@ -51,9 +51,9 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
 
     from pipelines import jobs
-    from pipelines.importer import import_movielens
-    from pipelines.warehouse import open_warehouse
-    from pipelines.world import World, load_world, world_config
+    from pipelines.core.warehouse import open_warehouse
+    from pipelines.data.importer import import_movielens
+    from pipelines.data.world import World, load_world, world_config
 
     settings = jobs.settings_for(None)
     with open_warehouse(settings) as warehouse:

@@ -7,7 +7,7 @@ output), builds the index with the default ``IndexConfig`` (or the overrides giv
 same queries in the same run:
 
 * ScaNN: ``ItemIndex.search_positions`` (batched over all cores);
-* exact: ``pipelines.index.exact_top_k``, blocked BLAS sgemm + top-k selection with bounded memory;
+* exact: ``pipelines.serving.index.exact_top_k``, blocked BLAS sgemm + top-k selection with bounded memory;
 * recall@k of ScaNN against the exact result, and the speed ratio;
 * the sgemm part of the exact search alone, in GFLOP/s, next to the machine's peak estimates: a large
   square sgemm measured here, and cores x clock x FLOPs/cycle read from /proc/cpuinfo.
@@ -34,7 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.index import (
+from pipelines.core.settings import IndexConfig
+from pipelines.serving.index import (
     EXACT_BLOCK_BYTES,
     EXACT_ITEM_BLOCK,
     ItemIndex,
@@ -42,7 +43,6 @@ from pipelines.index import (
     exact_top_k,
     normalize_queries,
 )
-from pipelines.settings import IndexConfig
 
 
 def clustered_embeddings(

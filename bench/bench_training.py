@@ -36,8 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import two_tower
-from pipelines.settings import EvaluationConfig, TwoTowerConfig
+from pipelines.core.settings import EvaluationConfig, TwoTowerConfig
+from pipelines.training import two_tower
 
 REPO = Path(__file__).resolve().parent.parent
 tf = two_tower.tf
@@ -55,9 +55,9 @@ def world_examples(data_dir: Path, ds: str, scale: str) -> tuple[pa.Table, pa.Ta
                 [sys.executable, "-m", "pipelines", *args], check=True, env=env, stdout=subprocess.DEVNULL
             )
         os.environ["NIGHTFEED_DATA_DIR"] = str(data_dir)
+        from pipelines.core.schema import RETRIEVAL_DATASET_SQL
+        from pipelines.core.warehouse import open_warehouse
         from pipelines.jobs import settings_for, training_catalog
-        from pipelines.schema import RETRIEVAL_DATASET_SQL
-        from pipelines.warehouse import open_warehouse
 
         settings = settings_for(None)
         cfg = settings.two_tower

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipelines.schema import check_ds
+from pipelines.core.schema import check_ds
 
 log = logging.getLogger("pipelines")
 
@@ -48,9 +48,9 @@ def _print(result: Any) -> None:
 
 
 def cmd_world(args: argparse.Namespace) -> None:
+    from pipelines.core.warehouse import open_warehouse
+    from pipelines.data.world import World, load_world, world_config
     from pipelines.jobs import settings_for
-    from pipelines.warehouse import open_warehouse
-    from pipelines.world import World, load_world, world_config
 
     settings = settings_for(None)
     config = world_config(args.scale, settings.world)
@@ -65,9 +65,9 @@ def cmd_world(args: argparse.Namespace) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    from pipelines.importer import import_files, import_movielens
+    from pipelines.core.warehouse import open_warehouse
+    from pipelines.data.importer import import_files, import_movielens
     from pipelines.jobs import settings_for
-    from pipelines.warehouse import open_warehouse
 
     with open_warehouse(settings_for(None)) as warehouse:
         if args.movielens:
@@ -100,8 +100,8 @@ def cmd_features(args: argparse.Namespace) -> None:
 
 
 def _first_raw_day() -> str:
+    from pipelines.core.warehouse import open_warehouse
     from pipelines.jobs import settings_for
-    from pipelines.warehouse import open_warehouse
 
     with open_warehouse(settings_for(None)) as warehouse:
         days = warehouse.partitions("raw_events")
@@ -122,10 +122,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
-    from pipelines import two_tower
+    from pipelines.core.schema import RETRIEVAL_DATASET_SQL
+    from pipelines.core.warehouse import open_warehouse
     from pipelines.jobs import settings_for, training_catalog
-    from pipelines.schema import RETRIEVAL_DATASET_SQL
-    from pipelines.warehouse import open_warehouse
+    from pipelines.training import two_tower
 
     settings = settings_for(None)
     cfg = settings.two_tower
@@ -176,10 +176,10 @@ def cmd_digests(args: argparse.Namespace) -> None:
 
 
 def cmd_digest_preview(args: argparse.Namespace) -> None:
-    from pipelines.candidates import read_input
-    from pipelines.digests import preview_digest
+    from pipelines.core.lake import Lake
+    from pipelines.delivery.digests import preview_digest
     from pipelines.jobs import settings_for
-    from pipelines.lake import Lake
+    from pipelines.serving.candidates import read_input
 
     settings = settings_for(None)
     lake = Lake(settings.lake_url)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pipelines.schema import check_ds
-from pipelines.settings import Settings, load_settings
+from pipelines.core.schema import check_ds
+from pipelines.core.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,14 @@ def settings_for(overrides: dict[str, Any] | None) -> Settings:
 
 def record_fact(lake: Any, ds: str, job: str, result: Any) -> None:
     """Keep a job's result as ``reports/ds=<ds>/facts/<job>.json`` for the run report (one atomic object)."""
-    from pipelines.schema import LakePaths
+    from pipelines.core.schema import LakePaths
 
     lake.write_json(f"{LakePaths.reports(ds)}/facts/{job}.json", result)
 
 
 def _already_trained(lake: Any, kind: str, ds: str, settings: Settings) -> dict[str, Any] | None:
     """The result to return instead of training when the champion already covers data up to ``ds``."""
-    from pipelines import registry
+    from pipelines.training import registry
 
     champion = registry.current_champion(lake, kind)
     if settings.force_retrain or not champion or not champion["version"].startswith(f"{ds}-"):
@@ -83,9 +83,9 @@ def _already_trained(lake: Any, kind: str, ds: str, settings: Settings) -> dict[
 
 def run_features(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build the feature tables of ``ds`` (quality gate included)."""
-    from pipelines.features import DataQualityError, build_features
-    from pipelines.lake import Lake
-    from pipelines.warehouse import open_warehouse
+    from pipelines.core.lake import Lake
+    from pipelines.core.warehouse import open_warehouse
+    from pipelines.data.features import DataQualityError, build_features
 
     ds = check_ds(ds)
     settings = settings_for(overrides)
@@ -101,8 +101,8 @@ def run_features(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, 
 
 def describe_outputs(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Where the outputs of ``ds`` are, and whether each is published."""
-    from pipelines.lake import Lake
-    from pipelines.schema import LakePaths
+    from pipelines.core.lake import Lake
+    from pipelines.core.schema import LakePaths
 
     ds = check_ds(ds)
     settings = settings_for(overrides)
@@ -133,10 +133,10 @@ def train_two_tower(ds: str, overrides: dict[str, Any] | None = None) -> dict[st
 
     A rejected challenger is not a failure: the champion stays and the result says why.
     """
-    from pipelines import registry, two_tower
-    from pipelines.lake import Lake
-    from pipelines.schema import RETRIEVAL_DATASET_SQL, TWO_TOWER
-    from pipelines.warehouse import open_warehouse
+    from pipelines.core.lake import Lake
+    from pipelines.core.schema import RETRIEVAL_DATASET_SQL, TWO_TOWER
+    from pipelines.core.warehouse import open_warehouse
+    from pipelines.training import registry, two_tower
 
     ds = check_ds(ds)
     settings = settings_for(overrides)
@@ -187,7 +187,7 @@ def train_two_tower(ds: str, overrides: dict[str, Any] | None = None) -> dict[st
 
 def training_catalog(warehouse: Any, ds: str, settings: Settings) -> Any:
     """Every post as of ``ds`` that is not deleted, whatever its age: what evaluation ranks over."""
-    from pipelines.features import sql_params
+    from pipelines.data.features import sql_params
 
     return warehouse.query_file(
         "serving/items.sql",
@@ -200,12 +200,12 @@ def training_catalog(warehouse: Any, ds: str, settings: Settings) -> Any:
 def train_ranker(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a LightGBM ranker challenger on logged impressions, scored by the two-tower champion, and
     promote it only if it beats the ranker champion on the same hold-out."""
-    from pipelines import ranker, registry
-    from pipelines.candidates import champion_version, retrieval_scores_for_rows
-    from pipelines.lake import Lake
-    from pipelines.schema import RANKER, RANKING_DATASET_SQL, TWO_TOWER
-    from pipelines.two_tower import load_towers
-    from pipelines.warehouse import open_warehouse
+    from pipelines.core.lake import Lake
+    from pipelines.core.schema import RANKER, RANKING_DATASET_SQL, TWO_TOWER
+    from pipelines.core.warehouse import open_warehouse
+    from pipelines.serving.candidates import champion_version, retrieval_scores_for_rows
+    from pipelines.training import ranker, registry
+    from pipelines.training.two_tower import load_towers
 
     ds = check_ds(ds)
     settings = settings_for(overrides)
@@ -261,7 +261,7 @@ def train_ranker(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, 
 
 # -- nightly --------------------------------------------------------------------------------------------
 def _nightly(overrides: dict[str, Any] | None) -> tuple[Settings, Any]:
-    from pipelines.lake import Lake
+    from pipelines.core.lake import Lake
 
     settings = settings_for(overrides)
     return settings, Lake(settings.lake_url)
@@ -269,8 +269,8 @@ def _nightly(overrides: dict[str, Any] | None) -> tuple[Settings, Any]:
 
 def export_inputs(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Snapshot the serving inputs of ``ds`` into the lake."""
-    from pipelines import candidates
-    from pipelines.warehouse import open_warehouse
+    from pipelines.core.warehouse import open_warehouse
+    from pipelines.serving import candidates
 
     ds = check_ds(ds)
     settings, lake = _nightly(overrides)
@@ -285,7 +285,7 @@ def export_inputs(ds: str, overrides: dict[str, Any] | None = None) -> dict[str,
 
 def embed_items(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Batch-predict the champion item tower over the catalog of ``ds``."""
-    from pipelines import candidates
+    from pipelines.serving import candidates
 
     ds = check_ds(ds)
     settings, lake = _nightly(overrides)
@@ -299,8 +299,8 @@ def embed_items(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, A
 
 def build_index(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build and recall-check the ScaNN index of ``ds``."""
-    from pipelines import candidates
-    from pipelines.index import IndexRecallError
+    from pipelines.serving import candidates
+    from pipelines.serving.index import IndexRecallError
 
     ds = check_ds(ds)
     settings, lake = _nightly(overrides)
@@ -314,7 +314,7 @@ def build_index(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, A
 
 def plan_shards(ds: str, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One work item per candidate shard of ``ds``."""
-    from pipelines import candidates
+    from pipelines.serving import candidates
 
     settings, lake = _nightly(overrides)
     return candidates.plan_shards(lake, check_ds(ds), settings)
@@ -324,7 +324,7 @@ def candidates_for_shard(
     ds: str, shard: int, num_shards: int, staging: str, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Compute one shard's candidate lists into the staging folder."""
-    from pipelines import candidates
+    from pipelines.serving import candidates
 
     settings, lake = _nightly(overrides)
     return candidates.candidates_for_shard(lake, check_ds(ds), shard, num_shards, staging, settings)
@@ -334,7 +334,7 @@ def publish_candidates(
     ds: str, staging: str, shard_results: list[dict[str, Any]], overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Publish ``ds``'s candidates once every shard is written."""
-    from pipelines import candidates
+    from pipelines.serving import candidates
 
     ds = check_ds(ds)
     settings, lake = _nightly(overrides)
@@ -345,14 +345,14 @@ def publish_candidates(
 
 def _digest_inputs(lake: Any, ds: str) -> tuple[Any, Any]:
     """The users (``profiles``) and ``items`` serving inputs of ``ds`` that digests are made from."""
-    from pipelines.candidates import read_input
+    from pipelines.serving.candidates import read_input
 
     return read_input(lake, ds, "profiles"), read_input(lake, ds, "items")
 
 
 def render_digests(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Render and publish the digest e-mails of ``ds`` (a sample only, unpublished, in a dry run)."""
-    from pipelines import digests
+    from pipelines.delivery import digests
 
     ds = check_ds(ds)
     settings, lake = _nightly(overrides)
@@ -365,7 +365,7 @@ def render_digests(ds: str, overrides: dict[str, Any] | None = None) -> dict[str
 
 def plan_digests(ds: str, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One digest work item per published candidates shard of ``ds`` (the nightly DAG maps over them)."""
-    from pipelines import digests
+    from pipelines.delivery import digests
 
     settings, lake = _nightly(overrides)
     return digests.plan_digests(lake, check_ds(ds), dry_run=bool(settings.dry_run_users))
@@ -375,7 +375,7 @@ def render_digest_shard(
     ds: str, shard: int, num_shards: int, staging: str | None, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Render one shard's digests into the staging folder (a sample, written nowhere, in a dry run)."""
-    from pipelines import digests
+    from pipelines.delivery import digests
 
     ds = check_ds(ds)
     settings, lake = _nightly(overrides)
@@ -398,7 +398,7 @@ def publish_digests(
     ds: str, staging: str | None, shard_results: list[dict[str, Any]], overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Publish ``ds``'s digests once every shard is rendered (nothing in a dry run)."""
-    from pipelines import digests
+    from pipelines.delivery import digests
 
     ds = check_ds(ds)
     settings, lake = _nightly(overrides)
@@ -419,7 +419,7 @@ def write_report(ds: str, overrides: dict[str, Any] | None = None) -> dict[str, 
     Raises:
         PermanentFailure: a fact or published dataset is malformed.
     """
-    from pipelines import report
+    from pipelines.delivery import report
 
     ds = check_ds(ds)
     _, lake = _nightly(overrides)

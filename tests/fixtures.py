@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipelines.schema import RAW_SCHEMAS
+from pipelines.core.schema import RAW_SCHEMAS
 
 
 def ts(value: str) -> dt.datetime:
@@ -89,7 +89,7 @@ def load(warehouse: Any, table: str, rows: list[dict[str, Any]]) -> None:
 
 def candidate_rows(rows: list[tuple[str, int, str, float]]) -> pa.Table:
     """Candidate-list rows ``(user_id, rank, item_id, score)`` with the published schema."""
-    from pipelines.schema import CANDIDATES
+    from pipelines.core.schema import CANDIDATES
 
     return pa.table(
         {

@@ -92,15 +92,15 @@ class UserCandidates:
 
 
 def _lake() -> Any:
-    from pipelines.lake import Lake
-    from pipelines.settings import load_settings
+    from pipelines.core.lake import Lake
+    from pipelines.core.settings import load_settings
 
     return Lake(load_settings().lake_url)
 
 
 def latest_published_ds(lake: Any) -> str | None:
     """The newest ``ds`` whose candidates are published (unpublished or failed runs are skipped)."""
-    from pipelines.schema import LakePaths
+    from pipelines.core.schema import LakePaths
 
     for name in sorted(lake.ls("candidates"), reverse=True):
         if name.startswith("ds=") and lake.is_published(LakePaths.candidates(name[3:])):
@@ -112,12 +112,12 @@ def user_candidates(lake: Any, ds: str, user_id: str) -> UserCandidates:
     """``user_id``'s published candidates of ``ds``, best first, with item titles.
 
     Raises:
-        pipelines.lake.ManifestError: the candidates of ``ds`` are not published.
+        pipelines.core.lake.ManifestError: the candidates of ``ds`` are not published.
     """
     import pyarrow.compute as pc
 
-    from pipelines.candidates import read_input, shard_of
-    from pipelines.schema import CANDIDATES, LakePaths
+    from pipelines.core.schema import CANDIDATES, LakePaths
+    from pipelines.serving.candidates import read_input, shard_of
 
     dataset = LakePaths.candidates(ds)
     manifest = lake.read_manifest(dataset)
@@ -165,9 +165,9 @@ def digest_preview_html(lake: Any, ds: str, user_id: str) -> str:
     Raises:
         ValueError: the user is unknown or has no fresh candidates.
     """
-    from pipelines.candidates import read_input
-    from pipelines.digests import preview_digest
-    from pipelines.settings import load_settings
+    from pipelines.core.settings import load_settings
+    from pipelines.delivery.digests import preview_digest
+    from pipelines.serving.candidates import read_input
 
     with tempfile.TemporaryDirectory(prefix="nightfeed-digest-") as tmp:
         out = preview_digest(
@@ -203,7 +203,7 @@ app = FastAPI(
 @app.get("/", response_class=HTMLResponse)
 def candidates_page(request: Request, user_id: UserIdQuery = None, ds: DsQuery = None) -> HTMLResponse:
     """The page: a user-id form and, once a user is given, their candidates and digest preview."""
-    from pipelines.lake import ManifestError
+    from pipelines.core.lake import ManifestError
 
     user_id = (user_id or "").strip() or None
     lake = _lake()
@@ -231,7 +231,7 @@ def candidates_json(
     user_id: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH)], ds: DsQuery = None
 ) -> JSONResponse:
     """The same list as JSON: ``{"ds", "user_id", "dataset", "candidates": [...]}``."""
-    from pipelines.lake import ManifestError
+    from pipelines.core.lake import ManifestError
 
     lake = _lake()
     run_ds = _resolve_ds(lake, ds)
@@ -256,7 +256,7 @@ def digest_preview(
     user_id: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH)], ds: DsQuery = None
 ) -> HTMLResponse:
     """The user's digest e-mail body, rendered from the published candidates; shown in a sandboxed frame."""
-    from pipelines.lake import ManifestError
+    from pipelines.core.lake import ManifestError
 
     lake = _lake()
     run_ds = _resolve_ds(lake, ds)

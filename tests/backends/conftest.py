@@ -126,7 +126,7 @@ def bigquery_warehouse(bigquery_endpoint: str, monkeypatch: pytest.MonkeyPatch) 
     """A ``BigQueryWarehouse`` on its own fresh dataset of the emulator."""
     import google.cloud.bigquery.client
 
-    from pipelines.warehouse import BigQueryWarehouse
+    from pipelines.core.warehouse import BigQueryWarehouse
 
     # The emulator rejects multipart load uploads (a second part with Content-Type */*); real BigQuery
     # accepts them. Resumable uploads exercise the same load job path.

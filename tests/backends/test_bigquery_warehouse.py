@@ -14,9 +14,9 @@ import jinja2
 import pyarrow as pa
 import pytest
 
-from pipelines import warehouse as warehouse_module
-from pipelines.lake import Lake
-from pipelines.schema import (
+from pipelines.core import warehouse as warehouse_module
+from pipelines.core.lake import Lake
+from pipelines.core.schema import (
     CANDIDATES,
     FEATURE_MODELS,
     INTERACTIONS_SQL,
@@ -30,7 +30,7 @@ from pipelines.schema import (
     LakePaths,
     SqlModel,
 )
-from pipelines.warehouse import BigQueryWarehouse, DuckDBWarehouse, SqlError, bigquery_schema
+from pipelines.core.warehouse import BigQueryWarehouse, DuckDBWarehouse, SqlError, bigquery_schema
 from tests.fixtures import candidate_rows, publish_shards
 
 pytestmark = pytest.mark.emulator
@@ -327,8 +327,8 @@ def _canonical(value: object) -> object:
 def test_feature_models_match_duckdb(bigquery_warehouse: BigQueryWarehouse, tmp_path: Path) -> None:
     """The real feature SQL over two days of a tiny world, on the emulator and on DuckDB: the same tables,
     and the same rows from the quality, training and serving queries of the second day."""
-    from pipelines.features import sql_params
-    from pipelines.settings import Settings
+    from pipelines.core.settings import Settings
+    from pipelines.data.features import sql_params
 
     params = sql_params(Settings())
     # The read-only queries, with windows that reach back over both days of the world.

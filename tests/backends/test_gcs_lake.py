@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipelines.lake import Lake, ManifestError, PublishConflict
-from pipelines.schema import CANDIDATES, MANIFEST_NAME
+from pipelines.core.lake import Lake, ManifestError, PublishConflict
+from pipelines.core.schema import CANDIDATES, MANIFEST_NAME
 
 pytestmark = pytest.mark.emulator
 

@@ -19,8 +19,8 @@ from typing import Any
 import pyarrow.compute as pc
 import pytest
 
-from pipelines.lake import Lake
-from pipelines.schema import LakePaths
+from pipelines.core.lake import Lake
+from pipelines.core.schema import LakePaths
 from tests.airflow_support import REPO, airflow_env, dags_test, run_airflow
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

@@ -17,12 +17,12 @@ import pyarrow as pa
 import pytest
 
 from pipelines import jobs
-from pipelines.candidates import read_candidates, read_input, shard_of
-from pipelines.lake import Lake, ManifestError
-from pipelines.schema import LakePaths
-from pipelines.settings import WorldConfig
-from pipelines.warehouse import DuckDBWarehouse
-from pipelines.world import World, load_world, world_config
+from pipelines.core.lake import Lake, ManifestError
+from pipelines.core.schema import LakePaths
+from pipelines.core.settings import WorldConfig
+from pipelines.core.warehouse import DuckDBWarehouse
+from pipelines.data.world import World, load_world, world_config
+from pipelines.serving.candidates import read_candidates, read_input, shard_of
 
 DS = "2026-11-22"
 TOP_K = 20
@@ -197,7 +197,7 @@ def test_params_become_overrides() -> None:
 
 
 def test_candidate_files_have_the_published_schema(world: dict[str, Any]) -> None:
-    from pipelines.schema import CANDIDATES
+    from pipelines.core.schema import CANDIDATES
 
     lake: Lake = world["lake"]
     for path in lake.manifest_files(LakePaths.candidates(DS)):
@@ -206,7 +206,7 @@ def test_candidate_files_have_the_published_schema(world: dict[str, Any]) -> Non
 
 
 def test_towers_can_be_used_without_keeping_the_loader_result(world: dict[str, Any]) -> None:
-    from pipelines.two_tower import load_towers
+    from pipelines.training.two_tower import load_towers
 
     lake: Lake = world["lake"]
     items = read_input(lake, DS, "items").slice(0, 5)
@@ -218,7 +218,7 @@ def test_towers_can_be_used_without_keeping_the_loader_result(world: dict[str, A
 
 
 def test_training_again_on_the_same_data_is_skipped_unless_forced(world: dict[str, Any]) -> None:
-    from pipelines.registry import current_champion
+    from pipelines.training.registry import current_champion
 
     lake: Lake = world["lake"]
     champion = current_champion(lake, "two_tower")["version"]
@@ -231,7 +231,7 @@ def test_training_again_on_the_same_data_is_skipped_unless_forced(world: dict[st
 
 
 def test_a_dry_run_sample_is_seeded_and_the_same_for_every_shard(world: dict[str, Any]) -> None:
-    from pipelines.candidates import dry_run_sample
+    from pipelines.serving.candidates import dry_run_sample
 
     users = read_input(world["lake"], DS, "users")
     first, second = dry_run_sample(users, 7), dry_run_sample(users, 7)

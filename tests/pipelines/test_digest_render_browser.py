@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipelines.digests import SendSlot, digest_item, message_token, render_message
-from pipelines.settings import DigestConfig
+from pipelines.core.settings import DigestConfig
+from pipelines.delivery.digests import SendSlot, digest_item, message_token, render_message
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

@@ -14,7 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipelines.digests import (
+from pipelines.core.lake import Lake, ManifestError
+from pipelines.core.schema import CANDIDATES, RAW_ITEMS, RAW_USERS, LakePaths
+from pipelines.core.settings import DigestConfig
+from pipelines.delivery.digests import (
     MESSAGES_INDEX,
     SendSlot,
     clean_text,
@@ -34,9 +37,6 @@ from pipelines.digests import (
     unsubscribe_token,
     verify_unsubscribe_token,
 )
-from pipelines.lake import Lake, ManifestError
-from pipelines.schema import CANDIDATES, RAW_ITEMS, RAW_USERS, LakePaths
-from pipelines.settings import DigestConfig
 
 UTC = dt.UTC
 DS = "2026-03-07"  # a Saturday; its run prepares the slots in [Sun 2026-03-08 00:00Z, Mon 03-09 00:00Z)

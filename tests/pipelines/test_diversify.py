@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.diversify import (
+from pipelines.core.settings import DiversifyConfig
+from pipelines.serving.diversify import (
     BLOCK_ENTRIES,
     ArrayPools,
     CandidateLists,
@@ -13,7 +14,6 @@ from pipelines.diversify import (
     diversify_lists,
     unit_rows,
 )
-from pipelines.settings import DiversifyConfig
 
 
 def config(**overrides) -> DiversifyConfig:
@@ -242,7 +242,7 @@ def random_lists(rng: np.random.Generator, n_catalog: int, lengths: list[int]) -
 @pytest.mark.parametrize("block_entries", [BLOCK_ENTRIES, 50])
 def test_lists_together_equal_lists_one_by_one(monkeypatch, block_entries) -> None:
     # Scores rounded to one decimal make ties; the pools repeat rows and overlap the lists.
-    monkeypatch.setattr("pipelines.diversify.BLOCK_ENTRIES", block_entries)
+    monkeypatch.setattr("pipelines.serving.diversify.BLOCK_ENTRIES", block_entries)
     rng = np.random.default_rng(4)
     n_catalog = 200
     vectors = rng.standard_normal((n_catalog, 8)).astype(np.float32)

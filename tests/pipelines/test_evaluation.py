@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import evaluation
-from pipelines.settings import EvaluationConfig
+from pipelines.core.settings import EvaluationConfig
+from pipelines.training import evaluation
 
 STRINGS = pa.list_(pa.string())
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.features import DataQualityError, build_features
-from pipelines.lake import Lake
-from pipelines.schema import FEATURE_MODELS, LakePaths
-from pipelines.settings import Settings
-from pipelines.warehouse import DuckDBWarehouse
+from pipelines.core.lake import Lake
+from pipelines.core.schema import FEATURE_MODELS, LakePaths
+from pipelines.core.settings import Settings
+from pipelines.core.warehouse import DuckDBWarehouse
+from pipelines.data.features import DataQualityError, build_features
 from tests.fixtures import event, item, load, user
 
 DS = "2026-11-20"

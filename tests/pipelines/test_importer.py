@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.importer import InputFileError, import_files, read_movielens, read_table_file
-from pipelines.warehouse import DuckDBWarehouse
+from pipelines.core.warehouse import DuckDBWarehouse
+from pipelines.data.importer import InputFileError, import_files, read_movielens, read_table_file
 
 EVENTS_CSV = """event_id,user_id,item_id,event_type,event_ts,position
 e1,u1,p1,impression,2026-11-20T08:00:00,0

@@ -6,7 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.index import (
+from pipelines.core.lake import Lake, ManifestError
+from pipelines.core.schema import LakePaths
+from pipelines.core.settings import IndexConfig
+from pipelines.serving.index import (
     MISSING_ID,
     IndexRecallError,
     build_and_publish_index,
@@ -17,9 +20,6 @@ from pipelines.index import (
     load_index,
     measure_recall,
 )
-from pipelines.lake import Lake, ManifestError
-from pipelines.schema import LakePaths
-from pipelines.settings import IndexConfig
 
 DS = "2026-11-22"
 EXACT = IndexConfig(brute_force_below=10**9)

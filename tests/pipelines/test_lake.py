@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipelines.lake import Lake, ManifestError, PublishConflict
+from pipelines.core.lake import Lake, ManifestError, PublishConflict
 
 DATASET = "candidates/ds=2026-11-22"
 

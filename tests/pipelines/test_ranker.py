@@ -8,10 +8,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import evaluation
-from pipelines import ranker as ranker_module
-from pipelines.lake import Lake
-from pipelines.ranker import (
+from pipelines.core.lake import Lake
+from pipelines.core.schema import RANKER, LakePaths
+from pipelines.core.settings import RankerConfig
+from pipelines.training import evaluation
+from pipelines.training import ranker as ranker_module
+from pipelines.training.ranker import (
     FEATURE_NAMES,
     FEATURES_FILE,
     FeatureMismatchError,
@@ -24,9 +26,7 @@ from pipelines.ranker import (
     save_ranker,
     train_ranker,
 )
-from pipelines.registry import current_champion, new_version, promote_if_blessed
-from pipelines.schema import RANKER, LakePaths
-from pipelines.settings import RankerConfig
+from pipelines.training.registry import current_champion, new_version, promote_if_blessed
 
 COL = {name: j for j, name in enumerate(FEATURE_NAMES)}
 

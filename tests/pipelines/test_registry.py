@@ -6,10 +6,10 @@ import datetime as dt
 
 import pytest
 
-from pipelines import registry
-from pipelines.lake import Lake, PointerVersion, PublishConflict
-from pipelines.schema import LakePaths
-from pipelines.settings import BlessingConfig
+from pipelines.core.lake import Lake, PointerVersion, PublishConflict
+from pipelines.core.schema import LakePaths
+from pipelines.core.settings import BlessingConfig
+from pipelines.training import registry
 
 KIND = "two_tower"
 GATE = BlessingConfig(metric="recall_at_50", tolerance=0.01, floor=0.05)

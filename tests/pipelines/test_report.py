@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from pipelines import jobs
-from pipelines.lake import Lake
-from pipelines.report import ReportInputError, build_report, collect_metrics
-from pipelines.schema import CANDIDATES, LakePaths
+from pipelines.core.lake import Lake
+from pipelines.core.schema import CANDIDATES, LakePaths
+from pipelines.delivery.report import ReportInputError, build_report, collect_metrics
 
 DS = "2026-11-22"
 TT_VERSION = "2026-11-22-20261123T021501123456Z-1f2e3d4c"

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import registry, two_tower
-from pipelines.lake import Lake
-from pipelines.settings import BlessingConfig, EvaluationConfig, TwoTowerConfig
+from pipelines.core.lake import Lake
+from pipelines.core.settings import BlessingConfig, EvaluationConfig, TwoTowerConfig
+from pipelines.training import registry, two_tower
 from tests.pipelines.retrieval_world import make_world
 
 tf = two_tower.tf

@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipelines.lake import Lake, ManifestError
-from pipelines.schema import CANDIDATES, RAW_EVENTS, LakePaths
-from pipelines.warehouse import DuckDBWarehouse
+from pipelines.core.lake import Lake, ManifestError
+from pipelines.core.schema import CANDIDATES, RAW_EVENTS, LakePaths
+from pipelines.core.warehouse import DuckDBWarehouse
 from tests.fixtures import candidate_rows, day, event, publish_shards, raw
 
 DS1, DS2 = "2026-11-21", "2026-11-22"

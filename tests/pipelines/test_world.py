@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.schema import RAW_EVENTS, RAW_ITEMS, RAW_USERS
-from pipelines.settings import WorldConfig
-from pipelines.world import World, world_config
+from pipelines.core.schema import RAW_EVENTS, RAW_ITEMS, RAW_USERS
+from pipelines.core.settings import WorldConfig
+from pipelines.data.world import World, world_config
 
 CONFIG = world_config("tiny", WorldConfig())
 

@@ -21,8 +21,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from pipelines.lake import Lake
-from pipelines.schema import CANDIDATES, LakePaths
+from pipelines.core.lake import Lake
+from pipelines.core.schema import CANDIDATES, LakePaths
 from tests.airflow_support import REPO, Standalone, airflow_env, run_airflow, standalone, wait_for
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -308,7 +308,7 @@ def test_backfill_builds_one_feature_partition_per_day(server: Standalone, token
         [
             sys.executable,
             "-c",
-            "import json, sys; from pipelines.warehouse import DuckDBWarehouse;"
+            "import json, sys; from pipelines.core.warehouse import DuckDBWarehouse;"
             "w = DuckDBWarehouse(sys.argv[1], read_only=True);"
             "print(json.dumps({t: w.partitions(t) for t in ('user_features', 'item_features')}))",
             str(data_dir / "warehouse.duckdb"),

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import sqlglot
 
-from pipelines.features import build_features, sql_params
-from pipelines.lake import Lake
-from pipelines.schema import SQL_DIR
-from pipelines.settings import Settings
-from pipelines.warehouse import DuckDBWarehouse, SqlError
+from pipelines.core.lake import Lake
+from pipelines.core.schema import SQL_DIR
+from pipelines.core.settings import Settings
+from pipelines.core.warehouse import DuckDBWarehouse, SqlError
+from pipelines.data.features import build_features, sql_params
 from tests.fixtures import day, event, item, load, user
 
 DAY1, DAY2 = "2026-11-19", "2026-11-20"

@@ -14,7 +14,7 @@ Reads: rows of ``sql/training/ranking_dataset.sql`` (``split`` says train or eva
 score and rank of each row's pair for training; at serving, ``user_features`` rows, ``item_features``
 rows and the retrieved candidates of one user shard.
 Writes: ``models/ranker/<version>/`` in the lake (``model.txt``, ``feature_names.json``, ``metrics.json``,
-then ``config.json`` last). Promotion to champion is :mod:`pipelines.registry`'s, on ``ndcg_at_10``.
+then ``config.json`` last). Promotion to champion is :mod:`pipelines.training.registry`'s, on ``ndcg_at_10``.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.lake import Lake
-from pipelines.registry import check_version
-from pipelines.schema import RANKER, LakePaths
-from pipelines.settings import RankerConfig
+from pipelines.core.lake import Lake
+from pipelines.core.schema import RANKER, LakePaths
+from pipelines.core.settings import RankerConfig
+from pipelines.training.registry import check_version
 
 log = logging.getLogger(__name__)
 
@@ -513,7 +513,7 @@ def ndcg_at_k(labels: np.ndarray, scores: np.ndarray, group_sizes: np.ndarray, k
     Rows of one group are consecutive; within a group, rows are ordered by ``scores`` descending, ties
     keeping row order. DCG sums ``gain / log2(position + 1)`` over the first ``k`` positions; NDCG divides
     it by the DCG of the labels sorted best first. With 0/1 labels this equals the binary NDCG of
-    :func:`pipelines.evaluation.ndcg_at_k`.
+    :func:`pipelines.training.evaluation.ndcg_at_k`.
 
     Args:
         labels: (n,) non-negative graded relevance.
@@ -866,12 +866,12 @@ def save_ranker(result: RankerResult, lake: Lake, version: str) -> str:
     """Export a trained ranker to ``models/ranker/<version>/``, ``config.json`` last.
 
     The folder follows the registry's export contract: a version without ``config.json`` is an
-    unfinished export, and only :func:`pipelines.registry.promote_if_blessed` makes it the champion.
+    unfinished export, and only :func:`pipelines.training.registry.promote_if_blessed` makes it the champion.
 
     Args:
         result: from :func:`train_ranker`.
         lake: the lake.
-        version: a new version name from :func:`pipelines.registry.new_version`.
+        version: a new version name from :func:`pipelines.training.registry.new_version`.
 
     Returns:
         The URI of the version folder.

@@ -79,9 +79,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.lake import Lake, ManifestError
-from pipelines.schema import DIGEST_FREQUENCIES, LakePaths, check_ds
-from pipelines.settings import LOCAL_UNSUBSCRIBE_SECRET, DigestConfig
+from pipelines.core.lake import Lake, ManifestError
+from pipelines.core.schema import DIGEST_FREQUENCIES, LakePaths, check_ds
+from pipelines.core.settings import LOCAL_UNSUBSCRIBE_SECRET, DigestConfig
 
 log = logging.getLogger(__name__)
 
@@ -635,7 +635,7 @@ def _first_null(table: pa.Table, column: str) -> int | None:
 
 def _user_rows(users: pa.Table, shard: int | None = None, num_shards: int = 1) -> list[dict[str, Any]]:
     """The users' rows as dicts (only those of ``shard`` when given); errors name the table's row."""
-    from pipelines.candidates import shard_of
+    from pipelines.serving.candidates import shard_of
 
     _require_columns(users, USER_COLUMNS, "users table")
     row = _first_null(users, "user_id")
@@ -723,7 +723,7 @@ def _read_candidates(
     Raises:
         ValueError: a missing column, a null key, or a user of another shard in the file.
     """
-    from pipelines.candidates import shard_of
+    from pipelines.serving.candidates import shard_of
 
     table = lake.read_parquet(path)
     _require_columns(table, CANDIDATE_COLUMNS, f"candidates shard {lake.uri(path)}")
@@ -1068,7 +1068,7 @@ def preview_digest(
         ValueError: the user is not in ``users`` or has no fresh candidates in ``ds``.
         ManifestError: the candidates of ``ds`` are not published.
     """
-    from pipelines.candidates import shard_of
+    from pipelines.serving.candidates import shard_of
 
     ds = check_ds(ds)
     check_config(config)

@@ -33,10 +33,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.lake import Lake
-from pipelines.schema import CANDIDATES, RANKER, SERVING_INPUTS, TWO_TOWER, LakePaths, check_ds
-from pipelines.settings import Settings
-from pipelines.warehouse import Warehouse
+from pipelines.core.lake import Lake
+from pipelines.core.schema import CANDIDATES, RANKER, SERVING_INPUTS, TWO_TOWER, LakePaths, check_ds
+from pipelines.core.settings import Settings
+from pipelines.core.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def export_inputs(warehouse: Warehouse, lake: Lake, ds: str, settings: Settings)
     Raises:
         EmptyInputsError: no users, or no eligible posts, on ``ds`` (nothing is published).
     """
-    from pipelines.features import sql_params
+    from pipelines.data.features import sql_params
 
     ds = check_ds(ds)
     params = {**sql_params(settings), "max_item_age_days": settings.candidates.max_item_age_days}
@@ -96,7 +96,7 @@ def read_input(lake: Lake, ds: str, name: str) -> pa.Table:
 
 # -- 2. item embeddings ---------------------------------------------------------------------------------
 def champion_version(lake: Lake, kind: str) -> str | None:
-    from pipelines.registry import current_champion
+    from pipelines.training.registry import current_champion
 
     champion = current_champion(lake, kind)
     return champion["version"] if champion else None
@@ -108,7 +108,7 @@ def embed_items(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
     Raises:
         NoChampionError: no two-tower champion has been promoted yet.
     """
-    from pipelines.two_tower import load_towers
+    from pipelines.training.two_tower import load_towers
 
     ds = check_ds(ds)
     version = champion_version(lake, TWO_TOWER)
@@ -156,10 +156,10 @@ def build_index(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
     The recall is measured on real user queries: the user tower over a sample of ``ds``'s users.
 
     Raises:
-        pipelines.index.IndexRecallError: recall below the configured floor (nothing is published).
+        pipelines.serving.index.IndexRecallError: recall below the configured floor (nothing is published).
     """
-    from pipelines.index import build_and_publish_index
-    from pipelines.two_tower import load_towers
+    from pipelines.serving.index import build_and_publish_index
+    from pipelines.training.two_tower import load_towers
 
     ds = check_ds(ds)
     embeddings, version = read_embeddings(lake, ds)
@@ -295,14 +295,14 @@ class ServingContext:
     @functools.cached_property
     def unit_item_vectors(self) -> np.ndarray:
         """``item_vectors`` normalised the way diversification does it, once for the catalog."""
-        from pipelines.diversify import unit_rows
+        from pipelines.serving.diversify import unit_rows
 
         return unit_rows(self.item_vectors)
 
     @functools.cached_property
     def ranker_items(self) -> pa.Table:
         """The post columns the ranker reads."""
-        from pipelines.ranker import ITEM_COLUMNS
+        from pipelines.training.ranker import ITEM_COLUMNS
 
         return self.items.select(list(ITEM_COLUMNS))
 
@@ -373,9 +373,9 @@ def _serving_ranker(ranker: Any, settings: Settings) -> Any:
 
 def load_context(lake: Lake, ds: str, settings: Settings) -> ServingContext:
     """Load the catalog, embeddings, index and models of ``ds`` for serving."""
-    from pipelines.index import load_index
-    from pipelines.ranker import load_ranker
-    from pipelines.two_tower import load_towers
+    from pipelines.serving.index import load_index
+    from pipelines.training.ranker import load_ranker
+    from pipelines.training.two_tower import load_towers
 
     items = read_input(lake, ds, "items")
     embeddings, version = read_embeddings(lake, ds)
@@ -799,8 +799,8 @@ def _batch_lists(
     timer: StageTimer,
 ) -> pa.Table:
     """Filter, rank and diversify one batch's retrieved posts (``positions``, ``retrieval_scores``)."""
-    from pipelines.diversify import CandidateLists, diversify_lists
-    from pipelines.ranker import RankingPairs
+    from pipelines.serving.diversify import CandidateLists, diversify_lists
+    from pipelines.training.ranker import RankingPairs
 
     k = settings.candidates.top_k
     n_users = batch.users.num_rows
@@ -1074,7 +1074,7 @@ def publish_candidates(
     A dry run (``settings.dry_run_users``) publishes nothing and says where the staged files are.
 
     Raises:
-        pipelines.lake.ManifestError: a shard file is missing.
+        pipelines.core.lake.ManifestError: a shard file is missing.
     """
     ds = check_ds(ds)
     shards = sorted(r["shard"] for r in shard_results)
@@ -1102,7 +1102,7 @@ def publish_candidates(
     if table:
         # The lake is the source of truth; a failed load fails the task and its retry publishes the
         # same staged files again, then loads.
-        from pipelines.warehouse import open_warehouse
+        from pipelines.core.warehouse import open_warehouse
 
         with open_warehouse(settings) as warehouse:
             loaded = warehouse.load_published(table, lake, LakePaths.candidates(ds), ds, CANDIDATES)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from pipelines.schema import (
+from pipelines.core.schema import (
     CONTENT_TYPES,
     DIGEST_FREQUENCIES,
     PARTITION_COLUMN,
@@ -32,8 +32,8 @@ from pipelines.schema import (
     RAW_USERS,
     check_ds,
 )
-from pipelines.settings import WorldConfig
-from pipelines.warehouse import Warehouse
+from pipelines.core.settings import WorldConfig
+from pipelines.core.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 

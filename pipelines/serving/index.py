@@ -28,9 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.lake import Lake, ManifestError
-from pipelines.schema import LakePaths
-from pipelines.settings import IndexConfig
+from pipelines.core.lake import Lake, ManifestError
+from pipelines.core.schema import LakePaths
+from pipelines.core.settings import IndexConfig
 
 log = logging.getLogger(__name__)
 

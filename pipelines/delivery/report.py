@@ -36,8 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.lake import Lake
-from pipelines.schema import QUARANTINE_REASONS, RANKER, TWO_TOWER, LakePaths, check_ds
+from pipelines.core.lake import Lake
+from pipelines.core.schema import QUARANTINE_REASONS, RANKER, TWO_TOWER, LakePaths, check_ds
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ NIGHT_JOBS: tuple[str, ...] = (
 COVERAGE_TOP = 10
 SCORE_BINS = 40
 SCORE_QUANTILES: tuple[float, ...] = (0.01, 0.1, 0.5, 0.9, 0.99)
-# Reasons a published row can carry (see pipelines.candidates); always counted, zero or not.
+# Reasons a published row can carry (see pipelines.serving.candidates); always counted, zero or not.
 LIST_REASONS: tuple[str, ...] = ("ranked", "retrieved", "explore", "fallback")
 RETRIEVAL_MODELS: tuple[str, ...] = ("two_tower", "most_popular", "item_knn")
 RANKER_ORDERS: tuple[tuple[str, str], ...] = (
@@ -104,7 +104,7 @@ def build_report(lake: Lake, ds: str) -> ReportSummary:
     Raises:
         ValueError: ``ds`` is not a date.
         ReportInputError: a fact file, pointer or published dataset is malformed (the message names it).
-        pipelines.lake.PublishConflict: another run published the report of ``ds`` meanwhile.
+        pipelines.core.lake.PublishConflict: another run published the report of ``ds`` meanwhile.
     """
     ds = check_ds(ds)
     metrics = collect_metrics(lake, ds)
@@ -344,7 +344,7 @@ def _champion(lake: Lake, kind: str) -> dict[str, Any] | None:
 
 def _decision(lake: Lake, kind: str, version: str) -> dict[str, Any] | None:
     """The blessing gate's record of ``version``, when the version is a registry name and one exists."""
-    from pipelines.registry import check_version
+    from pipelines.training.registry import check_version
 
     try:
         check_version(version)
@@ -485,7 +485,7 @@ def _column_floats(table: pa.Table, name: str) -> np.ndarray:
 
 def _candidates_metrics(lake: Lake, ds: str) -> dict[str, Any]:
     """Distributions, reasons and catalog coverage of ``ds``'s published candidate lists."""
-    from pipelines.candidates import read_candidates, read_input
+    from pipelines.serving.candidates import read_candidates, read_input
 
     dataset = LakePaths.candidates(ds)
     if not lake.is_published(dataset):

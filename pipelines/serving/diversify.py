@@ -27,7 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipelines.settings import DiversifyConfig
+from pipelines.core.settings import DiversifyConfig
 
 REASON_RANKED = "ranked"
 REASON_EXPLORE = "explore"

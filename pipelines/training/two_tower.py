@@ -70,11 +70,11 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from pipelines import evaluation
-from pipelines.evaluation import Holdout
-from pipelines.lake import Lake
-from pipelines.schema import TWO_TOWER, LakePaths
-from pipelines.settings import EvaluationConfig, TwoTowerConfig
+from pipelines.core.lake import Lake
+from pipelines.core.schema import TWO_TOWER, LakePaths
+from pipelines.core.settings import EvaluationConfig, TwoTowerConfig
+from pipelines.training import evaluation
+from pipelines.training.evaluation import Holdout
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from pipelines.settings import EvaluationConfig
+from pipelines.core.settings import EvaluationConfig
 
 log = logging.getLogger(__name__)
 

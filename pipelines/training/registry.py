@@ -24,9 +24,9 @@ import math
 import re
 from typing import Any
 
-from pipelines.lake import Lake, PublishConflict
-from pipelines.schema import LakePaths, check_ds
-from pipelines.settings import BlessingConfig
+from pipelines.core.lake import Lake, PublishConflict
+from pipelines.core.schema import LakePaths, check_ds
+from pipelines.core.settings import BlessingConfig
 
 log = logging.getLogger(__name__)
 

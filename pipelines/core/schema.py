@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
 PARTITION_COLUMN = "ds"
 

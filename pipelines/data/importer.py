@@ -1,6 +1,6 @@
 """Import users' own data into the raw tables: CSV or Parquet files, or MovieLens-format files.
 
-Own data follows the raw schemas in :mod:`pipelines.schema` without the ``ds`` column (it is derived:
+Own data follows the raw schemas in :mod:`pipelines.core.schema` without the ``ds`` column (it is derived:
 an event's date, a post's creation date, a user's signup date, all in UTC). In CSV files, list columns
 (``tags``, ``selected_tags``, ``blocked_tags``, ``blocked_sources``) hold ``|``-separated values and
 timestamps are ISO 8601 (a missing zone means UTC). Columns are checked before anything is loaded; an
@@ -24,8 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipelines.schema import PARTITION_COLUMN, RAW_SCHEMAS
-from pipelines.warehouse import Warehouse
+from pipelines.core.schema import PARTITION_COLUMN, RAW_SCHEMAS
+from pipelines.core.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,12 @@ import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 
-from pipelines import schema
-from pipelines.schema import PARTITION_COLUMN, RAW_SCHEMAS, SQL_DIR, SqlModel, check_ds
-from pipelines.settings import Settings
+from pipelines.core import schema
+from pipelines.core.schema import PARTITION_COLUMN, RAW_SCHEMAS, SQL_DIR, SqlModel, check_ds
+from pipelines.core.settings import Settings
 
 if TYPE_CHECKING:
-    from pipelines.lake import Lake
+    from pipelines.core.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class Warehouse(ABC):
             The number of rows now in the partition.
 
         Raises:
-            pipelines.lake.ManifestError: ``dataset`` is not published.
+            pipelines.core.lake.ManifestError: ``dataset`` is not published.
             ValueError: ``columns`` has a ``ds`` column, or a file's columns differ (named).
         """
         ds = check_ds(ds)

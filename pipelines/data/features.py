@@ -16,10 +16,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipelines.lake import Lake
-from pipelines.schema import FEATURE_MODELS, QUALITY_SUMMARY_SQL, LakePaths, check_ds
-from pipelines.settings import Settings
-from pipelines.warehouse import Warehouse
+from pipelines.core.lake import Lake
+from pipelines.core.schema import FEATURE_MODELS, QUALITY_SUMMARY_SQL, LakePaths, check_ds
+from pipelines.core.settings import Settings
+from pipelines.core.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
