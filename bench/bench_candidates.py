@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import datetime as dt
 import io
 import json
 import os
@@ -61,7 +62,7 @@ import pyarrow.compute as pc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.core.lake import Lake
-from pipelines.core.schema import RANKER, TWO_TOWER, LakePaths
+from pipelines.core.paths import RANKER, TWO_TOWER, LakePaths
 from pipelines.core.settings import Settings
 
 STAGES = ("prepare", "embed_users", "retrieve", "filter", "rank", "diversify", "assemble", "check", "write")
@@ -72,7 +73,7 @@ WORLD_VERSION = 3  # bump when the synthetic day changes, so a cached lake is re
 
 
 # -- the synthetic day -----------------------------------------------------------------------------------
-def read_real_world(lake: Lake, ds: str) -> dict[str, Any]:
+def read_real_world(lake: Lake, ds: dt.date) -> dict[str, Any]:
     """The small world's serving inputs, item embeddings and champion versions.
 
     Raises:
@@ -112,7 +113,7 @@ def _single_or_empty(rng: np.random.Generator, n: int, share: float, vocabulary:
 
 
 def synthetic_items(
-    real: dict[str, Any], n_items: int, noise: float, ds: str, rng: np.random.Generator
+    real: dict[str, Any], n_items: int, noise: float, ds: dt.date, rng: np.random.Generator
 ) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     """The catalog (columns of ``sql/serving/items.sql``, ordered by id), its embeddings and parents."""
     items, vectors = real["items"], real["vectors"]
@@ -270,7 +271,7 @@ def synthetic_seen(
 
 
 def synthetic_ranker(
-    lake: Lake, catalog: pa.Table, users: pa.Table, ds: str, trees: int, rng: np.random.Generator
+    lake: Lake, catalog: pa.Table, users: pa.Table, ds: dt.date, trees: int, rng: np.random.Generator
 ) -> dict[str, Any]:
     """Train a LightGBM ranker with ``pipelines.training.ranker.train_ranker`` on labelled rows drawn from the
     day, export it and make it the ranker champion of the bench lake.
@@ -667,7 +668,9 @@ def main(argv: list[str] | None = None) -> None:
         help="boosting rounds of the synthetic ranker; 0 uses the small world's champion ranker",
     )
     parser.add_argument("--world-lake", default=None, help="the small world's lake (default: settings)")
-    parser.add_argument("--ds", default="2026-11-22", help="run date of the small world")
+    parser.add_argument(
+        "--ds", type=dt.date.fromisoformat, default=dt.date(2026, 11, 22), help="run date of the small world"
+    )
     parser.add_argument("--work-dir", default="/tmp/nightfeed-bench-candidates")
     parser.add_argument("--no-exact", action="store_true", help="skip the exact-retrieval baseline")
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions of the ScaNN run")

@@ -12,6 +12,7 @@ and item-kNN, and NDCG of the ranker next to the retrieval-only and logged order
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import platform
 import shutil
@@ -50,33 +51,39 @@ def main() -> None:
             os.environ[f"NIGHTFEED_{section}__EVAL_DAYS"] = str(args.eval_days)
     sys.path.insert(0, str(REPO))
 
-    from pipelines import jobs
+    from pipelines.core import jobs
+    from pipelines.core.context import settings_with
+    from pipelines.core.errors import PermanentError
     from pipelines.core.warehouse import open_warehouse
     from pipelines.data.importer import import_movielens
     from pipelines.data.world import World, load_world, world_config
+    from pipelines.jobs import run
 
-    settings = jobs.settings_for(None)
+    settings = settings_with(None)
     with open_warehouse(settings) as warehouse:
         if args.movielens:
             import_movielens(warehouse, args.movielens)
         else:
-            load_world(warehouse, World(world_config(args.scale, settings.world), args.run_date))
+            load_world(
+                warehouse,
+                World(world_config(args.scale, settings.world), dt.date.fromisoformat(args.run_date)),
+            )
         days = warehouse.partitions("raw_events")
     source = f"MovieLens files in {args.movielens}" if args.movielens else f"synthetic world ({args.scale})"
     ds = days[-1]
     built = 0
     for day in days:
         try:
-            jobs.run_features(day)
+            run(jobs.BUILD_FEATURES, day)
             built += 1
-        except jobs.PermanentFailure as exc:  # a day without events in an imported data set
+        except PermanentError as exc:  # a day without events in an imported data set
             print(f"skipped {day}: {exc}", file=sys.stderr)
-    two_tower = jobs.train_two_tower(ds)
-    ranker = jobs.train_ranker(ds)
+    two_tower = run(jobs.TRAIN_TWO_TOWER, ds)
+    ranker = run(jobs.TRAIN_RANKER, ds)
     report(source, ds, built, two_tower, ranker)
 
 
-def report(source: str, ds: str, days: int, two_tower: dict[str, Any], ranker: dict[str, Any]) -> None:
+def report(source: str, ds: dt.date, days: int, two_tower: dict[str, Any], ranker: dict[str, Any]) -> None:
     print(f"# Quality on the temporal hold-out: {source}, last day {ds}, {days} days of features")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"two-tower trained on {two_tower['n_train_examples']} examples\n")

@@ -55,17 +55,17 @@ def world_examples(data_dir: Path, ds: str, scale: str) -> tuple[pa.Table, pa.Ta
                 [sys.executable, "-m", "pipelines", *args], check=True, env=env, stdout=subprocess.DEVNULL
             )
         os.environ["NIGHTFEED_DATA_DIR"] = str(data_dir)
+        from pipelines.core.context import RunContext
         from pipelines.core.schema import RETRIEVAL_DATASET_SQL
-        from pipelines.core.warehouse import open_warehouse
-        from pipelines.jobs import settings_for, training_catalog
+        from pipelines.jobs.training import training_catalog
 
-        settings = settings_for(None)
-        cfg = settings.two_tower
-        with open_warehouse(settings) as warehouse:
+        ctx = RunContext.create(ds)
+        cfg = ctx.settings.two_tower
+        with ctx.warehouse() as warehouse:
             examples = warehouse.query_file(
-                RETRIEVAL_DATASET_SQL, ds, train_days=cfg.train_days, eval_days=cfg.eval_days
+                RETRIEVAL_DATASET_SQL, ctx.ds, train_days=cfg.train_days, eval_days=cfg.eval_days
             )
-            catalog = training_catalog(warehouse, ds, settings)
+            catalog = training_catalog(warehouse, ctx)
         pq.write_table(examples, examples_file)
         pq.write_table(catalog, catalog_file)
     return pq.read_table(examples_file), pq.read_table(catalog_file)

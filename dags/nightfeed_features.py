@@ -1,7 +1,7 @@
 """
 ### Nightfeed features
 
-Builds the feature tables of one day `ds` from the raw tables (`pipelines.jobs.run_features`): quality
+Builds the feature tables of one day `ds` from the raw tables (job `build_features`): quality
 checks, quarantine of bad rows, staged tables, user/item features and the point-in-time training
 examples. A day whose share of bad rows is above `quality.max_bad_fraction` fails without retries.
 
@@ -20,17 +20,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, dag, task
+from nightfeed_airflow.dag_support import dag_params, default_args
 from nightfeed_airflow.runtime import FEATURES, mark_outlet, run_job
 
-DEFAULT_ARGS = {
-    "owner": "nightfeed",
-    "retries": 2,
-    "retry_delay": dt.timedelta(minutes=2),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": dt.timedelta(minutes=30),
-    "execution_timeout": dt.timedelta(hours=1),
-}
+from pipelines.core import jobs
 
 
 @dag(
@@ -40,27 +34,19 @@ DEFAULT_ARGS = {
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(execution_timeout=dt.timedelta(hours=1)),
     tags=["nightfeed", "features"],
-    params={
-        "run_date": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Run date",
-            description="Day to build (YYYY-MM-DD). Empty: the run's logical date.",
-        ),
-    },
+    params=dag_params(),
 )
 def nightfeed_features():
-    @task(outlets=[FEATURES])
-    def features() -> dict:
+    @task(task_id=jobs.BUILD_FEATURES.name, outlets=[FEATURES])
+    def build_features() -> dict:
         """Run the feature SQL for ds and announce the day on the features Asset."""
-        report = run_job("run_features")
+        report = run_job(jobs.BUILD_FEATURES)
         mark_outlet(FEATURES)
         return report
 
-    features()
+    build_features()
 
 
 nightfeed_features()

@@ -28,18 +28,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk import TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
+from nightfeed_airflow.dag_support import dag_params, default_args
 from nightfeed_airflow.runtime import CANDIDATES, FEATURES, mark_outlet, run_job
 
-DEFAULT_ARGS = {
-    "owner": "nightfeed",
-    "retries": 2,
-    "retry_delay": dt.timedelta(minutes=2),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": dt.timedelta(minutes=30),
-    "execution_timeout": dt.timedelta(hours=2),
-}
+from pipelines.core import jobs
+from pipelines.core.params import DRY_RUN_USERS, NUM_SHARDS, SKIP_DIGESTS, TOP_K
 
 
 @dag(
@@ -49,96 +44,60 @@ DEFAULT_ARGS = {
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(execution_timeout=dt.timedelta(hours=2)),
     tags=["nightfeed", "serving"],
-    params={
-        "run_date": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Run date",
-            description="Day to serve (YYYY-MM-DD). Empty: the day of the triggering features event, "
-            "or the run's logical date.",
-        ),
-        "num_shards": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            maximum=256,
-            title="User shards",
-            description="Mapped candidate tasks for this run (1-256). Empty: candidates.num_shards.",
-        ),
-        "top_k": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            maximum=1000,
-            title="Candidates per user",
-            description="Published candidates per user (1-1000). Empty: candidates.top_k.",
-        ),
-        "dry_run_users": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            title="Dry-run user sample",
-            description="Score only a seeded sample of this many users. Empty: every user.",
-        ),
-        "skip_digests": Param(
-            False,
-            type="boolean",
-            title="Skip digests",
-            description="Publish candidates but render no digest e-mails.",
-        ),
-    },
+    params=dag_params(NUM_SHARDS, TOP_K, DRY_RUN_USERS, SKIP_DIGESTS),
 )
 def nightfeed_nightly():
-    @task
+    @task(task_id=jobs.EXPORT_INPUTS.name)
     def export_inputs() -> dict:
-        return run_job("export_inputs")
+        return run_job(jobs.EXPORT_INPUTS)
 
-    @task
+    @task(task_id=jobs.EMBED_ITEMS.name)
     def embed_items() -> dict:
-        return run_job("embed_items")
+        return run_job(jobs.EMBED_ITEMS)
 
-    @task
+    @task(task_id=jobs.BUILD_INDEX.name)
     def build_index() -> dict:
-        return run_job("build_index")
+        return run_job(jobs.BUILD_INDEX)
 
-    @task
+    @task(task_id=jobs.PLAN_SHARDS.name)
     def plan_shards() -> list[dict]:
-        return run_job("plan_shards")
+        return run_job(jobs.PLAN_SHARDS)
 
-    @task(map_index_template="{{ shard_label }}")
+    @task(task_id=jobs.CANDIDATES_FOR_SHARD.name, map_index_template="{{ shard_label }}")
     def candidates_for_shard(shard: int, num_shards: int, staging: str) -> dict:
         get_current_context()["shard_label"] = f"shard {shard:03d} of {num_shards}"
-        return run_job("candidates_for_shard", shard=shard, num_shards=num_shards, staging=staging)
+        return run_job(jobs.CANDIDATES_FOR_SHARD, shard=shard, num_shards=num_shards, staging=staging)
 
-    @task(outlets=[CANDIDATES])
+    @task(task_id=jobs.PUBLISH_CANDIDATES.name, outlets=[CANDIDATES])
     def publish_candidates(plan: list[dict], shard_results: list[dict]) -> dict:
-        result = run_job("publish_candidates", staging=plan[0]["staging"], shard_results=list(shard_results))
+        result = run_job(
+            jobs.PUBLISH_CANDIDATES, staging=plan[0]["staging"], shard_results=list(shard_results)
+        )
         mark_outlet(CANDIDATES)
         return result
 
-    @task
+    @task(task_id=jobs.PLAN_DIGESTS.name)
     def plan_digests() -> list[dict]:
-        if get_current_context()["params"]["skip_digests"]:
-            raise AirflowSkipException("skip_digests is set for this run")
-        return run_job("plan_digests")
+        if get_current_context()["params"][SKIP_DIGESTS.name]:
+            raise AirflowSkipException(f"{SKIP_DIGESTS.name} is set for this run")
+        return run_job(jobs.PLAN_DIGESTS)
 
-    @task(map_index_template="{{ shard_label }}")
+    @task(task_id=jobs.RENDER_DIGESTS.name, map_index_template="{{ shard_label }}")
     def render_digests(shard: int, num_shards: int, staging: str | None) -> dict:
         get_current_context()["shard_label"] = f"shard {shard:03d} of {num_shards}"
-        return run_job("render_digest_shard", shard=shard, num_shards=num_shards, staging=staging)
+        return run_job(jobs.RENDER_DIGESTS, shard=shard, num_shards=num_shards, staging=staging)
 
-    @task
+    @task(task_id=jobs.PUBLISH_DIGESTS.name)
     def publish_digests(digest_plan: list[dict], shard_results: list[dict]) -> dict:
         return run_job(
-            "publish_digests", staging=digest_plan[0]["staging"], shard_results=list(shard_results)
+            jobs.PUBLISH_DIGESTS, staging=digest_plan[0]["staging"], shard_results=list(shard_results)
         )
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    @task(task_id=jobs.WRITE_REPORT.name, trigger_rule=TriggerRule.NONE_FAILED)
     def write_report() -> dict:
-        return run_job("write_report")
+        return run_job(jobs.WRITE_REPORT)
 
     plan = plan_shards()
     shards = candidates_for_shard.expand_kwargs(plan)

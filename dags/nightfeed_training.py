@@ -22,20 +22,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from airflow.sdk import CronTriggerTimetable, dag, task
+from nightfeed_airflow.dag_support import dag_params, default_args
 from nightfeed_airflow.runtime import MODELS, mark_outlet, run_job
 
-TRAINING_POOL = "nightfeed_training"
+from pipelines.core import jobs
+from pipelines.core.params import FORCE_RETRAIN
 
-DEFAULT_ARGS = {
-    "owner": "nightfeed",
-    "retries": 2,
-    "retry_delay": dt.timedelta(minutes=5),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": dt.timedelta(hours=1),
-    "execution_timeout": dt.timedelta(hours=4),
-    "pool": TRAINING_POOL,
-}
+TRAINING_POOL = "nightfeed_training"
 
 
 @dag(
@@ -45,36 +39,27 @@ DEFAULT_ARGS = {
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(
+        execution_timeout=dt.timedelta(hours=4),
+        retry_delay=dt.timedelta(minutes=5),
+        max_retry_delay=dt.timedelta(hours=1),
+        pool=TRAINING_POOL,
+    ),
     tags=["nightfeed", "training"],
-    params={
-        "run_date": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Run date",
-            description="Last day of training data (YYYY-MM-DD). Empty: the run's logical date.",
-        ),
-        "force_retrain": Param(
-            False,
-            type="boolean",
-            title="Force retrain",
-            description="Train even if the champion was trained on data up to the same day.",
-        ),
-    },
+    params=dag_params(FORCE_RETRAIN),
 )
 def nightfeed_training():
-    @task(outlets=[MODELS])
+    @task(task_id=jobs.TRAIN_TWO_TOWER.name, outlets=[MODELS])
     def train_two_tower() -> dict:
         """Train, evaluate and maybe promote the two-tower model."""
-        result = run_job("train_two_tower")
+        result = run_job(jobs.TRAIN_TWO_TOWER)
         mark_outlet(MODELS, model="two_tower", version=result["version"], promoted=result["promoted"])
         return result
 
-    @task(outlets=[MODELS])
+    @task(task_id=jobs.TRAIN_RANKER.name, outlets=[MODELS])
     def train_ranker() -> dict:
         """Train, evaluate and maybe promote the ranker on the two-tower champion's candidates."""
-        result = run_job("train_ranker")
+        result = run_job(jobs.TRAIN_RANKER)
         mark_outlet(MODELS, model="ranker", version=result["version"], promoted=result["promoted"])
         return result
 

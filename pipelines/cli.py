@@ -7,10 +7,13 @@ Commands:
     train       train the two-tower model and the ranker; each is promoted only if blessed
     ablate      train two-tower variants (without log-Q, accidental-hit removal, mixed negatives)
     nightly     run the nightly stages in this process: inputs, embeddings, index, shards, publish
-    digests     render (and publish) the digest e-mails of a date
+    digests     render and publish the digest e-mails of a date
     digest-preview  render one user's digest to an HTML file
     report      build and publish the run report of a date
     outputs     print where a date's outputs are
+
+A user's mistake (a bad date, a missing input, data that fails its checks) prints one line and exits 2;
+a traceback means a bug.
 """
 
 from __future__ import annotations
@@ -22,37 +25,47 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipelines.core.schema import check_ds
+from pipelines.core import jobs
+from pipelines.core.errors import PermanentError
+from pipelines.core.params import DRY_RUN_USERS, FORCE_RETRAIN, NUM_SHARDS, SKIP_DIGESTS, TOP_K, RunParam
+from pipelines.core.run_date import BadRunDate, date_range, parse_run_date
+
+if TYPE_CHECKING:
+    from pipelines.core.context import RunContext
 
 log = logging.getLogger("pipelines")
 
 
-def _date(value: str) -> str:
+def _date(value: str) -> dt.date:
     try:
-        return check_ds(value)
-    except ValueError as exc:
+        return parse_run_date(value)
+    except BadRunDate as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _dates(start: str, end: str) -> list[str]:
-    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
-    if last < first:
-        raise SystemExit(f"--end {end} is before --start {start}")
-    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
 def _print(result: Any) -> None:
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
 
 
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    """The run params given as flags of this command."""
+    return {param.name: getattr(args, param.name) for param in COMMAND_PARAMS.get(args.command, ())}
+
+
+def _context(args: argparse.Namespace) -> RunContext:
+    from pipelines.core.context import RunContext
+
+    return RunContext.create(args.ds, _params(args))
+
+
 def cmd_world(args: argparse.Namespace) -> None:
+    from pipelines.core.context import settings_with
     from pipelines.core.warehouse import open_warehouse
     from pipelines.data.world import World, load_world, world_config
-    from pipelines.jobs import settings_for
 
-    settings = settings_for(None)
+    settings = settings_with(None)
     config = world_config(args.scale, settings.world)
     if args.seed is not None:
         config = config.model_copy(update={"seed": args.seed})
@@ -65,30 +78,32 @@ def cmd_world(args: argparse.Namespace) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> None:
+    from pipelines.core.context import settings_with
     from pipelines.core.warehouse import open_warehouse
     from pipelines.data.importer import import_files, import_movielens
-    from pipelines.jobs import settings_for
 
-    with open_warehouse(settings_for(None)) as warehouse:
+    if not args.movielens and not (args.events and args.items and args.users):
+        raise SystemExit("import needs --events, --items and --users (or --movielens DIR)")
+    with open_warehouse(settings_with(None)) as warehouse:
         if args.movielens:
             _print(import_movielens(warehouse, args.movielens))
         else:
-            if not (args.events and args.items and args.users):
-                raise SystemExit("import needs --events, --items and --users (or --movielens DIR)")
             _print(import_files(warehouse, args.events, args.items, args.users))
 
 
 def cmd_features(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from pipelines.jobs import run_features
+    from pipelines.jobs import run
 
     if args.end and not args.start:
         args.start = _first_raw_day()
-    days = _dates(args.start, args.end) if args.end else [args.ds]
+    if args.end and args.end < args.start:
+        raise SystemExit(f"--end {args.end} is before --start {args.start}")
+    days = date_range(args.start, args.end) if args.end else [args.ds]
     reports = {}
     for ds in tqdm(days, desc="features", unit="day", disable=len(days) == 1):
-        reports[ds] = run_features(ds)
+        reports[ds] = run(jobs.BUILD_FEATURES, ds)
     if len(days) == 1:
         _print(reports[days[0]])
         return
@@ -99,11 +114,11 @@ def cmd_features(args: argparse.Namespace) -> None:
     _print({"days": [days[0], days[-1]], "n_days": len(days), "rows_over_all_days": totals})
 
 
-def _first_raw_day() -> str:
+def _first_raw_day() -> dt.date:
+    from pipelines.core.context import settings_with
     from pipelines.core.warehouse import open_warehouse
-    from pipelines.jobs import settings_for
 
-    with open_warehouse(settings_for(None)) as warehouse:
+    with open_warehouse(settings_with(None)) as warehouse:
         days = warehouse.partitions("raw_events")
     if not days:
         raise SystemExit("no raw events loaded yet: run `python -m pipelines world` or `import` first")
@@ -111,87 +126,108 @@ def _first_raw_day() -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from pipelines import jobs
+    from pipelines.jobs import run_in
 
+    ctx = _context(args)
     results = {}
     if args.model in ("two_tower", "both"):
-        results["two_tower"] = jobs.train_two_tower(args.ds)
+        results["two_tower"] = run_in(ctx, jobs.TRAIN_TWO_TOWER)
     if args.model in ("ranker", "both"):
-        results["ranker"] = jobs.train_ranker(args.ds)
+        results["ranker"] = run_in(ctx, jobs.TRAIN_RANKER)
     _print({name: {k: r[k] for k in ("version", "promoted", "reason")} for name, r in results.items()})
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
     from pipelines.core.schema import RETRIEVAL_DATASET_SQL
-    from pipelines.core.warehouse import open_warehouse
-    from pipelines.jobs import settings_for, training_catalog
+    from pipelines.jobs.training import training_catalog
     from pipelines.training import two_tower
 
-    settings = settings_for(None)
-    cfg = settings.two_tower
-    with open_warehouse(settings) as warehouse:
+    ctx = _context(args)
+    cfg = ctx.settings.two_tower
+    with ctx.warehouse() as warehouse:
         examples = warehouse.query_file(
-            RETRIEVAL_DATASET_SQL, args.ds, train_days=cfg.train_days, eval_days=cfg.eval_days
+            RETRIEVAL_DATASET_SQL, ctx.ds, train_days=cfg.train_days, eval_days=cfg.eval_days
         )
-        catalog = training_catalog(warehouse, args.ds, settings)
+        catalog = training_catalog(warehouse, ctx)
     variants = tuple(args.variants or two_tower.ABLATIONS)
-    _print(two_tower.ablate_two_tower(examples, catalog, cfg, settings.evaluation, variants))
+    _print(two_tower.ablate_two_tower(examples, catalog, cfg, ctx.settings.evaluation, variants))
+
+
+def _digests(ctx: RunContext) -> dict[str, Any]:
+    """Plan, render every shard and publish the digests of ``ctx.ds``, as the nightly DAG does."""
+    from pipelines.jobs import run_in
+
+    plan = run_in(ctx, jobs.PLAN_DIGESTS)
+    rendered = [run_in(ctx, jobs.RENDER_DIGESTS, **item) for item in plan]
+    staging = plan[0]["staging"] if plan else None
+    return run_in(ctx, jobs.PUBLISH_DIGESTS, staging=staging, shard_results=rendered)
 
 
 def cmd_nightly(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from pipelines import jobs
+    from pipelines.jobs import run_in
 
-    overrides = jobs.overrides_from_params(
-        {"num_shards": args.num_shards, "dry_run_users": args.dry_run_users}
-    )
+    ctx = _context(args)
     out: dict[str, Any] = {}
-    for name in ("export_inputs", "embed_items", "build_index"):
-        out[name] = getattr(jobs, name)(args.ds, overrides)
-    plan = jobs.plan_shards(args.ds, overrides)
+    for job in (jobs.EXPORT_INPUTS, jobs.EMBED_ITEMS, jobs.BUILD_INDEX):
+        out[job.name] = run_in(ctx, job)
+    plan = run_in(ctx, jobs.PLAN_SHARDS)
     shards = [
-        jobs.candidates_for_shard(args.ds, p["shard"], p["num_shards"], p["staging"], overrides)
-        for p in tqdm(plan, desc="shards", unit="shard")
+        run_in(ctx, jobs.CANDIDATES_FOR_SHARD, **item) for item in tqdm(plan, desc="shards", unit="shard")
     ]
-    out["publish_candidates"] = jobs.publish_candidates(args.ds, plan[0]["staging"], shards, overrides)
-    out["publish_candidates"].pop("shards", None)
+    published = run_in(ctx, jobs.PUBLISH_CANDIDATES, staging=plan[0]["staging"], shard_results=shards)
+    published.pop("shards", None)
+    out[jobs.PUBLISH_CANDIDATES.name] = published
     if not args.skip_digests:
-        out["render_digests"] = jobs.render_digests(args.ds, overrides)
-    out["write_report"] = jobs.write_report(args.ds, overrides)
+        out[jobs.PUBLISH_DIGESTS.name] = _digests(ctx)
+    out[jobs.WRITE_REPORT.name] = run_in(ctx, jobs.WRITE_REPORT)
     _print(out)
 
 
-def cmd_report(args: argparse.Namespace) -> None:
-    from pipelines import jobs
-
-    _print(jobs.write_report(args.ds))
-
-
 def cmd_digests(args: argparse.Namespace) -> None:
-    from pipelines import jobs
+    _print(_digests(_context(args)))
 
-    overrides = jobs.overrides_from_params({"dry_run_users": args.dry_run_users})
-    _print(jobs.render_digests(args.ds, overrides))
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from pipelines.jobs import run_in
+
+    _print(run_in(_context(args), jobs.WRITE_REPORT))
 
 
 def cmd_digest_preview(args: argparse.Namespace) -> None:
-    from pipelines.core.lake import Lake
     from pipelines.delivery.digests import preview_digest
-    from pipelines.jobs import settings_for
     from pipelines.serving.candidates import read_input
 
-    settings = settings_for(None)
-    lake = Lake(settings.lake_url)
-    users, items = read_input(lake, args.ds, "profiles"), read_input(lake, args.ds, "items")
-    path = preview_digest(lake, args.ds, args.user, users, items, settings.digest, args.out)
-    print(f"digest preview of {args.user} for {args.ds}: {path}")
+    ctx = _context(args)
+    users, items = read_input(ctx.lake, ctx.ds, "profiles"), read_input(ctx.lake, ctx.ds, "items")
+    path = preview_digest(ctx.lake, ctx.ds, args.user, users, items, ctx.settings.digest, args.out)
+    print(f"digest preview of {args.user} for {ctx.ds}: {path}")
 
 
 def cmd_outputs(args: argparse.Namespace) -> None:
-    from pipelines.jobs import describe_outputs
+    from pipelines.core.paths import LakePaths
 
-    _print(describe_outputs(args.ds))
+    ctx = _context(args)
+    settings, lake, ds = ctx.settings, ctx.lake, ctx.ds
+    datasets = {
+        "inputs": LakePaths.inputs(ds),
+        "item_embeddings": LakePaths.embeddings(ds),
+        "index": LakePaths.index(ds),
+        "candidates": LakePaths.candidates(ds),
+        "digests": LakePaths.digests(ds),
+        "report": LakePaths.reports(ds),
+        "quarantine": LakePaths.quarantine(ds),
+    }
+    out: dict[str, Any] = {
+        "warehouse": str(settings.duckdb_file)
+        if settings.warehouse == "duckdb"
+        else settings.bigquery_dataset,
+        "lake": lake.uri(""),
+    }
+    for name, rel in datasets.items():
+        out[name] = {"uri": lake.uri(rel), "published": lake.is_published(rel)}
+    _print(out)
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
@@ -206,6 +242,19 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
     "report": (cmd_report, "build and publish the run report of a date"),
     "outputs": (cmd_outputs, "print where a date's outputs are"),
 }
+# The run params each command offers as flags (the same declarations the DAGs' params come from).
+COMMAND_PARAMS: dict[str, tuple[RunParam, ...]] = {
+    "train": (FORCE_RETRAIN,),
+    "nightly": (NUM_SHARDS, TOP_K, DRY_RUN_USERS, SKIP_DIGESTS),
+    "digests": (DRY_RUN_USERS,),
+}
+
+
+def _add_param(parser: argparse.ArgumentParser, param: RunParam) -> None:
+    if param.kind == "boolean":
+        parser.add_argument(param.flag, dest=param.name, action="store_true", help=param.description)
+    else:
+        parser.add_argument(param.flag, dest=param.name, type=int, default=None, help=param.description)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,17 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--end", type=_date, help="last date of a range")
         else:
             p.add_argument("--ds", type=_date, required=True)
+        for param in COMMAND_PARAMS.get(name, ()):
+            _add_param(p, param)
         if name == "train":
             p.add_argument("--model", choices=["two_tower", "ranker", "both"], default="both")
         elif name == "ablate":
             p.add_argument(
                 "--variants", nargs="+", default=None, help="default: every variant the model defines"
             )
-        elif name in ("nightly", "digests"):
-            p.add_argument("--dry-run-users", type=int, default=None, help="a sample; publishes nothing")
-            if name == "nightly":
-                p.add_argument("--num-shards", type=int, default=None)
-                p.add_argument("--skip-digests", action="store_true")
         elif name == "digest-preview":
             p.add_argument("--user", required=True)
             p.add_argument("--out", required=True, help="HTML file to write")
@@ -254,11 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "features" and not (args.ds or args.end):
         raise SystemExit("features needs --ds DATE, or --end DATE with an optional --start DATE")
-    from pipelines.jobs import PermanentFailure
-
     try:
         COMMANDS[args.command][0](args)
-    except PermanentFailure as exc:
+    except PermanentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

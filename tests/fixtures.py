@@ -15,8 +15,8 @@ def ts(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
 
 
-def day(value: str) -> dt.date:
-    return dt.date.fromisoformat(value)
+def day(value: str | dt.date) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
 
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -84,7 +84,7 @@ def load(warehouse: Any, table: str, rows: list[dict[str, Any]]) -> None:
     tbl = raw(table, rows)
     for ds in sorted({r["ds"] for r in rows}):
         part = tbl.filter(pa.compute.equal(tbl["ds"], pa.scalar(ds, pa.date32())))
-        warehouse.load_raw(table, part, ds.isoformat())
+        warehouse.load_raw(table, part, ds)
 
 
 def candidate_rows(rows: list[tuple[str, int, str, float]]) -> pa.Table:

@@ -32,7 +32,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.core.schema import MANIFEST_NAME
+from pipelines.core.paths import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,6 @@ tables get their columns from the SQL in ``sql/`` and are listed here by name, f
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +106,6 @@ FEATURE_MODELS: tuple[SqlModel, ...] = (
     SqlModel("retrieval_examples", "training/retrieval_examples.sql"),
     SqlModel("ranking_examples", "training/ranking_examples.sql"),
 )
-MODELS_BY_NAME: dict[str, SqlModel] = {m.name: m for m in FEATURE_MODELS}
 
 # Queries that are read, not materialised.
 QUALITY_SUMMARY_SQL = "quality/quality_summary.sql"
@@ -132,82 +129,6 @@ QUARANTINE_REASONS: tuple[str, ...] = (
     "malformed_value",
     "duplicate",
 )
-
-# Lake layout. Every path below is relative to the lake root (Settings.lake_url).
-TWO_TOWER = "two_tower"
-RANKER = "ranker"
-MANIFEST_NAME = "_MANIFEST.json"
-CHAMPION_NAME = "champion.json"
-
-_DS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def check_ds(ds: str | dt.date) -> str:
-    """Return ``ds`` as ``YYYY-MM-DD``.
-
-    Raises:
-        ValueError: ``ds`` is not a real calendar date in that form.
-    """
-    if isinstance(ds, dt.date):
-        return ds.isoformat()
-    if not isinstance(ds, str) or not _DS_RE.match(ds):
-        raise ValueError(f"ds must be a date like 2026-11-22, got {ds!r}")
-    try:
-        dt.date.fromisoformat(ds)
-    except ValueError as exc:
-        raise ValueError(f"ds {ds!r} is not a calendar date") from exc
-    return ds
-
-
-class LakePaths:
-    """Relative lake paths of every dataset, per run date ``ds`` where it has one."""
-
-    @staticmethod
-    def model_dir(kind: str, version: str) -> str:
-        return f"models/{kind}/{version}"
-
-    @staticmethod
-    def champion(kind: str) -> str:
-        return f"models/{kind}/{CHAMPION_NAME}"
-
-    @staticmethod
-    def dataset(name: str, ds: str) -> str:
-        """Folder of a ds-partitioned dataset: ``inputs``, ``embeddings``, ``index``, ``candidates``,
-        ``digests``, ``reports`` or ``quarantine``."""
-        return f"{name}/ds={check_ds(ds)}"
-
-    @staticmethod
-    def inputs(ds: str) -> str:
-        return LakePaths.dataset("inputs", ds)
-
-    @staticmethod
-    def embeddings(ds: str) -> str:
-        return LakePaths.dataset("embeddings/items", ds)
-
-    @staticmethod
-    def index(ds: str) -> str:
-        return LakePaths.dataset("index", ds)
-
-    @staticmethod
-    def candidates(ds: str) -> str:
-        return LakePaths.dataset("candidates", ds)
-
-    @staticmethod
-    def digests(ds: str) -> str:
-        return LakePaths.dataset("digests", ds)
-
-    @staticmethod
-    def reports(ds: str) -> str:
-        return LakePaths.dataset("reports", ds)
-
-    @staticmethod
-    def quarantine(ds: str) -> str:
-        return LakePaths.dataset("quarantine", ds)
-
-    @staticmethod
-    def shard_file(shard: int, suffix: str = "parquet") -> str:
-        return f"shard={shard:03d}.{suffix}"
-
 
 CANDIDATES = pa.schema(
     [

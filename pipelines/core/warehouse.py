@@ -27,7 +27,7 @@ import sqlglot
 from sqlglot import exp
 
 from pipelines.core import schema
-from pipelines.core.schema import PARTITION_COLUMN, RAW_SCHEMAS, SQL_DIR, SqlModel, check_ds
+from pipelines.core.schema import PARTITION_COLUMN, RAW_SCHEMAS, SQL_DIR, SqlModel
 from pipelines.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class Warehouse(ABC):
     def table_ref(self, name: str) -> str:
         """Fully qualified reference to table ``name``, as it appears in BigQuery-dialect SQL."""
 
-    def render(self, sql_path: str | Path, ds: str, **params: Any) -> str:
+    def render(self, sql_path: str | Path, ds: dt.date, **params: Any) -> str:
         """Render ``sql/<sql_path>`` for ``ds`` into BigQuery-dialect SQL.
 
         Raises:
@@ -96,7 +96,7 @@ class Warehouse(ABC):
         try:
             template = _JINJA.get_template(rel)
             return template.render(
-                ds=check_ds(ds),
+                ds=ds.isoformat(),
                 ref=self.table_ref,
                 params={k: _check_param(k, v) for k, v in params.items()},
             )
@@ -116,7 +116,7 @@ class Warehouse(ABC):
         return statements[0]
 
     # -- running -------------------------------------------------------------------------------------
-    def query_file(self, sql_path: str, ds: str, **params: Any) -> pa.Table:
+    def query_file(self, sql_path: str, ds: dt.date, **params: Any) -> pa.Table:
         """Run the ``select`` in ``sql/<sql_path>`` for ``ds`` and return its rows."""
         sql = self.compile(self.render(sql_path, ds, **params), origin=f"sql/{sql_path}")
         try:
@@ -124,7 +124,7 @@ class Warehouse(ABC):
         except Exception as exc:
             raise SqlError(f"sql/{sql_path} failed for ds={ds}: {exc}") from exc
 
-    def run_model(self, model: SqlModel, ds: str, **params: Any) -> int:
+    def run_model(self, model: SqlModel, ds: dt.date, **params: Any) -> int:
         """Materialise ``model`` for ``ds``: replace its ``ds`` partition (or the whole table).
 
         Returns:
@@ -139,7 +139,7 @@ class Warehouse(ABC):
         log.debug("%s ds=%s: %d rows in %.2fs", model.name, ds, rows, time.perf_counter() - started)
         return rows
 
-    def load_raw(self, table: str, rows: pa.Table, ds: str) -> int:
+    def load_raw(self, table: str, rows: pa.Table, ds: dt.date) -> int:
         """Replace partition ``ds`` of raw table ``table`` with ``rows`` (its schema is checked).
 
         Raises:
@@ -151,13 +151,12 @@ class Warehouse(ABC):
         if rows.schema.names != schema.names:
             raise ValueError(f"{table}: columns {rows.schema.names} do not match {schema.names}")
         rows = rows.cast(schema)
-        day = dt.date.fromisoformat(check_ds(ds))
-        other = set(rows.column(PARTITION_COLUMN).to_pylist()) - {day}
+        other = set(rows.column(PARTITION_COLUMN).to_pylist()) - {ds}
         if other:
             raise ValueError(f"{table}: rows for ds={ds} carry other ds values {sorted(other)[:3]}")
         return self._load_partition(table, rows, ds)
 
-    def load_published(self, table: str, lake: Lake, dataset: str, ds: str, columns: pa.Schema) -> int:
+    def load_published(self, table: str, lake: Lake, dataset: str, ds: dt.date, columns: pa.Schema) -> int:
         """Replace partition ``ds`` of ``table`` with the Parquet files published as lake ``dataset``.
 
         The rows are the files' ``columns`` plus ``ds``. Files are never gathered in memory: DuckDB
@@ -171,7 +170,6 @@ class Warehouse(ABC):
             pipelines.core.lake.ManifestError: ``dataset`` is not published.
             ValueError: ``columns`` has a ``ds`` column, or a file's columns differ (named).
         """
-        ds = check_ds(ds)
         if PARTITION_COLUMN in columns.names:
             raise ValueError(f"{table}: the loaded columns must not include {PARTITION_COLUMN!r}")
         files = lake.manifest_files(dataset)
@@ -189,23 +187,23 @@ class Warehouse(ABC):
         )
         return rows
 
-    def _from_with_ds(self, source: exp.Table, ds: str) -> str:
-        partition = exp.alias_(exp.cast(exp.Literal.string(ds), "DATE"), PARTITION_COLUMN)
+    def _from_with_ds(self, source: exp.Table, ds: dt.date) -> str:
+        partition = exp.alias_(exp.cast(exp.Literal.string(ds.isoformat()), "DATE"), PARTITION_COLUMN)
         return exp.select("*", partition).from_(source).sql(dialect=self.dialect)
 
     @abstractmethod
     def _load_files(
-        self, table: str, lake: Lake, files: Sequence[str], ds: str, columns: pa.Schema
+        self, table: str, lake: Lake, files: Sequence[str], ds: dt.date, columns: pa.Schema
     ) -> int: ...
 
     @abstractmethod
     def _query_arrow(self, sql: str) -> pa.Table: ...
 
     @abstractmethod
-    def _replace(self, table: str, select_sql: str, ds: str | None) -> int: ...
+    def _replace(self, table: str, select_sql: str, ds: dt.date | None) -> int: ...
 
     @abstractmethod
-    def _load_partition(self, table: str, rows: pa.Table, ds: str) -> int: ...
+    def _load_partition(self, table: str, rows: pa.Table, ds: dt.date) -> int: ...
 
     @abstractmethod
     def table_exists(self, name: str) -> bool: ...
@@ -214,14 +212,14 @@ class Warehouse(ABC):
         """Run an ad-hoc BigQuery-dialect query (tests, tools); pipelines use ``query_file``."""
         return self._query_arrow(self.compile(bigquery_sql))
 
-    def count_rows(self, table: str, ds: str | None = None) -> int:
+    def count_rows(self, table: str, ds: dt.date | None = None) -> int:
         """Rows in ``table``, or in its partition ``ds``."""
         q = exp.select("count(*)").from_(exp.to_table(self.table_ref(table), dialect="bigquery"))
         if ds is not None:
             q = q.where(_ds_equals(ds))
         return int(self.query(q.sql(dialect="bigquery")).column(0)[0].as_py())
 
-    def partitions(self, table: str) -> list[str]:
+    def partitions(self, table: str) -> list[dt.date]:
         """The ``ds`` values present in ``table``, ascending."""
         if not self.table_exists(table):
             return []
@@ -232,8 +230,7 @@ class Warehouse(ABC):
             .from_(tbl)
             .order_by(exp.column(PARTITION_COLUMN))
         )
-        rows = self.query(q.sql(dialect="bigquery")).column(0).to_pylist()
-        return [d.isoformat() for d in rows]
+        return self.query(q.sql(dialect="bigquery")).column(0).to_pylist()
 
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Release connections."""
@@ -263,11 +260,13 @@ def _bigquery_integers(table: pa.Table) -> pa.Table:
     return table if schema.equals(table.schema) else table.cast(schema)
 
 
-def _ds_equals(ds: str) -> exp.Expression:
-    return exp.EQ(this=exp.column(PARTITION_COLUMN), expression=exp.cast(exp.Literal.string(ds), "DATE"))
+def _ds_equals(ds: dt.date) -> exp.Expression:
+    return exp.EQ(
+        this=exp.column(PARTITION_COLUMN), expression=exp.cast(exp.Literal.string(ds.isoformat()), "DATE")
+    )
 
 
-def _replace_statements(table: exp.Table, select_sql: str, dialect: str, ds: str | None) -> list[str]:
+def _replace_statements(table: exp.Table, select_sql: str, dialect: str, ds: dt.date | None) -> list[str]:
     """Statements that create ``table`` if needed and replace partition ``ds`` (or all rows)."""
     select = sqlglot.parse_one(select_sql, read=dialect)
     empty = exp.select("*").from_(select.subquery("src")).where(exp.false())
@@ -317,7 +316,7 @@ class DuckDBWarehouse(Warehouse):
     def _query_arrow(self, sql: str) -> pa.Table:
         return _bigquery_integers(self.con.sql(sql).to_arrow_table())
 
-    def _replace(self, table: str, select_sql: str, ds: str | None) -> int:
+    def _replace(self, table: str, select_sql: str, ds: dt.date | None) -> int:
         tbl = exp.to_table(table)
         statements = _replace_statements(tbl, select_sql, "duckdb", ds)
         self._run("begin transaction")
@@ -330,14 +329,16 @@ class DuckDBWarehouse(Warehouse):
             raise
         return self.count_rows(table, ds)
 
-    def _load_partition(self, table: str, rows: pa.Table, ds: str) -> int:
+    def _load_partition(self, table: str, rows: pa.Table, ds: dt.date) -> int:
         self.con.register("_nightfeed_load", rows)
         try:
             return self._replace(table, "select * from _nightfeed_load", ds)
         finally:
             self.con.unregister("_nightfeed_load")
 
-    def _load_files(self, table: str, lake: Lake, files: Sequence[str], ds: str, columns: pa.Schema) -> int:
+    def _load_files(
+        self, table: str, lake: Lake, files: Sequence[str], ds: dt.date, columns: pa.Schema
+    ) -> int:
         source = "_nightfeed_load"
         create, delete, insert = _replace_statements(
             exp.to_table(table), self._from_with_ds(exp.to_table(source), ds), "duckdb", ds
@@ -401,7 +402,7 @@ class BigQueryWarehouse(Warehouse):
         # positions of a BigQuery table path.
         return exp.table_(name, db=self.dataset, catalog=self.project, quoted=True)
 
-    def _replace(self, table: str, select_sql: str, ds: str | None) -> int:
+    def _replace(self, table: str, select_sql: str, ds: dt.date | None) -> int:
         create, delete, insert = _replace_statements(self._table(table), select_sql, "bigquery", ds)
         # One multi-statement job: the delete and insert commit together, so readers never see the
         # partition empty or doubled; a failing insert rolls the delete back.
@@ -410,12 +411,10 @@ class BigQueryWarehouse(Warehouse):
         return self.count_rows(table, ds)
 
     @contextlib.contextmanager
-    def _staging_table(self, table: str, ds: str, columns: pa.Schema) -> Iterator[tuple[str, Any]]:
+    def _staging_table(self, table: str, ds: dt.date, columns: pa.Schema) -> Iterator[tuple[str, Any]]:
         """A private table to load into, deleted afterwards: concurrent loads never share one, and a load
         killed before its cleanup leaves a table that expires by itself. Yields its id and schema."""
-        staging_id = (
-            f"{self.project}.{self.dataset}._load_{table}_{ds.replace('-', '')}_{uuid.uuid4().hex[:8]}"
-        )
+        staging_id = f"{self.project}.{self.dataset}._load_{table}_{ds:%Y%m%d}_{uuid.uuid4().hex[:8]}"
         schema = bigquery_schema(columns)
         staging_table = self._bq.Table(staging_id, schema=schema)
         staging_table.expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
@@ -438,7 +437,7 @@ class BigQueryWarehouse(Warehouse):
     def _from_staging(self, staging_id: str) -> exp.Table:
         return self._table(staging_id.rsplit(".", 1)[1])
 
-    def _load_partition(self, table: str, rows: pa.Table, ds: str) -> int:
+    def _load_partition(self, table: str, rows: pa.Table, ds: dt.date) -> int:
         _reject_null_array_elements(table, rows)
         # Arrow -> Parquet directly: no pandas round trip, so INT64 columns with nulls stay exact.
         buf = io.BytesIO()
@@ -449,7 +448,9 @@ class BigQueryWarehouse(Warehouse):
             staged = exp.select("*").from_(self._from_staging(staging_id))
             return self._replace(table, staged.sql(dialect="bigquery"), ds)
 
-    def _load_files(self, table: str, lake: Lake, files: Sequence[str], ds: str, columns: pa.Schema) -> int:
+    def _load_files(
+        self, table: str, lake: Lake, files: Sequence[str], ds: dt.date, columns: pa.Schema
+    ) -> int:
         with self._staging_table(table, ds, columns) as (staging_id, schema):
             if lake.protocol == "gs":
                 # BigQuery reads the shards from GCS itself: one load job, nothing passes through here.

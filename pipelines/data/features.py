@@ -11,14 +11,19 @@ staging models run, so nothing downstream is built from it; a day with no events
 
 from __future__ import annotations
 
+import datetime as dt
+
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipelines.core.lake import Lake
-from pipelines.core.schema import FEATURE_MODELS, QUALITY_SUMMARY_SQL, LakePaths, check_ds
+from pipelines.core.paths import LakePaths
+from pipelines.core.schema import FEATURE_MODELS, QUALITY_SUMMARY_SQL
+from pipelines.core.sql_params import sql_params
 from pipelines.core.settings import Settings
+from pipelines.core.errors import PermanentError
 from pipelines.core.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -26,7 +31,7 @@ log = logging.getLogger(__name__)
 QUARANTINE_MODEL = "quarantine"
 
 
-class DataQualityError(RuntimeError):
+class DataQualityError(PermanentError):
     """Too many bad rows, or no events at all: a permanent failure for this ds until the data is fixed."""
 
 
@@ -42,24 +47,14 @@ class FeaturesReport:
         return asdict(self)
 
 
-def sql_params(settings: Settings) -> dict[str, int]:
-    """The typed values the feature SQL is templated with (besides ``ds``)."""
-    return {
-        "max_future_skew_minutes": settings.quality.max_future_skew_minutes,
-        "lookback_days": settings.features.lookback_days,
-        "short_window_days": settings.features.short_window_days,
-        "affinity_tags": settings.features.affinity_tags,
-        "history_length": settings.two_tower.history_length,
-    }
 
-
-def build_features(warehouse: Warehouse, lake: Lake, ds: str, settings: Settings) -> FeaturesReport:
+def build_features(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Settings) -> FeaturesReport:
     """Build every feature table for ``ds``.
 
     Args:
         warehouse: where the raw tables are and the feature tables go.
         lake: where the quarantined rows are exported.
-        ds: the run date, ``YYYY-MM-DD``.
+        ds: the run date.
         settings: quality thresholds and feature windows.
 
     Returns:
@@ -68,8 +63,7 @@ def build_features(warehouse: Warehouse, lake: Lake, ds: str, settings: Settings
     Raises:
         DataQualityError: no events arrived on ``ds``, or a raw table's bad share is above the threshold.
     """
-    ds = check_ds(ds)
-    report = FeaturesReport(ds=ds)
+    report = FeaturesReport(ds=ds.isoformat())
     params = sql_params(settings)
     if not warehouse.table_exists("raw_events") or warehouse.count_rows("raw_events", ds) == 0:
         raise DataQualityError(f"no raw events arrived for ds={ds}: refusing to build features from nothing")
@@ -86,7 +80,7 @@ def build_features(warehouse: Warehouse, lake: Lake, ds: str, settings: Settings
 
 
 def _check_quality(
-    warehouse: Warehouse, lake: Lake, ds: str, settings: Settings, report: FeaturesReport
+    warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Settings, report: FeaturesReport
 ) -> None:
     summary = warehouse.query_file(QUALITY_SUMMARY_SQL, ds).to_pylist()
     for row in summary:

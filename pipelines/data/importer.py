@@ -133,7 +133,7 @@ def load_tables(warehouse: Warehouse, tables: dict[str, pa.Table]) -> dict[str, 
         loaded[table] = 0
         for day in sorted(set(rows.column(PARTITION_COLUMN).to_pylist())):
             part = rows.filter(pc.equal(rows.column(PARTITION_COLUMN), pa.scalar(day, pa.date32())))
-            loaded[table] += warehouse.load_raw(table, part, day.isoformat())
+            loaded[table] += warehouse.load_raw(table, part, day)
         log.info("imported %d rows into %s", loaded[table], table)
     return loaded
 

@@ -22,16 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from pipelines.core.schema import (
-    CONTENT_TYPES,
-    DIGEST_FREQUENCIES,
-    PARTITION_COLUMN,
-    POST_TYPES,
-    RAW_EVENTS,
-    RAW_ITEMS,
-    RAW_USERS,
-    check_ds,
-)
+from pipelines.core.schema import CONTENT_TYPES, DIGEST_FREQUENCIES, PARTITION_COLUMN, POST_TYPES, RAW_EVENTS, RAW_ITEMS, RAW_USERS
 from pipelines.core.settings import WorldConfig
 from pipelines.core.warehouse import Warehouse
 
@@ -105,7 +96,7 @@ class WorldTruth:
 class WorldDay:
     """The raw rows that arrive on one day."""
 
-    ds: str
+    ds: dt.date
     events: pa.Table
     items: pa.Table
     users: pa.Table
@@ -114,14 +105,13 @@ class WorldDay:
 class World:
     """A generated world ending on ``end_ds``: users, items and a generator of daily raw partitions."""
 
-    def __init__(self, config: WorldConfig, end_ds: str) -> None:
+    def __init__(self, config: WorldConfig, end_ds: dt.date) -> None:
         self.config = config
-        self.end = dt.date.fromisoformat(check_ds(end_ds))
+        self.end = end_ds
         self.start = self.end - dt.timedelta(days=config.n_days - 1)
         n_topics = min(config.n_topics, len(TOPIC_TAGS))
         self.n_topics = n_topics
         rng = np.random.default_rng(config.seed)
-        self._rng = rng
         self._make_items(rng)
         self._make_users(rng)
         self._item_text(np.random.default_rng([config.seed, 1]))
@@ -173,8 +163,8 @@ class World:
     def truth(self) -> WorldTruth:
         return WorldTruth(self.user_pref, self.item_topic, self.item_quality)
 
-    def days(self) -> list[str]:
-        return [(self.start + dt.timedelta(days=i)).isoformat() for i in range(self.config.n_days)]
+    def days(self) -> list[dt.date]:
+        return [self.start + dt.timedelta(days=i) for i in range(self.config.n_days)]
 
     def iter_days(self) -> Iterator[WorldDay]:
         """Yield each day's raw partitions in date order (deterministic)."""

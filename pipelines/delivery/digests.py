@@ -14,7 +14,7 @@ Writes:
 Sharding. Users are split as for the candidates (``crc32(user_id) % num_shards``): shard ``k`` renders
 the due users of candidates file ``shard=k`` (:func:`render_digest_shard`, one mapped Airflow task
 each) into one staging folder opened by :func:`plan_digests`; :func:`publish_digests` merges the index
-and writes the manifest last. :func:`render_digests` does the same in one process.
+and writes the manifest last. :func:`render_and_publish_digests` does the same in one process.
 
 When a digest is due. The run for ``ds`` prepares the messages whose send time falls in the UTC day
 after ``ds``: the window ``[ds+1 00:00 UTC, ds+2 00:00 UTC)``. A user's send time on a local calendar day
@@ -64,7 +64,7 @@ import time
 import unicodedata
 import zoneinfo
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email import policy as email_policy
 from email.headerregistry import Address
@@ -80,8 +80,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core.lake import Lake, ManifestError
-from pipelines.core.schema import DIGEST_FREQUENCIES, LakePaths, check_ds
+from pipelines.core.paths import LakePaths
+from pipelines.core.schema import DIGEST_FREQUENCIES
 from pipelines.core.settings import LOCAL_UNSUBSCRIBE_SECRET, DigestConfig
+from pipelines.core.tables import first_null, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +157,9 @@ class SendSlot:
     send_at: dt.datetime
 
 
-def send_window(ds: str) -> tuple[dt.datetime, dt.datetime]:
+def send_window(ds: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """The UTC window whose send slots the run for ``ds`` prepares: ``[ds+1 00:00, ds+2 00:00)``."""
-    start = dt.datetime.combine(dt.date.fromisoformat(check_ds(ds)), dt.time(), tzinfo=dt.UTC)
+    start = dt.datetime.combine(ds, dt.time(), tzinfo=dt.UTC)
     start += dt.timedelta(days=1)
     return start, start + dt.timedelta(days=1)
 
@@ -177,11 +179,11 @@ def _zone(name: str) -> zoneinfo.ZoneInfo:
 
 
 @functools.lru_cache(maxsize=4096)
-def send_slots(ds: str, timezone: str, send_hour: int) -> tuple[SendSlot, ...]:
+def send_slots(ds: dt.date, timezone: str, send_hour: int) -> tuple[SendSlot, ...]:
     """Every send slot of a user in ``timezone`` that falls in the window of the run for ``ds``.
 
     Args:
-        ds: run date ``YYYY-MM-DD``.
+        ds: run date.
         timezone: IANA zone name of the user.
         send_hour: local wall-clock hour of the send, 0..23.
 
@@ -195,7 +197,7 @@ def send_slots(ds: str, timezone: str, send_hour: int) -> tuple[SendSlot, ...]:
         raise ValueError(f"send_hour must be 0..23, got {send_hour}")
     zone = _zone(timezone)
     start, end = send_window(ds)
-    run_date = dt.date.fromisoformat(ds)
+    run_date = ds
     slots = []
     # UTC offsets lie within -12..+14 h, so only the local days ds .. ds+2 can have a slot in the
     # window; one day more on each side costs nothing and needs no proof.
@@ -210,12 +212,12 @@ def send_slots(ds: str, timezone: str, send_hour: int) -> tuple[SendSlot, ...]:
 
 
 def due_slot(
-    ds: str, timezone: str, frequency: str | None, weekday: int | None, send_hour: int
+    ds: dt.date, timezone: str, frequency: str | None, weekday: int | None, send_hour: int
 ) -> SendSlot | None:
     """The slot a user's digest is sent at by the run for ``ds``, or None when it is not due.
 
     Args:
-        ds: run date ``YYYY-MM-DD``.
+        ds: run date.
         timezone: IANA zone name of the user.
         frequency: ``daily`` or ``weekly``.
         weekday: for weekly users, the local weekday of the send, 0 = Monday .. 6 = Sunday.
@@ -256,12 +258,12 @@ def unsubscribe_link(user_id: str, config: DigestConfig) -> str:
     return f"{config.unsubscribe_url}?{query}"
 
 
-def message_token(ds: str, user_id: str) -> str:
+def message_token(ds: dt.date, user_id: str) -> str:
     """Stable id of the digest of ``user_id`` for ``ds``: in the Message-ID, links and MIME boundary."""
     return hashlib.sha256(f"nightfeed-digest\0{ds}\0{user_id}".encode()).hexdigest()[:24]
 
 
-def tracked_link(url: str | None, item_id: str, ds: str, token: str, base_url: str) -> str:
+def tracked_link(url: str | None, item_id: str, ds: dt.date, token: str, base_url: str) -> str:
     """The reading link of an item with the digest's tracking parameters.
 
     Only an absolute http(s) URL with a plain host is kept (no ``javascript:``, no ``user@host``
@@ -380,7 +382,7 @@ class DigestMessage:
         }
 
 
-def digest_item(record: dict[str, Any], ds: str, token: str, config: DigestConfig) -> DigestItem:
+def digest_item(record: dict[str, Any], ds: dt.date, token: str, config: DigestConfig) -> DigestItem:
     """A :class:`DigestItem` from one items-table row (a dict with ``ITEM_COLUMNS``)."""
     tags: list[str] = []
     for tag in record.get("tags") or []:
@@ -454,7 +456,7 @@ def check_config(config: DigestConfig) -> None:
 
 
 def render_bodies(
-    ds: str,
+    ds: dt.date,
     user_id: str,
     frequency: str,
     slot: SendSlot,
@@ -487,7 +489,7 @@ def render_bodies(
 
 
 def render_message(
-    ds: str,
+    ds: dt.date,
     user_id: str,
     address: str,
     frequency: str,
@@ -621,24 +623,12 @@ class _Recipient:
     slot: SendSlot
 
 
-def _require_columns(table: pa.Table, columns: Iterable[str], what: str) -> None:
-    missing = [c for c in columns if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{what} lacks columns {missing}; it has {table.column_names}")
-
-
-def _first_null(table: pa.Table, column: str) -> int | None:
-    if table.column(column).null_count == 0:
-        return None
-    return pc.index(pc.is_null(table.column(column)), True).as_py()
-
-
 def _user_rows(users: pa.Table, shard: int | None = None, num_shards: int = 1) -> list[dict[str, Any]]:
     """The users' rows as dicts (only those of ``shard`` when given); errors name the table's row."""
     from pipelines.serving.candidates import shard_of
 
-    _require_columns(users, USER_COLUMNS, "users table")
-    row = _first_null(users, "user_id")
+    require_columns(users, USER_COLUMNS, "users table")
+    row = first_null(users, "user_id")
     if row is not None:
         raise ValueError(f"users table row {row} has no user_id")
     table = users.select(list(USER_COLUMNS))
@@ -657,7 +647,7 @@ def _user_rows(users: pa.Table, shard: int | None = None, num_shards: int = 1) -
     return rows
 
 
-def _recipient(user: dict[str, Any], ds: str, config: DigestConfig) -> _Recipient | str:
+def _recipient(user: dict[str, Any], ds: dt.date, config: DigestConfig) -> _Recipient | str:
     """The recipient for ``user`` when due, else the skip reason."""
     if user["digest_opt_in"] is not True:
         return "opted_out"
@@ -680,7 +670,7 @@ def _recipient(user: dict[str, Any], ds: str, config: DigestConfig) -> _Recipien
 
 def _item_lookup(items: pa.Table, item_ids: pa.Array) -> dict[str, dict[str, Any]]:
     """Items-table rows of ``item_ids`` by id. Raises ValueError on a missing column or a duplicate id."""
-    _require_columns(items, ITEM_COLUMNS, "items table")
+    require_columns(items, ITEM_COLUMNS, "items table")
     columns = [*ITEM_COLUMNS, DELETED_COLUMN] if DELETED_COLUMN in items.column_names else list(ITEM_COLUMNS)
     wanted = items.filter(pc.is_in(items.column("item_id"), value_set=pc.unique(item_ids)))
     lookup: dict[str, dict[str, Any]] = {}
@@ -691,13 +681,13 @@ def _item_lookup(items: pa.Table, item_ids: pa.Array) -> dict[str, dict[str, Any
     return lookup
 
 
-def _previously_sent(lake: Lake, ds: str, days: int, user_ids: set[str]) -> dict[str, set[str]]:
+def _previously_sent(lake: Lake, ds: dt.date, days: int, user_ids: set[str]) -> dict[str, set[str]]:
     """Item ids in the published digests of the ``days`` run dates before ``ds``, per user."""
     sent: dict[str, set[str]] = defaultdict(set)
-    run_date = dt.date.fromisoformat(ds)
+    run_date = ds
     wanted = pa.array(sorted(user_ids), pa.string())
     for back in range(1, days + 1):
-        dataset = LakePaths.digests((run_date - dt.timedelta(days=back)).isoformat())
+        dataset = LakePaths.digests(run_date - dt.timedelta(days=back))
         try:
             manifest = lake.read_manifest(dataset)
         except ManifestError:
@@ -726,9 +716,9 @@ def _read_candidates(
     from pipelines.serving.candidates import shard_of
 
     table = lake.read_parquet(path)
-    _require_columns(table, CANDIDATE_COLUMNS, f"candidates shard {lake.uri(path)}")
+    require_columns(table, CANDIDATE_COLUMNS, f"candidates shard {lake.uri(path)}")
     for column in CANDIDATE_COLUMNS:
-        row = _first_null(table, column)
+        row = first_null(table, column)
         if row is not None:
             raise ValueError(f"candidates shard {lake.uri(path)} row {row} has a null {column}")
     listed = pc.unique(table.column("user_id")).to_pylist()
@@ -788,7 +778,7 @@ def _index_part(shard: int) -> str:
     return f"_index-{LakePaths.shard_file(shard)}"
 
 
-def _candidate_shard_files(lake: Lake, ds: str) -> list[str]:
+def _candidate_shard_files(lake: Lake, ds: dt.date) -> list[str]:
     """The published candidate shard files of ``ds``, file ``k`` being shard ``k``."""
     files = lake.manifest_files(LakePaths.candidates(ds))
     names = [PurePosixPath(f).name for f in files]
@@ -798,14 +788,13 @@ def _candidate_shard_files(lake: Lake, ds: str) -> list[str]:
     return files
 
 
-def plan_digests(lake: Lake, ds: str, dry_run: bool = False) -> list[dict[str, Any]]:
+def plan_digests(lake: Lake, ds: dt.date, dry_run: bool = False) -> list[dict[str, Any]]:
     """One work item per published candidates shard of ``ds``, all writing into one fresh staging folder
     of ``ds``'s digests (none on a dry run).
 
     Raises:
         ManifestError: the candidates of ``ds`` are not published.
     """
-    ds = check_ds(ds)
     files = _candidate_shard_files(lake, ds)
     staging = None if dry_run else lake.begin_publish(LakePaths.digests(ds))
     return [{"shard": k, "num_shards": len(files), "staging": staging} for k in range(len(files))]
@@ -813,7 +802,7 @@ def plan_digests(lake: Lake, ds: str, dry_run: bool = False) -> list[dict[str, A
 
 def render_digest_shard(
     lake: Lake,
-    ds: str,
+    ds: dt.date,
     shard: int,
     num_shards: int,
     staging: str | None,
@@ -833,7 +822,6 @@ def render_digest_shard(
         ValueError: bad ``ds``, shard or config; a users, items or candidates table with a missing
             column, a null key or a duplicate id; a user whose candidates are in another user's shard.
     """
-    ds = check_ds(ds)
     check_config(config)
     dry_run = staging is None
     if dry_run and (dry_run_users is None or dry_run_users < 1):
@@ -910,7 +898,7 @@ def render_digest_shard(
 
 
 def publish_digests(
-    lake: Lake, ds: str, staging: str, shard_results: Sequence[dict[str, Any]], config: DigestConfig
+    lake: Lake, ds: dt.date, staging: str, shard_results: Sequence[dict[str, Any]], config: DigestConfig
 ) -> DigestReport:
     """Publish ``ds``'s digests once every shard is rendered: the message index, then the manifest.
 
@@ -918,7 +906,6 @@ def publish_digests(
         ValueError: the shard results do not cover every candidates shard exactly once.
         ManifestError: a shard's files are missing from ``staging``.
     """
-    ds = check_ds(ds)
     if config.unsubscribe_secret == LOCAL_UNSUBSCRIBE_SECRET:
         log.warning("digest unsubscribe links use the built-in local secret; set digest.unsubscribe_secret")
     results = sorted(shard_results, key=lambda r: r["shard"])
@@ -938,7 +925,7 @@ def publish_digests(
         skipped.update(r["skipped"])
     files = [r["file"] for r in results]
     report = DigestReport(
-        ds=ds,
+        ds=ds.isoformat(),
         dry_run=False,
         users_total=sum(r["users_total"] for r in results),
         messages_written=sum(r["messages_written"] for r in results),
@@ -952,7 +939,7 @@ def publish_digests(
         staging,
         [*files, MESSAGES_INDEX],
         metadata={
-            "ds": ds,
+            "ds": ds.isoformat(),
             "messages": report.messages_written,
             "users_total": report.users_total,
             "skipped": report.skipped,
@@ -979,9 +966,9 @@ def publish_digests(
     return report
 
 
-def render_digests(
+def render_and_publish_digests(
     lake: Lake,
-    ds: str,
+    ds: dt.date,
     users: pa.Table,
     items: pa.Table,
     config: DigestConfig,
@@ -992,7 +979,7 @@ def render_digests(
 
     Args:
         lake: the lake holding ``candidates/ds=<ds>`` and earlier digests.
-        ds: run date ``YYYY-MM-DD``.
+        ds: run date.
         users: users table, one row per user, with at least ``USER_COLUMNS`` (``schema.RAW_USERS`` or
             the serving ``profiles`` input; other columns are ignored).
         items: items table, one row per item, with at least ``ITEM_COLUMNS`` and optionally ``deleted``
@@ -1009,7 +996,6 @@ def render_digests(
         ValueError: bad ``ds``, ``dry_run_users`` or config; a users, items or candidates table with a
             missing column, a null key or a duplicate id; a user in another user's shard.
     """
-    ds = check_ds(ds)
     check_config(config)
     if dry_run_users is not None and dry_run_users < 1:
         raise ValueError(f"dry_run_users must be a positive count or None, got {dry_run_users}")
@@ -1021,7 +1007,7 @@ def render_digests(
             for p in plan
         ]
         return publish_digests(lake, ds, plan[0]["staging"], [s.summary() for s in shards], config)
-    report = DigestReport(ds=ds, dry_run=True, users_total=0, messages_written=0, skipped={})
+    report = DigestReport(ds=ds.isoformat(), dry_run=True, users_total=0, messages_written=0, skipped={})
     skipped: Counter[str] = Counter()
     for p in plan:
         left = dry_run_users - len(report.messages)
@@ -1039,7 +1025,7 @@ def render_digests(
 
 def preview_digest(
     lake: Lake,
-    ds: str,
+    ds: dt.date,
     user_id: str,
     users: pa.Table,
     items: pa.Table,
@@ -1054,10 +1040,10 @@ def preview_digest(
 
     Args:
         lake: the lake holding ``candidates/ds=<ds>``.
-        ds: run date ``YYYY-MM-DD``.
+        ds: run date.
         user_id: the user to preview.
-        users: users table, as for :func:`render_digests`.
-        items: items table, as for :func:`render_digests`.
+        users: users table, as for :func:`render_and_publish_digests`.
+        items: items table, as for :func:`render_and_publish_digests`.
         config: digest settings.
         out_path: local path of the HTML file to write.
 
@@ -1070,7 +1056,6 @@ def preview_digest(
     """
     from pipelines.serving.candidates import shard_of
 
-    ds = check_ds(ds)
     check_config(config)
     user = next((row for row in _user_rows(users) if row["user_id"] == user_id), None)
     if user is None:

@@ -22,6 +22,7 @@ facts; its training sections say so and show the champion in force instead.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import json
 import logging
@@ -36,27 +37,28 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.core.errors import PermanentError
+from pipelines.core.jobs import (
+    BUILD_FEATURES,
+    BUILD_INDEX,
+    EMBED_ITEMS,
+    EXPORT_INPUTS,
+    NIGHT_FACTS,
+    PUBLISH_CANDIDATES,
+    PUBLISH_DIGESTS,
+    TRAIN_RANKER,
+    TRAIN_TWO_TOWER,
+    Job,
+)
 from pipelines.core.lake import Lake
-from pipelines.core.schema import QUARANTINE_REASONS, RANKER, TWO_TOWER, LakePaths, check_ds
+from pipelines.core.paths import RANKER, TWO_TOWER, LakePaths
+from pipelines.core.schema import QUARANTINE_REASONS
 
 log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 REPORT_HTML = "report.html"
 METRICS_JSON = "metrics.json"
-FACTS_DIR = "facts"
-
-# The jobs of a full night, in DAG order; each records ``facts/<job>.json``.
-NIGHT_JOBS: tuple[str, ...] = (
-    "features",
-    "train_two_tower",
-    "train_ranker",
-    "export_inputs",
-    "embed_items",
-    "build_index",
-    "publish_candidates",
-    "render_digests",
-)
 # Catalog coverage is measured over the part of each list a reader actually sees first.
 COVERAGE_TOP = 10
 SCORE_BINS = 40
@@ -71,7 +73,7 @@ RANKER_ORDERS: tuple[tuple[str, str], ...] = (
 )
 
 
-class ReportInputError(ValueError):
+class ReportInputError(PermanentError, ValueError):
     """A fact, pointer or dataset the report reads is malformed; the message names the object."""
 
 
@@ -91,7 +93,7 @@ class ReportSummary:
 
 
 # -- entry point ---------------------------------------------------------------------------------------
-def build_report(lake: Lake, ds: str) -> ReportSummary:
+def build_report(lake: Lake, ds: dt.date) -> ReportSummary:
     """Build and publish the run report of ``ds``.
 
     Args:
@@ -106,7 +108,6 @@ def build_report(lake: Lake, ds: str) -> ReportSummary:
         ReportInputError: a fact file, pointer or published dataset is malformed (the message names it).
         pipelines.core.lake.PublishConflict: another run published the report of ``ds`` meanwhile.
     """
-    ds = check_ds(ds)
     metrics = collect_metrics(lake, ds)
     html = render_html(metrics)
     dataset = LakePaths.reports(ds)
@@ -123,7 +124,7 @@ def build_report(lake: Lake, ds: str) -> ReportSummary:
     )
     log.info("report ds=%s: %s; missing facts %s", ds, headline, metrics["facts"]["missing"])
     return ReportSummary(
-        ds=ds,
+        ds=ds.isoformat(),
         uri=lake.uri(dataset),
         files=files,
         facts=metrics["facts"]["present"],
@@ -138,13 +139,13 @@ def metrics_json(metrics: dict[str, Any]) -> bytes:
 
 
 # -- reading the lake ------------------------------------------------------------------------------------
-def read_facts(lake: Lake, ds: str) -> dict[str, dict[str, Any]]:
+def read_facts(lake: Lake, ds: dt.date) -> dict[str, dict[str, Any]]:
     """Every job fact recorded for ``ds``, by job name.
 
     Raises:
         ReportInputError: a fact file is not a JSON object.
     """
-    folder = f"{LakePaths.reports(ds)}/{FACTS_DIR}"
+    folder = LakePaths.facts(ds)
     facts: dict[str, dict[str, Any]] = {}
     for name in lake.ls(folder):
         if not name.endswith(".json"):
@@ -180,34 +181,32 @@ def _read_pointer(lake: Lake, rel: str) -> dict[str, Any] | None:
 
 
 # -- metrics -------------------------------------------------------------------------------------------
-def collect_metrics(lake: Lake, ds: str) -> dict[str, Any]:
+def collect_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
     """Every number of the report of ``ds``, as the JSON-ready dict written to ``metrics.json``.
 
     Raises:
         ReportInputError: an input is malformed (the message names it).
     """
-    ds = check_ds(ds)
     facts = read_facts(lake, ds)
-    facts_dir = lake.uri(f"{LakePaths.reports(ds)}/{FACTS_DIR}")
 
-    def fact_uri(job: str) -> str:
-        return f"{facts_dir}/{job}.json"
+    def fact_uri(job: Job) -> str:
+        return lake.uri(LakePaths.fact(ds, job.name))
 
     with _reading(lake.uri(LakePaths.candidates(ds))):
         candidates = _candidates_metrics(lake, ds)
     served = candidates.pop("served", {})
-    publish = facts.get("publish_candidates")
+    publish = facts.get(PUBLISH_CANDIDATES.name)
     if publish is not None:
-        with _reading(fact_uri("publish_candidates")):
+        with _reading(fact_uri(PUBLISH_CANDIDATES)):
             for kind in (TWO_TOWER, RANKER):
                 served.setdefault(kind, publish.get(f"{kind}_version"))
 
     models: dict[str, Any] = {}
     for kind, job, training in (
-        (TWO_TOWER, "train_two_tower", _two_tower_training),
-        (RANKER, "train_ranker", _ranker_training),
+        (TWO_TOWER, TRAIN_TWO_TOWER, _two_tower_training),
+        (RANKER, TRAIN_RANKER, _ranker_training),
     ):
-        fact = facts.get(job)
+        fact = facts.get(job.name)
         section: dict[str, Any] = {
             "trained": fact is not None,
             "champion": _champion(lake, kind),
@@ -220,41 +219,41 @@ def collect_metrics(lake: Lake, ds: str) -> dict[str, Any]:
             section["training"]["decision"] = _decision(lake, kind, section["training"]["version"])
         models[kind] = section
 
-    sections: dict[str, Any] = {}
+    sections: dict[Job, Any] = {}
     for job, reader in (
-        ("features", _features_metrics),
-        ("build_index", _index_metrics),
-        ("embed_items", _embed_metrics),
-        ("export_inputs", _inputs_metrics),
-        ("publish_candidates", _publish_metrics),
-        ("render_digests", _digest_metrics),
+        (BUILD_FEATURES, _features_metrics),
+        (BUILD_INDEX, _index_metrics),
+        (EMBED_ITEMS, _embed_metrics),
+        (EXPORT_INPUTS, _inputs_metrics),
+        (PUBLISH_CANDIDATES, _publish_metrics),
+        (PUBLISH_DIGESTS, _digest_metrics),
     ):
-        if job in facts:
+        if job.name in facts:
             with _reading(fact_uri(job)):
-                sections[job] = reader(facts[job])
+                sections[job] = reader(facts[job.name])
         else:
             sections[job] = None
 
     metrics: dict[str, Any] = {
-        "ds": ds,
+        "ds": ds.isoformat(),
         "facts": {
             "present": sorted(facts),
-            "missing": [job for job in NIGHT_JOBS if job not in facts],
+            "missing": [job.name for job in NIGHT_FACTS if job.name not in facts],
         },
         "models": models,
         "candidates": candidates,
-        "quality": sections["features"]["quality"] if sections["features"] else None,
-        "index": sections["build_index"],
-        "digests": sections["render_digests"],
+        "quality": sections[BUILD_FEATURES]["quality"] if sections[BUILD_FEATURES] else None,
+        "index": sections[BUILD_INDEX],
+        "digests": sections[PUBLISH_DIGESTS],
         "rows": {
-            "features": sections["features"]["rows"] if sections["features"] else None,
-            "inputs": sections["export_inputs"],
-            "embedded_items": sections["embed_items"]["n_items"] if sections["embed_items"] else None,
-            "indexed_items": sections["build_index"]["n_items"] if sections["build_index"] else None,
+            "features": sections[BUILD_FEATURES]["rows"] if sections[BUILD_FEATURES] else None,
+            "inputs": sections[EXPORT_INPUTS],
+            "embedded_items": sections[EMBED_ITEMS]["n_items"] if sections[EMBED_ITEMS] else None,
+            "indexed_items": sections[BUILD_INDEX]["n_items"] if sections[BUILD_INDEX] else None,
             "candidate_users": candidates["users"] if candidates["published"] else None,
             "candidate_rows": candidates["rows"] if candidates["published"] else None,
-            "digest_messages": sections["render_digests"]["messages_written"]
-            if sections["render_digests"]
+            "digest_messages": sections[PUBLISH_DIGESTS]["messages_written"]
+            if sections[PUBLISH_DIGESTS]
             else None,
         },
         "timings": _timings(sections, models),
@@ -436,11 +435,11 @@ def _digest_metrics(fact: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _timings(sections: dict[str, Any], models: dict[str, Any]) -> dict[str, Any]:
-    features = sections["features"]
-    publish = sections["publish_candidates"]
-    index = sections["build_index"]
-    digests = sections["render_digests"]
+def _timings(sections: dict[Job, Any], models: dict[str, Any]) -> dict[str, Any]:
+    features = sections[BUILD_FEATURES]
+    publish = sections[PUBLISH_CANDIDATES]
+    index = sections[BUILD_INDEX]
+    digests = sections[PUBLISH_DIGESTS]
     ranker = models[RANKER]["training"]
     nightly: dict[str, float | None] = {}
     if ranker is not None and ranker["evaluation"].get("fit_seconds") is not None:
@@ -483,7 +482,7 @@ def _column_floats(table: pa.Table, name: str) -> np.ndarray:
     return table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
 
 
-def _candidates_metrics(lake: Lake, ds: str) -> dict[str, Any]:
+def _candidates_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
     """Distributions, reasons and catalog coverage of ``ds``'s published candidate lists."""
     from pipelines.serving.candidates import read_candidates, read_input
 

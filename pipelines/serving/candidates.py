@@ -20,6 +20,7 @@ Every list written obeys the invariants in :func:`check_lists` (checked before a
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import logging
 import time
@@ -33,10 +34,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.core.errors import PermanentError
 from pipelines.core.lake import Lake
-from pipelines.core.schema import CANDIDATES, RANKER, SERVING_INPUTS, TWO_TOWER, LakePaths, check_ds
+from pipelines.core.paths import RANKER, TWO_TOWER, LakePaths
+from pipelines.core.schema import CANDIDATES, SERVING_INPUTS
 from pipelines.core.settings import Settings
+from pipelines.core.tables import row_numbers
 from pipelines.core.warehouse import Warehouse
+from pipelines.training import registry
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +51,11 @@ EXPLORATION_MAX_AGE_DAYS = 3.0
 FALLBACK_POOL = 2000
 
 
-class NoChampionError(RuntimeError):
+class NoChampionError(PermanentError):
     """No blessed two-tower model exists yet: train one before the nightly job."""
 
 
-class EmptyInputsError(RuntimeError):
+class EmptyInputsError(PermanentError):
     """The day has no users or no eligible posts: nothing meaningful can be published."""
 
 
@@ -59,7 +64,7 @@ class ListInvariantError(RuntimeError):
 
 
 # -- 1. inputs snapshot ---------------------------------------------------------------------------------
-def export_inputs(warehouse: Warehouse, lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
+def export_inputs(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
     """Snapshot the serving inputs of ``ds`` from the warehouse into the lake.
 
     Returns:
@@ -68,9 +73,8 @@ def export_inputs(warehouse: Warehouse, lake: Lake, ds: str, settings: Settings)
     Raises:
         EmptyInputsError: no users, or no eligible posts, on ``ds`` (nothing is published).
     """
-    from pipelines.data.features import sql_params
+    from pipelines.core.sql_params import sql_params
 
-    ds = check_ds(ds)
     params = {**sql_params(settings), "max_item_age_days": settings.candidates.max_item_age_days}
     dataset = LakePaths.inputs(ds)
     staging = lake.begin_publish(dataset)
@@ -85,7 +89,7 @@ def export_inputs(warehouse: Warehouse, lake: Lake, ds: str, settings: Settings)
     return {"dataset": lake.uri(dataset), "rows": rows}
 
 
-def read_input(lake: Lake, ds: str, name: str) -> pa.Table:
+def read_input(lake: Lake, ds: dt.date, name: str) -> pa.Table:
     """One published input table of ``ds`` (``users``, ``items``, ``seen`` or ``profiles``)."""
     wanted = f"{name}.parquet"
     for path in lake.manifest_files(LakePaths.inputs(ds)):
@@ -95,14 +99,9 @@ def read_input(lake: Lake, ds: str, name: str) -> pa.Table:
 
 
 # -- 2. item embeddings ---------------------------------------------------------------------------------
-def champion_version(lake: Lake, kind: str) -> str | None:
-    from pipelines.training.registry import current_champion
-
-    champion = current_champion(lake, kind)
-    return champion["version"] if champion else None
 
 
-def embed_items(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
+def embed_items(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
     """Embed the eligible catalog of ``ds`` with the champion item tower and publish the embeddings.
 
     Raises:
@@ -110,8 +109,7 @@ def embed_items(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
     """
     from pipelines.training.two_tower import load_towers
 
-    ds = check_ds(ds)
-    version = champion_version(lake, TWO_TOWER)
+    version = registry.champion_version(lake, TWO_TOWER)
     if version is None:
         raise NoChampionError("no two-tower champion: run the training DAG (or `python -m pipelines train`)")
     items = read_input(lake, ds, "items")
@@ -142,7 +140,7 @@ def embed_items(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
     }
 
 
-def read_embeddings(lake: Lake, ds: str) -> tuple[pa.Table, str]:
+def read_embeddings(lake: Lake, ds: dt.date) -> tuple[pa.Table, str]:
     """The published item embeddings of ``ds`` and the two-tower version that made them."""
     dataset = LakePaths.embeddings(ds)
     manifest = lake.read_manifest(dataset)
@@ -150,7 +148,7 @@ def read_embeddings(lake: Lake, ds: str) -> tuple[pa.Table, str]:
 
 
 # -- 3. index -------------------------------------------------------------------------------------------
-def build_index(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
+def build_index(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
     """Build, recall-check and publish the ScaNN index of ``ds``'s item embeddings.
 
     The recall is measured on real user queries: the user tower over a sample of ``ds``'s users.
@@ -161,7 +159,6 @@ def build_index(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
     from pipelines.serving.index import build_and_publish_index
     from pipelines.training.two_tower import load_towers
 
-    ds = check_ds(ds)
     embeddings, version = read_embeddings(lake, ds)
     users = read_input(lake, ds, "users")
     rng = np.random.default_rng(settings.index.seed)
@@ -179,55 +176,6 @@ def build_index(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
     }
 
 
-def retrieval_scores_for_rows(towers: Any, rows: pa.Table, catalog: pa.Table, depth: int) -> np.ndarray:
-    """Two-tower score and rank of each logged (user, post) row, as the ranker is trained on them.
-
-    The user state is the row's own (features of the day before the impression); the rank is the post's
-    1-based position in that user's retrieval over ``catalog``, capped at ``depth + 1``.
-
-    Returns:
-        ``(n_rows, 2)``: score and rank.
-    """
-    keys = pc.binary_join_element_wise(rows.column("user_id"), pc.cast(rows.column("ds"), pa.string()), "|")
-    unique_keys, first_row, group = np.unique(
-        np.asarray(keys.to_pylist(), dtype=object), return_index=True, return_inverse=True
-    )
-    user_vectors = towers.embed_users(rows.take(pa.array(first_row)))
-    item_vectors = towers.embed_items(catalog)
-    row_of_item = {it: j for j, it in enumerate(catalog.column("item_id").to_pylist())}
-    item_row = np.array(
-        [row_of_item.get(it, -1) for it in rows.column("item_id").to_pylist()], dtype=np.int64
-    )
-    score = np.full(rows.num_rows, np.nan)
-    rank = np.full(rows.num_rows, depth + 1.0)
-    # Only ranks up to ``depth`` matter, so each user's scores are partitioned once (O(catalog)) and a
-    # row compares against that user's top ``depth`` scores, never against the whole catalog per row.
-    top_n = min(depth, len(item_vectors))
-    by_user = np.argsort(group, kind="stable")
-    sorted_group = group[by_user]
-    block = max(1, 2**24 // max(len(item_vectors), 1))
-    for start in range(0, len(unique_keys), block):
-        lo, hi = np.searchsorted(sorted_group, [start, start + block])
-        members = by_user[lo:hi]
-        known = members[item_row[members] >= 0]
-        if len(known) == 0:
-            continue
-        scores = user_vectors[start : start + block] @ item_vectors.T
-        local = group[known] - start
-        own = scores[local, item_row[known]]
-        score[known] = own
-        scores.partition(scores.shape[1] - top_n, axis=1)
-        top = scores[:, -top_n:]
-        above = (top[local] > own[:, None]).sum(axis=1)
-        # Below the user's top_n-th score at least depth posts outrank it: it ranks past the cap.
-        beyond = own < top.min(axis=1)[local]
-        rank[known] = np.where(beyond, depth + 1, np.minimum(above + 1, depth + 1))
-    if np.isnan(score).any():
-        # Posts missing from the catalog (deleted since) rank last with the lowest observed score.
-        score[np.isnan(score)] = np.nanmin(score) if np.isfinite(score).any() else 0.0
-    return np.column_stack([score, rank])
-
-
 # -- 4. shards ------------------------------------------------------------------------------------------
 def shard_of(user_ids: np.ndarray | list[str], num_shards: int) -> np.ndarray:
     """The shard of each user: ``crc32(utf-8 id) % num_shards``, stable everywhere."""
@@ -242,9 +190,8 @@ def dry_run_sample(users: pa.Table, n: int) -> pa.Table:
     return users.take(pa.array(picked))
 
 
-def plan_shards(lake: Lake, ds: str, settings: Settings) -> list[dict[str, Any]]:
+def plan_shards(lake: Lake, ds: dt.date, settings: Settings) -> list[dict[str, Any]]:
     """Open a fresh staging folder for ``ds``'s candidates and list one work item per shard."""
-    ds = check_ds(ds)
     staging = lake.begin_publish(LakePaths.candidates(ds))
     n = settings.candidates.num_shards
     return [{"shard": i, "num_shards": n, "staging": staging} for i in range(n)]
@@ -286,7 +233,7 @@ class ServingContext:
 
     def item_rows(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """The post row of each id, -1 for ids not in the catalog."""
-        return _row_numbers(ids, self.item_id_array, self._unique_item_ids)
+        return row_numbers(ids, self.item_id_array, self._unique_item_ids)
 
     @functools.cached_property
     def _unique_item_ids(self) -> bool:
@@ -340,24 +287,6 @@ def _codes(values: pa.Array | pa.ChunkedArray, vocabulary: dict[str, int]) -> np
     return codes[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
 
 
-def _row_numbers(
-    values: pa.Array | pa.ChunkedArray, keys: pa.Array | pa.ChunkedArray, unique: bool | None = None
-) -> np.ndarray:
-    """The row of each value in ``keys``, -1 when absent; the last row when a key repeats (like a dict).
-
-    One hash lookup per value in Arrow, whatever the size of ``keys``. ``unique`` says whether the keys
-    are known to be distinct (None: count them).
-    """
-    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
-    last = len(keys) - 1
-    if unique is None:
-        unique = pc.count_distinct(keys, mode="all").as_py() == len(keys)
-    if not unique:
-        found = pc.index_in(values, value_set=keys.take(pa.array(np.arange(last, -1, -1))))
-        return np.where(found.is_null(), -1, last - found.fill_null(0)).astype(np.int64)
-    return pc.fill_null(pc.index_in(values, value_set=keys), -1).to_numpy().astype(np.int64)
-
-
 def _vocabulary_codes(values: pa.Array | pa.ChunkedArray, vocabulary: dict[str, int]) -> np.ndarray:
     """The code of each value in ``vocabulary``, -1 for values (and nulls) not in it."""
     if not vocabulary:
@@ -371,7 +300,7 @@ def _serving_ranker(ranker: Any, settings: Settings) -> Any:
     return ranker.compile() if settings.ranker.compiled_scoring else ranker
 
 
-def load_context(lake: Lake, ds: str, settings: Settings) -> ServingContext:
+def load_context(lake: Lake, ds: dt.date, settings: Settings) -> ServingContext:
     """Load the catalog, embeddings, index and models of ``ds`` for serving."""
     from pipelines.serving.index import load_index
     from pipelines.training.ranker import load_ranker
@@ -404,7 +333,7 @@ def load_context(lake: Lake, ds: str, settings: Settings) -> ServingContext:
     fresh = np.flatnonzero(age <= EXPLORATION_MAX_AGE_DAYS)
     exploration = fresh[impressions[fresh] <= np.quantile(impressions[fresh], 0.25)] if len(fresh) else fresh
 
-    ranker_version = champion_version(lake, RANKER)
+    ranker_version = registry.champion_version(lake, RANKER)
     return ServingContext(
         items=items,
         item_ids=item_ids,
@@ -485,7 +414,7 @@ class UserBatch:
         cls, users: pa.Table, seen_users: pa.ChunkedArray, seen_items: np.ndarray, ctx: ServingContext
     ) -> UserBatch:
         n_items = len(ctx.item_ids)
-        user_rows = _row_numbers(seen_users, users.column("user_id"))
+        user_rows = row_numbers(seen_users, users.column("user_id"))
         known = (user_rows >= 0) & (seen_items >= 0)
         return cls(
             users=users,
@@ -735,24 +664,6 @@ class _Timing:
         self.seconds[self.name] = self.seconds.get(self.name, 0.0) + elapsed
 
 
-def compute_candidates(
-    ctx: ServingContext, users: pa.Table, seen: pa.Table, settings: Settings, timer: StageTimer | None = None
-) -> pa.Table:
-    """Ranked, diversified top-K lists for ``users``, as a table with the ``CANDIDATES`` schema.
-
-    Args:
-        ctx: the day's catalog, index and models.
-        users: rows of the ``users`` input (user features), one per user.
-        seen: ``user_id, item_id`` pairs already shown or engaged with.
-        settings: ``candidates``, ``diversify`` and ``index`` sections.
-        timer: collects seconds per stage when given.
-    """
-    timer = timer or StageTimer()
-    with timer("prepare"):
-        batch = UserBatch.build(users, seen, ctx)
-    return _lists_for(ctx, batch, settings, timer)
-
-
 def _lists_for(ctx: ServingContext, batch: UserBatch, settings: Settings, timer: StageTimer) -> pa.Table:
     """The lists of ``batch``'s users, ``user_batch_size`` users at a time.
 
@@ -974,7 +885,7 @@ def check_lists(candidates: pa.Table, ctx: ServingContext, batch: UserBatch, k: 
     if len(unknown):
         names = candidates.column("item_id").take(pa.array(unknown[:3])).to_pylist()
         raise ListInvariantError(f"posts not in the catalog: {names}")
-    rows = _row_numbers(candidates.column("user_id"), batch.users.column("user_id"))
+    rows = row_numbers(candidates.column("user_id"), batch.users.column("user_id"))
     if (rows < 0).any():
         raise KeyError(candidates.column("user_id")[int(np.flatnonzero(rows < 0)[0])].as_py())
     if len(rows) == 0:
@@ -1009,7 +920,7 @@ def check_lists(candidates: pa.Table, ctx: ServingContext, batch: UserBatch, k: 
 
 
 def candidates_for_shard(
-    lake: Lake, ds: str, shard: int, num_shards: int, staging: str, settings: Settings
+    lake: Lake, ds: dt.date, shard: int, num_shards: int, staging: str, settings: Settings
 ) -> dict[str, Any]:
     """Compute and write the candidate lists of one shard of ``ds``'s users into ``staging``.
 
@@ -1018,7 +929,6 @@ def candidates_for_shard(
         and, as ``overlapped_seconds``, the busy time of the user tower and retrieval that ran ahead in
         the background.
     """
-    ds = check_ds(ds)
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
     started = time.perf_counter()
@@ -1067,7 +977,7 @@ def candidates_for_shard(
 
 # -- 6. publish -----------------------------------------------------------------------------------------
 def publish_candidates(
-    lake: Lake, ds: str, staging: str, shard_results: list[dict[str, Any]], settings: Settings
+    lake: Lake, ds: dt.date, staging: str, shard_results: list[dict[str, Any]], settings: Settings
 ) -> dict[str, Any]:
     """Publish ``ds``'s candidates: every shard file must be in ``staging``; the manifest goes last.
 
@@ -1076,7 +986,6 @@ def publish_candidates(
     Raises:
         pipelines.core.lake.ManifestError: a shard file is missing.
     """
-    ds = check_ds(ds)
     shards = sorted(r["shard"] for r in shard_results)
     expected = list(range(settings.candidates.num_shards))
     if shards != expected:
@@ -1110,6 +1019,6 @@ def publish_candidates(
     return result
 
 
-def read_candidates(lake: Lake, ds: str) -> pa.Table:
+def read_candidates(lake: Lake, ds: dt.date) -> pa.Table:
     """All published candidate lists of ``ds``."""
     return pa.concat_tables(lake.read_parquet(path) for path in lake.manifest_files(LakePaths.candidates(ds)))

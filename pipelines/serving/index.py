@@ -15,6 +15,7 @@ hashing and exact re-scoring of the best approximate hits, sized from the catalo
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import logging
 import math
@@ -28,9 +29,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.core.errors import PermanentError
 from pipelines.core.lake import Lake, ManifestError
-from pipelines.core.schema import LakePaths
+from pipelines.core.paths import LakePaths
 from pipelines.core.settings import IndexConfig
+from pipelines.core.tables import require_columns
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ EXACT_BLOCK_BYTES = 64 * 2**20
 EXACT_ITEM_BLOCK = 32_768
 
 
-class IndexRecallError(RuntimeError):
+class IndexRecallError(PermanentError):
     """The approximate index missed too many of the exact nearest neighbours to be published."""
 
     def __init__(self, recall: float, min_recall: float, k: int, num_queries: int) -> None:
@@ -540,9 +543,7 @@ def embeddings_from_table(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         ValueError: missing columns, null ids or vectors, non-float vectors, or vectors of unequal length
             (the message names the rows).
     """
-    missing = [c for c in ("item_id", "embedding") if c not in table.column_names]
-    if missing:
-        raise ValueError(f"embeddings table lacks columns {missing}; it has {table.column_names}")
+    require_columns(table, ("item_id", "embedding"), "embeddings table")
     ids = table.column("item_id").combine_chunks()
     vectors = table.column("embedding").combine_chunks()
     if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
@@ -574,7 +575,7 @@ def embeddings_from_table(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
 
 def build_and_publish_index(
     lake: Lake,
-    ds: str,
+    ds: dt.date,
     embeddings_table: pa.Table,
     queries: np.ndarray,
     config: IndexConfig,

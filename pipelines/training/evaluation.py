@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from pipelines.core.settings import EvaluationConfig
+from pipelines.core.tables import as_table, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +182,10 @@ def build_holdout(
     Raises:
         ValueError: missing columns, duplicate catalog ids, no eval rows or no countable eval user.
     """
-    examples = _as_table(examples, "examples")
-    catalog = _as_table(catalog, "catalog")
-    _require_columns(examples, EXAMPLE_KEY_COLUMNS, "examples")
-    _require_columns(catalog, ("item_id",), "catalog")
+    examples = as_table(examples, "examples")
+    catalog = as_table(catalog, "catalog")
+    require_columns(examples, EXAMPLE_KEY_COLUMNS, "examples")
+    require_columns(catalog, ("item_id",), "catalog")
     item_ids = np.asarray(catalog.column("item_id").to_pylist(), dtype=object)
     if pc.count(catalog.column("item_id"), mode="only_null").as_py():
         raise ValueError("catalog has rows with a null item_id")
@@ -212,8 +213,8 @@ def build_holdout(
     if users is None:
         users_tbl = _state_from_first_eval_example(examples, is_eval)
     else:
-        users_tbl = _as_table(users, "users")
-        _require_columns(users_tbl, USER_STATE_COLUMNS, "users")
+        users_tbl = as_table(users, "users")
+        require_columns(users_tbl, USER_STATE_COLUMNS, "users")
         users_tbl = users_tbl.select(list(USER_STATE_COLUMNS))
     eval_rows = key.loc[is_eval]
     eval_user_ids = pd.Index(sorted(set(eval_rows["user_id"]) & set(users_tbl.column("user_id").to_pylist())))
@@ -281,7 +282,7 @@ def _window_start(examples: pa.Table, is_eval: np.ndarray) -> dt.datetime:
 
 
 def _state_from_first_eval_example(examples: pa.Table, is_eval: np.ndarray) -> pa.Table:
-    _require_columns(examples, USER_STATE_COLUMNS, "examples")
+    require_columns(examples, USER_STATE_COLUMNS, "examples")
     eval_tbl = examples.filter(pa.array(is_eval)).select([*USER_STATE_COLUMNS, "event_ts"])
     eval_tbl = eval_tbl.sort_by([("user_id", "ascending"), ("event_ts", "ascending")])
     user_ids = eval_tbl.column("user_id").to_numpy(zero_copy_only=False)
@@ -449,18 +450,3 @@ def evaluate_models(
             time.perf_counter() - started,
         )
     return results
-
-
-# -- input checks --------------------------------------------------------------------------------------
-def _as_table(data: pa.Table | pd.DataFrame, what: str) -> pa.Table:
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pd.DataFrame):
-        return pa.Table.from_pandas(data, preserve_index=False)
-    raise TypeError(f"{what} must be a pyarrow Table or pandas DataFrame, got {type(data).__name__}")
-
-
-def _require_columns(table: pa.Table, columns: tuple[str, ...], what: str) -> None:
-    missing = [c for c in columns if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{what} is missing columns {missing}; it has {table.column_names}")

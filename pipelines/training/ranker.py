@@ -36,8 +36,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core.lake import Lake
-from pipelines.core.schema import RANKER, LakePaths
+from pipelines.core.paths import RANKER, LakePaths
 from pipelines.core.settings import RankerConfig
+from pipelines.core.tables import require_columns
 from pipelines.training.registry import check_version
 
 log = logging.getLogger(__name__)
@@ -148,8 +149,8 @@ class RankingPairs:
     retrieval_rank: np.ndarray
 
     def __post_init__(self) -> None:
-        _require_columns(self.users, USER_COLUMNS, "user rows")
-        _require_columns(self.items, ITEM_COLUMNS, "item rows")
+        require_columns(self.users, USER_COLUMNS, "user rows")
+        require_columns(self.items, ITEM_COLUMNS, "item rows")
         n = len(self.user_row)
         for name in ("item_row", "retrieval_score", "retrieval_rank"):
             if len(getattr(self, name)) != n:
@@ -195,9 +196,9 @@ class RankingPairs:
             ValueError: a column is missing, ids repeat in ``users``/``items``, or a candidate names a
                 user or post that is not there (the message gives the first such candidate row).
         """
-        _require_columns(candidates, CANDIDATE_COLUMNS, "candidates")
-        user_row = _row_numbers(candidates, users, "user_id", "user rows")
-        item_row = _row_numbers(candidates, items, "item_id", "item rows")
+        require_columns(candidates, CANDIDATE_COLUMNS, "candidates")
+        user_row = _pair_rows(candidates, users, "user_id", "user rows")
+        item_row = _pair_rows(candidates, items, "item_id", "item rows")
         return cls(
             users=users,
             items=items,
@@ -345,8 +346,8 @@ def _numeric(table: pa.Table, column: str) -> np.ndarray:
     return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
 
 
-def _row_numbers(candidates: pa.Table, table: pa.Table, key: str, what: str) -> np.ndarray:
-    _require_columns(table, (key,), what)
+def _pair_rows(candidates: pa.Table, table: pa.Table, key: str, what: str) -> np.ndarray:
+    require_columns(table, (key,), what)
     ids = table.column(key)
     if pc.count_distinct(ids).as_py() != table.num_rows or ids.null_count:
         raise ValueError(f"{what}: {key} must be unique and non-null")
@@ -357,14 +358,6 @@ def _row_numbers(candidates: pa.Table, table: pa.Table, key: str, what: str) -> 
             f"candidate row {first}: {key} {candidates.column(key)[first].as_py()!r} is not in the {what}"
         )
     return rows.to_numpy().astype(np.int64)
-
-
-def _require_columns(table: pa.Table, columns: Sequence[str], what: str) -> None:
-    if not isinstance(table, pa.Table):
-        raise TypeError(f"{what} must be a pyarrow Table, got {type(table).__name__}")
-    missing = [c for c in columns if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{what} lack columns {missing}; they have {table.column_names}")
 
 
 # -- the model -----------------------------------------------------------------------------------------
@@ -628,7 +621,7 @@ def _prepare_split(rows: pa.Table, split: str) -> _Split:
 def _check_examples(rows: pa.Table | pd.DataFrame) -> pa.Table:
     if isinstance(rows, pd.DataFrame):
         rows = pa.Table.from_pandas(rows, preserve_index=False)
-    _require_columns(rows, (*EXAMPLE_KEY_COLUMNS, *ITEM_COLUMNS, *USER_COLUMNS), "ranking examples")
+    require_columns(rows, (*EXAMPLE_KEY_COLUMNS, *ITEM_COLUMNS, *USER_COLUMNS), "ranking examples")
     for key in ("user_id", "item_id", "ds", "split"):
         if rows.column(key).null_count:
             first = int(np.flatnonzero(rows.column(key).is_null().to_numpy(zero_copy_only=False))[0])

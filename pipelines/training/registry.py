@@ -25,7 +25,7 @@ import re
 from typing import Any
 
 from pipelines.core.lake import Lake, PublishConflict
-from pipelines.core.schema import LakePaths, check_ds
+from pipelines.core.paths import LakePaths
 from pipelines.core.settings import BlessingConfig
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Decision:
         return dataclasses.asdict(self)
 
 
-def new_version(ds: str, config: dict[str, Any], now: dt.datetime | None = None) -> str:
+def new_version(ds: dt.date, config: dict[str, Any], now: dt.datetime | None = None) -> str:
     """A version name that sorts by run date, then creation time, and names the config it was trained with.
 
     Form: ``<ds>-<UTC YYYYmmddTHHMMSSffffff>Z-<first 8 hex of sha256(config json)>``, e.g.
@@ -76,7 +76,7 @@ def new_version(ds: str, config: dict[str, Any], now: dt.datetime | None = None)
         _last_stamp = now
     now = now.astimezone(dt.UTC)
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{check_ds(ds)}-{now:%Y%m%dT%H%M%S%f}Z-{digest}"
+    return f"{ds.isoformat()}-{now:%Y%m%dT%H%M%S%f}Z-{digest}"
 
 
 def check_version(version: str) -> str:
@@ -104,6 +104,12 @@ def list_versions(lake: Lake, kind: str) -> list[str]:
 def current_champion(lake: Lake, kind: str) -> dict[str, Any] | None:
     """The champion pointer of ``kind`` (``version``, ``metric``, ``value``, ``metrics``, ...), or None."""
     return lake.read_pointer(LakePaths.champion(kind)).content
+
+
+def champion_version(lake: Lake, kind: str) -> str | None:
+    """The version the champion pointer of ``kind`` names, or None before the first promotion."""
+    champion = current_champion(lake, kind)
+    return champion["version"] if champion else None
 
 
 def promote_if_blessed(

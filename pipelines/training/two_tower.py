@@ -71,8 +71,9 @@ import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 from pipelines.core.lake import Lake
-from pipelines.core.schema import TWO_TOWER, LakePaths
+from pipelines.core.paths import TWO_TOWER, LakePaths
 from pipelines.core.settings import EvaluationConfig, TwoTowerConfig
+from pipelines.core.tables import as_table, first_true, require_columns
 from pipelines.training import evaluation
 from pipelines.training.evaluation import Holdout
 
@@ -104,8 +105,8 @@ def user_features(table: pa.Table | pd.DataFrame, config: TwoTowerConfig, what: 
     Raises:
         ValueError: a column is missing, or a row has a null id or a null/non-finite number.
     """
-    table = _as_table(table, what)
-    _require_columns(table, USER_COLUMNS, what)
+    table = as_table(table, what)
+    require_columns(table, USER_COLUMNS, what)
     return {
         "user_id": _strings(table, "user_id", what),
         "history": _padded(table, "history", config.history_length, what),
@@ -121,8 +122,8 @@ def item_features(table: pa.Table | pd.DataFrame, config: TwoTowerConfig, what: 
     Raises:
         ValueError: a column is missing, or a row has a null id or a null/non-finite age.
     """
-    table = _as_table(table, what)
-    _require_columns(table, ITEM_COLUMNS, what)
+    table = as_table(table, what)
+    require_columns(table, ITEM_COLUMNS, what)
     out: dict[str, np.ndarray] = {"item_id": _strings(table, "item_id", what)}
     for name in ("title", "summary", *CATEGORICAL_ITEM_COLUMNS):
         out[name] = _strings(table, name, what, allow_null=True)
@@ -131,31 +132,13 @@ def item_features(table: pa.Table | pd.DataFrame, config: TwoTowerConfig, what: 
     return out
 
 
-def _as_table(data: pa.Table | pd.DataFrame, what: str) -> pa.Table:
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pd.DataFrame):
-        return pa.Table.from_pandas(data, preserve_index=False)
-    raise TypeError(f"{what} must be a pyarrow Table or pandas DataFrame, got {type(data).__name__}")
-
-
-def _require_columns(table: pa.Table, columns: tuple[str, ...], what: str) -> None:
-    missing = [c for c in columns if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{what} is missing columns {missing}; it has {table.column_names}")
-
-
-def _first_true(mask: pa.ChunkedArray | pa.Array) -> int:
-    return int(np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))[0])
-
-
 def _strings(table: pa.Table, name: str, what: str, allow_null: bool = False) -> np.ndarray:
     column = table.column(name)
     if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
         raise ValueError(f"{what}.{name} must be a string column, got {column.type}")
     if column.null_count:
         if not allow_null:
-            raise ValueError(f"{what} row {_first_true(pc.is_null(column))}: {name} is null")
+            raise ValueError(f"{what} row {first_true(pc.is_null(column))}: {name} is null")
         column = column.fill_null("")
     return column.to_numpy(zero_copy_only=False).astype(object)
 
@@ -163,7 +146,7 @@ def _strings(table: pa.Table, name: str, what: str, allow_null: bool = False) ->
 def _floats(table: pa.Table, name: str, what: str) -> np.ndarray:
     column = table.column(name)
     if column.null_count:
-        raise ValueError(f"{what} row {_first_true(pc.is_null(column))}: {name} is null")
+        raise ValueError(f"{what} row {first_true(pc.is_null(column))}: {name} is null")
     try:
         values = pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid as exc:
@@ -630,10 +613,10 @@ def prepare_training_data(
         ValueError: a required column is missing, a value is bad (the row is named), or there are no
             training rows.
     """
-    examples = _as_table(examples, "examples")
-    catalog = _as_table(catalog, "catalog")
-    _require_columns(examples, ("split", "event_ts", *USER_COLUMNS, *ITEM_COLUMNS), "examples")
-    _require_columns(catalog, ITEM_COLUMNS, "catalog")
+    examples = as_table(examples, "examples")
+    catalog = as_table(catalog, "catalog")
+    require_columns(examples, ("split", "event_ts", *USER_COLUMNS, *ITEM_COLUMNS), "examples")
+    require_columns(catalog, ITEM_COLUMNS, "catalog")
     catalog_ids = _strings(catalog, "item_id", "catalog")
     unique, counts = np.unique(catalog_ids.astype(str), return_counts=True)
     if (counts > 1).any():

@@ -15,6 +15,7 @@ Heavy imports happen inside the handlers; this module is imported when Airflow l
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -98,17 +99,22 @@ def _lake() -> Any:
     return Lake(load_settings().lake_url)
 
 
-def latest_published_ds(lake: Any) -> str | None:
+def latest_published_ds(lake: Any) -> dt.date | None:
     """The newest ``ds`` whose candidates are published (unpublished or failed runs are skipped)."""
-    from pipelines.core.schema import LakePaths
+    from pipelines.core.paths import LakePaths
+    from pipelines.core.run_date import BadRunDate, parse_run_date
 
     for name in sorted(lake.ls("candidates"), reverse=True):
-        if name.startswith("ds=") and lake.is_published(LakePaths.candidates(name[3:])):
-            return name[3:]
+        try:
+            day = parse_run_date(name.removeprefix("ds="))
+        except BadRunDate:
+            continue
+        if lake.is_published(LakePaths.candidates(day)):
+            return day
     return None
 
 
-def user_candidates(lake: Any, ds: str, user_id: str) -> UserCandidates:
+def user_candidates(lake: Any, ds: dt.date, user_id: str) -> UserCandidates:
     """``user_id``'s published candidates of ``ds``, best first, with item titles.
 
     Raises:
@@ -116,7 +122,8 @@ def user_candidates(lake: Any, ds: str, user_id: str) -> UserCandidates:
     """
     import pyarrow.compute as pc
 
-    from pipelines.core.schema import CANDIDATES, LakePaths
+    from pipelines.core.paths import LakePaths
+    from pipelines.core.schema import CANDIDATES
     from pipelines.serving.candidates import read_input, shard_of
 
     dataset = LakePaths.candidates(ds)
@@ -133,7 +140,7 @@ def user_candidates(lake: Any, ds: str, user_id: str) -> UserCandidates:
     rows.sort(key=lambda row: row["rank"])
     titles = _titles(lake, ds, {row["item_id"] for row in rows}, read_input) if rows else {}
     return UserCandidates(
-        ds=ds,
+        ds=ds.isoformat(),
         user_id=user_id,
         rows=[
             CandidateRow(
@@ -150,7 +157,7 @@ def user_candidates(lake: Any, ds: str, user_id: str) -> UserCandidates:
     )
 
 
-def _titles(lake: Any, ds: str, item_ids: set[str], read_input: Any) -> dict[str, str]:
+def _titles(lake: Any, ds: dt.date, item_ids: set[str], read_input: Any) -> dict[str, str]:
     try:
         items = read_input(lake, ds, "items").select(["item_id", "title"])
     except (FileNotFoundError, KeyError, RuntimeError) as exc:
@@ -159,7 +166,7 @@ def _titles(lake: Any, ds: str, item_ids: set[str], read_input: Any) -> dict[str
     return {row["item_id"]: row["title"] for row in items.to_pylist() if row["item_id"] in item_ids}
 
 
-def digest_preview_html(lake: Any, ds: str, user_id: str) -> str:
+def digest_preview_html(lake: Any, ds: dt.date, user_id: str) -> str:
     """The HTML body of ``user_id``'s digest built from the published candidates of ``ds``.
 
     Raises:
@@ -186,8 +193,20 @@ UserIdQuery = Annotated[str | None, Query(max_length=MAX_ID_LENGTH, description=
 DsQuery = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$", description="run date; default newest")]
 
 
-def _resolve_ds(lake: Any, ds: str | None) -> str | None:
-    return ds or latest_published_ds(lake)
+def _resolve_ds(lake: Any, ds: str | None) -> dt.date | None:
+    """The requested run date, or the newest published one.
+
+    Raises:
+        HTTPException: 400 when ``ds`` has the date pattern but is no calendar date (``9999-99-99``).
+    """
+    from pipelines.core.run_date import BadRunDate, parse_run_date
+
+    if not ds:
+        return latest_published_ds(lake)
+    try:
+        return parse_run_date(ds, "ds")
+    except BadRunDate as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
 
 
 app = FastAPI(

@@ -1,7 +1,7 @@
-"""How a Nightfeed task turns its Airflow context into a call of one ``pipelines.jobs`` function.
+"""How a Nightfeed task turns its Airflow context into a run of one job of ``pipelines.core.jobs``.
 
-Every task body is ``run_job("<job>", **extra)``: this module works out the run date ``ds`` and the
-settings overrides from the context, calls the job and maps its failures onto Airflow's retry rules.
+Every task body is ``run_job(<job>, **extra)``: this module works out the run date ``ds`` and the run
+params from the context, runs the job and maps its failures onto Airflow's retry rules.
 
 Which day a run processes (``ds``), first match wins:
 
@@ -13,7 +13,8 @@ Which day a run processes (``ds``), first match wins:
    logical date is the day before it fires (see each DAG's docs).
 
 ``pipelines.jobs`` is imported only inside :func:`call_job`, when a task runs: the DAG files import this
-module at parse time and must stay free of TensorFlow, LightGBM, ScaNN and pandas.
+module at parse time and must stay free of TensorFlow, LightGBM, ScaNN and pandas. Only the job catalog
+and the run params (standard library only) are read at parse time.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from typing import Any
 from airflow.sdk import Asset, get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
+from pipelines.core.jobs import Job
+from pipelines.core.params import RUN_DATE
+
 log = logging.getLogger(__name__)
 
 # Logical assets rather than file paths: the feature tables live in DuckDB or BigQuery and the models in
@@ -35,7 +39,6 @@ MODELS = Asset(name="nightfeed_models", uri="nightfeed://models")
 CANDIDATES = Asset(name="nightfeed_candidates", uri="nightfeed://candidates")
 
 DS_EXTRA_KEY = "ds"
-RUN_DATE_PARAM = "run_date"
 
 
 def resolve_ds(context: Mapping[str, Any]) -> str:
@@ -45,9 +48,9 @@ def resolve_ds(context: Mapping[str, Any]) -> str:
         AirflowFailException: the run has no run_date param, no features event and no logical date.
     """
     params = context.get("params") or {}
-    run_date = params.get(RUN_DATE_PARAM)
+    run_date = params.get(RUN_DATE.name)
     if run_date:
-        return _check_date(run_date, f"param {RUN_DATE_PARAM}")
+        return _check_date(run_date, f"param {RUN_DATE.name}")
 
     triggering = context.get("triggering_asset_events") or {}
     days = []
@@ -77,31 +80,30 @@ def _check_date(value: Any, origin: str) -> str:
         raise AirflowFailException(f"{origin} must be a date like 2026-11-22, got {value!r}") from exc
 
 
-def run_job(name: str, **kwargs: Any) -> Any:
-    """Call ``pipelines.jobs.<name>`` for the current task's run (see :func:`call_job`)."""
+def run_job(job: Job, **kwargs: Any) -> Any:
+    """Run ``job`` for the current task's run (see :func:`call_job`)."""
     context = get_current_context()
     params = context.get("params") or {}
-    return call_job(name, resolve_ds(context), {key: params[key] for key in params}, **kwargs)
+    return call_job(job, resolve_ds(context), {key: params[key] for key in params}, **kwargs)
 
 
-def call_job(name: str, ds: str, params: Mapping[str, Any], **kwargs: Any) -> Any:
-    """Call ``pipelines.jobs.<name>(ds=ds, overrides=<from params>, **kwargs)``.
+def call_job(job: Job, ds: str, params: Mapping[str, Any], **kwargs: Any) -> Any:
+    """Run ``job`` for ``ds`` with the run ``params`` and the task's ``kwargs``.
 
     Returns:
         What the job returns (a small JSON-serialisable value: it becomes the task's XCom).
 
     Raises:
-        AirflowFailException: the job raised ``PermanentFailure`` (bad data, no blessed model, bad
+        AirflowFailException: the job raised a ``PermanentError`` (bad data, no blessed model, bad
             params), so retrying would not help; any other exception propagates and is retried.
     """
-    from pipelines import jobs
+    from pipelines.core.errors import PermanentError
+    from pipelines.jobs import run
 
     try:
-        overrides = jobs.overrides_from_params(dict(params))
-        log.info("%s ds=%s overrides=%s %s", name, ds, overrides, kwargs)
-        return getattr(jobs, name)(ds=ds, overrides=overrides, **kwargs)
-    except jobs.PermanentFailure as exc:
-        raise AirflowFailException(f"{name} for ds={ds} cannot succeed on retry: {exc}") from exc
+        return run(job, ds, dict(params), **kwargs)
+    except PermanentError as exc:
+        raise AirflowFailException(f"{job.name} for ds={ds} cannot succeed on retry: {exc}") from exc
 
 
 def mark_outlet(asset: Asset, **extra: Any) -> None:

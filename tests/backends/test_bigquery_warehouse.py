@@ -16,6 +16,7 @@ import pytest
 
 from pipelines.core import warehouse as warehouse_module
 from pipelines.core.lake import Lake
+from pipelines.core.paths import LakePaths
 from pipelines.core.schema import (
     CANDIDATES,
     FEATURE_MODELS,
@@ -27,7 +28,6 @@ from pipelines.core.schema import (
     RAW_USERS,
     RETRIEVAL_DATASET_SQL,
     SERVING_INPUTS,
-    LakePaths,
     SqlModel,
 )
 from pipelines.core.warehouse import BigQueryWarehouse, DuckDBWarehouse, SqlError, bigquery_schema
@@ -35,14 +35,14 @@ from tests.fixtures import candidate_rows, publish_shards
 
 pytestmark = pytest.mark.emulator
 
-DS1, DS2 = "2026-11-21", "2026-11-22"
+DS1, DS2 = dt.date(2026, 11, 21), dt.date(2026, 11, 22)
 
 
-def _ts(day: str, hour: int) -> dt.datetime:
-    return dt.datetime.fromisoformat(day).replace(hour=hour, tzinfo=dt.UTC)
+def _ts(day: dt.date, hour: int) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(hour), tzinfo=dt.UTC)
 
 
-def _events(day: str, rows: list[tuple[str, str, str, str, int | None]]) -> pa.Table:
+def _events(day: dt.date, rows: list[tuple[str, str, str, str, int | None]]) -> pa.Table:
     """Events of ``day``: (event_id, user_id, item_id, event_type, position), one per hour from 08:00."""
     return pa.table(
         {
@@ -52,13 +52,13 @@ def _events(day: str, rows: list[tuple[str, str, str, str, int | None]]) -> pa.T
             "event_type": [r[3] for r in rows],
             "event_ts": [_ts(day, 8 + i) for i in range(len(rows))],
             "position": [r[4] for r in rows],
-            "ds": [dt.date.fromisoformat(day)] * len(rows),
+            "ds": [day] * len(rows),
         },
         schema=RAW_EVENTS,
     )
 
 
-def _items(day: str, ids: list[str], tags: list[list[str] | None]) -> pa.Table:
+def _items(day: dt.date, ids: list[str], tags: list[list[str] | None]) -> pa.Table:
     n = len(ids)
     return pa.table(
         {
@@ -74,13 +74,13 @@ def _items(day: str, ids: list[str], tags: list[list[str] | None]) -> pa.Table:
             "url": [f"https://example.org/{i}" for i in ids],
             "created_at": [_ts(day, 1)] * n,
             "deleted": [False] * (n - 1) + [None],
-            "ds": [dt.date.fromisoformat(day)] * n,
+            "ds": [day] * n,
         },
         schema=RAW_ITEMS,
     )
 
 
-def _users(day: str, ids: list[str]) -> pa.Table:
+def _users(day: dt.date, ids: list[str]) -> pa.Table:
     n = len(ids)
     return pa.table(
         {
@@ -95,7 +95,7 @@ def _users(day: str, ids: list[str]) -> pa.Table:
             "digest_frequency": ["daily"] * n,
             "digest_weekday": [None] + [3] * (n - 1),
             "timezone": ["Europe/Berlin"] * n,
-            "ds": [dt.date.fromisoformat(day)] * n,
+            "ds": [day] * n,
         },
         schema=RAW_USERS,
     )
@@ -213,7 +213,7 @@ def test_run_model_materialises_a_partitioned_table_and_a_rerun_replaces_only_it
     wh.load_raw("raw_events", _events(DS1, [("c1", "u3", "i1", "bookmark", 3)]), DS1)
     assert wh.run_model(model, DS1) == 1  # only u3 arrived in the reloaded DS1
 
-    d1, d2 = dt.date.fromisoformat(DS1), dt.date.fromisoformat(DS2)
+    d1, d2 = DS1, DS2
     assert _rows(wh, "user_daily", "ds, user_id") == [
         {"user_id": "u3", "n_events": 1, "n_engaged": 1, "ds": d1},
         {"user_id": "u1", "n_events": 1, "n_engaged": 0, "ds": d2},
@@ -249,7 +249,7 @@ def test_unpartitioned_model_is_replaced_whole(bigquery_warehouse: BigQueryWareh
     assert wh.run_model(model, DS2) == 1
 
     # 2 items from DS1 + 1 from DS2 = 3, and the DS1 row is gone.
-    assert _rows(wh, "catalog_size", "built_for") == [{"n_items": 3, "built_for": dt.date.fromisoformat(DS2)}]
+    assert _rows(wh, "catalog_size", "built_for") == [{"n_items": 3, "built_for": DS2}]
 
 
 def test_query_file_renders_params_and_returns_rows(
@@ -328,7 +328,7 @@ def test_feature_models_match_duckdb(bigquery_warehouse: BigQueryWarehouse, tmp_
     """The real feature SQL over two days of a tiny world, on the emulator and on DuckDB: the same tables,
     and the same rows from the quality, training and serving queries of the second day."""
     from pipelines.core.settings import Settings
-    from pipelines.data.features import sql_params
+    from pipelines.core.sql_params import sql_params
 
     params = sql_params(Settings())
     # The read-only queries, with windows that reach back over both days of the world.
@@ -393,7 +393,7 @@ def test_published_lake_files_load_into_a_ds_partition(
     publish_shards(lake, LakePaths.candidates(DS2), [candidate_rows([("u8", 1, "p8", 0.5)])])
     assert wh.load_published("candidates", lake, LakePaths.candidates(DS2), DS2, CANDIDATES) == 1
 
-    d1, d2 = dt.date.fromisoformat(DS1), dt.date.fromisoformat(DS2)
+    d1, d2 = DS1, DS2
     assert _rows(wh, "candidates", "ds, user_id, rank") == [
         {**row, "ds": d1} for row in pa.concat_tables(shards).to_pylist()
     ] + [{**candidate_rows([("u8", 1, "p8", 0.5)]).to_pylist()[0], "ds": d2}]

@@ -13,7 +13,8 @@ import pyarrow as pa
 import pytest
 
 from pipelines.core.lake import Lake, ManifestError, PublishConflict
-from pipelines.core.schema import CANDIDATES, MANIFEST_NAME
+from pipelines.core.paths import MANIFEST_NAME
+from pipelines.core.schema import CANDIDATES
 
 pytestmark = pytest.mark.emulator
 

@@ -23,8 +23,13 @@ HEAVY_MODULES = (
     "lightgbm",
     "scann",
     "pandas",
+    "pyarrow",
+    "duckdb",
     "pipelines",
 )
+# The only parts of the library a DAG file may load at parse time: the job catalog and the run params,
+# which import nothing but the standard library.
+CATALOG_MODULES = ("pipelines", "pipelines.core", "pipelines.core.jobs", "pipelines.core.params")
 _MARKER = "NIGHTFEED-DESCRIBE "
 
 _DESCRIBE = r"""
@@ -80,7 +85,9 @@ for dag_id, dag in bag.dags.items():
         "param_defaults": {k: dag.params[k] for k in dag.params},
         "validation": validation,
     }
-out["heavy_modules"] = sorted({m.split(".")[0] for m in sys.modules} & set(heavy))
+catalog = set(json.loads(sys.argv[4]))
+loaded = {m for m in sys.modules if m.split(".")[0] in heavy and m not in catalog}
+out["heavy_modules"] = sorted({m if m.startswith("pipelines") else m.split(".")[0] for m in loaded})
 print("NIGHTFEED-DESCRIBE " + json.dumps(out, default=str))
 """
 
@@ -124,7 +131,15 @@ PARAM_CASES: dict[str, dict[str, tuple[dict[str, Any], bool]]] = {
 def describe(path: Path, home: Path, confs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Parse one DAG file in a new interpreter; optionally validate named run confs against its params."""
     proc = subprocess.run(
-        [sys.executable, "-c", _DESCRIBE, str(path), json.dumps(HEAVY_MODULES), json.dumps(confs or {})],
+        [
+            sys.executable,
+            "-c",
+            _DESCRIBE,
+            str(path),
+            json.dumps(HEAVY_MODULES),
+            json.dumps(confs or {}),
+            json.dumps(CATALOG_MODULES),
+        ],
         env=airflow_env(home),
         cwd=REPO,
         capture_output=True,

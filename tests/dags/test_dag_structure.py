@@ -20,9 +20,9 @@ def edges(dag: dict) -> set[tuple[str, str]]:
 
 def test_features_dag(dags: dict[str, dict]) -> None:
     dag = dags["nightfeed_features"]
-    assert set(dag["tasks"]) == {"features"}
+    assert set(dag["tasks"]) == {"build_features"}
     assert edges(dag) == set()
-    assert dag["tasks"]["features"]["outlets"] == [FEATURES_URI]
+    assert dag["tasks"]["build_features"]["outlets"] == [FEATURES_URI]
     # Data-interval timetable: the run for a day has that day as logical date (see the DAG's docs).
     assert dag["timetable"] == "CronDataIntervalTimetable"
     assert dag["timetable_config"]["expression"] == "0 0 * * *"

@@ -20,12 +20,13 @@ import pyarrow.compute as pc
 import pytest
 
 from pipelines.core.lake import Lake
-from pipelines.core.schema import LakePaths
+from pipelines.core.paths import LakePaths
 from tests.airflow_support import REPO, airflow_env, dags_test, run_airflow
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 DS = "2026-11-20"
+DAY = dt.date.fromisoformat(DS)
 NUM_SHARDS = 3  # run params, different from the settings (2 shards, top 20) so their effect shows
 TOP_K = 15
 
@@ -120,7 +121,7 @@ def test_training_promoted_both_champions(nightly: dict[str, Any]) -> None:
 
 def test_candidates_are_published_in_the_requested_shards(nightly: dict[str, Any]) -> None:
     lake = nightly["lake"]
-    dataset = LakePaths.candidates(DS)
+    dataset = LakePaths.candidates(DAY)
     manifest = lake.read_manifest(dataset)
     assert manifest["files"] == [f"shard={s:03d}.parquet" for s in range(NUM_SHARDS)]
     assert manifest["metadata"]["num_shards"] == NUM_SHARDS and manifest["metadata"]["top_k"] == TOP_K
@@ -138,7 +139,7 @@ def test_candidates_are_published_in_the_requested_shards(nightly: dict[str, Any
         served |= users
     assert longest == TOP_K
     inputs_users = {
-        path for path in lake.manifest_files(LakePaths.inputs(DS)) if path.endswith("/users.parquet")
+        path for path in lake.manifest_files(LakePaths.inputs(DAY)) if path.endswith("/users.parquet")
     }
     expected = set(lake.read_parquet(inputs_users.pop()).column("user_id").to_pylist())
     assert served == expected, "every user of the day's inputs has a published list"
@@ -146,17 +147,17 @@ def test_candidates_are_published_in_the_requested_shards(nightly: dict[str, Any
 
 def test_digests_and_report_are_published_from_those_candidates(nightly: dict[str, Any]) -> None:
     lake = nightly["lake"]
-    digests = lake.read_manifest(LakePaths.digests(DS))
+    digests = lake.read_manifest(LakePaths.digests(DAY))
     assert "messages.parquet" in digests["files"]
     index_path = next(
-        p for p in lake.manifest_files(LakePaths.digests(DS)) if p.endswith("/messages.parquet")
+        p for p in lake.manifest_files(LakePaths.digests(DAY)) if p.endswith("/messages.parquet")
     )
     messages = lake.read_parquet(index_path).to_pylist()
     assert messages, "the tiny world has users due for a digest"
     candidates: dict[str, set[str]] = {}
-    for path in lake.manifest_files(LakePaths.candidates(DS)):
+    for path in lake.manifest_files(LakePaths.candidates(DAY)):
         for row in lake.read_parquet(path, ["user_id", "item_id"]).to_pylist():
             candidates.setdefault(row["user_id"], set()).add(row["item_id"])
     for message in messages:
         assert set(message["item_ids"]) <= candidates[message["user_id"]], message["user_id"]
-    assert lake.is_published(LakePaths.reports(DS))
+    assert lake.is_published(LakePaths.reports(DAY))

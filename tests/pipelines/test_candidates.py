@@ -16,15 +16,19 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipelines import jobs
+from pipelines.core import jobs
+from pipelines.core.context import settings_with
+from pipelines.core.errors import PermanentError
 from pipelines.core.lake import Lake, ManifestError
-from pipelines.core.schema import LakePaths
+from pipelines.core.params import overrides_from_params
+from pipelines.core.paths import LakePaths
 from pipelines.core.settings import WorldConfig
 from pipelines.core.warehouse import DuckDBWarehouse
 from pipelines.data.world import World, load_world, world_config
+from pipelines.jobs import run
 from pipelines.serving.candidates import read_candidates, read_input, shard_of
 
-DS = "2026-11-22"
+DS = dt.date(2026, 11, 22)
 TOP_K = 20
 SHARDS = 2
 
@@ -45,14 +49,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
             mp.setenv(name, value)
-        settings = jobs.settings_for(None)
+        settings = settings_with(None)
         with DuckDBWarehouse(settings.duckdb_file) as warehouse:
             generated = World(world_config("tiny", WorldConfig()), DS)
             load_world(warehouse, generated)
         for ds in generated.days():
-            jobs.run_features(ds)
-        trained = jobs.train_two_tower(DS)
-        ranked = jobs.train_ranker(DS)
+            run(jobs.BUILD_FEATURES, ds)
+        trained = run(jobs.TRAIN_TWO_TOWER, DS)
+        ranked = run(jobs.TRAIN_RANKER, DS)
         published = run_nightly()
         yield {
             "lake": Lake(settings.lake_url),
@@ -64,13 +68,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         }
 
 
-def run_nightly(ds: str = DS) -> dict[str, Any]:
-    jobs.export_inputs(ds)
-    jobs.embed_items(ds)
-    jobs.build_index(ds)
-    plan = jobs.plan_shards(ds)
-    results = [jobs.candidates_for_shard(ds, p["shard"], p["num_shards"], p["staging"]) for p in plan]
-    return jobs.publish_candidates(ds, plan[0]["staging"], results)
+def run_nightly(ds: dt.date = DS) -> dict[str, Any]:
+    for job in (jobs.EXPORT_INPUTS, jobs.EMBED_ITEMS, jobs.BUILD_INDEX):
+        run(job, ds)
+    plan = run(jobs.PLAN_SHARDS, ds)
+    results = [run(jobs.CANDIDATES_FOR_SHARD, ds, **p) for p in plan]
+    return run(jobs.PUBLISH_CANDIDATES, ds, staging=plan[0]["staging"], shard_results=results)
 
 
 def _frames(lake: Lake) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -93,7 +96,7 @@ def test_the_published_night_is_also_in_the_warehouse_partition_of_its_ds(world:
     assert world["published"]["warehouse"] == {"table": "nightly_candidates", "rows": published.num_rows}
     with DuckDBWarehouse(world["settings"].duckdb_file, read_only=True) as warehouse:
         loaded = warehouse.query("select * from `nightly_candidates` order by user_id, rank")
-    assert set(loaded.column("ds").to_pylist()) == {dt.date.fromisoformat(DS)}
+    assert set(loaded.column("ds").to_pylist()) == {DS}
     ordered = published.sort_by([("user_id", "ascending"), ("rank", "ascending")])
     assert loaded.drop_columns(["ds"]).to_pylist() == ordered.to_pylist()
 
@@ -148,52 +151,52 @@ def test_a_killed_run_keeps_the_previous_lists_and_a_retry_reproduces_them(world
     lake: Lake = world["lake"]
     before = read_candidates(lake, DS)
     manifest = lake.read_manifest(LakePaths.candidates(DS))
-    plan = jobs.plan_shards(DS)
+    plan = run(jobs.PLAN_SHARDS, DS)
     # The run dies after writing its first shard: nothing new is visible.
-    jobs.candidates_for_shard(DS, 0, SHARDS, plan[0]["staging"])
+    run(jobs.CANDIDATES_FOR_SHARD, DS, **plan[0])
     with pytest.raises(ManifestError, match="missing files"):
         lake.publish(LakePaths.candidates(DS), plan[0]["staging"], ["shard=000.parquet", "shard=001.parquet"])
     assert lake.read_manifest(LakePaths.candidates(DS)) == manifest
     assert read_candidates(lake, DS).equals(before)
     # The retry runs every shard again and publishes: same inputs and models give the same lists.
-    results = [jobs.candidates_for_shard(DS, p["shard"], SHARDS, p["staging"]) for p in plan]
-    jobs.publish_candidates(DS, plan[0]["staging"], results)
+    results = [run(jobs.CANDIDATES_FOR_SHARD, DS, **p) for p in plan]
+    run(jobs.PUBLISH_CANDIDATES, DS, staging=plan[0]["staging"], shard_results=results)
     assert lake.read_manifest(LakePaths.candidates(DS))["staging"] != manifest["staging"]
     assert read_candidates(lake, DS).equals(before)
 
 
 def test_publish_refuses_an_incomplete_set_of_shard_results(world: dict[str, Any]) -> None:
-    plan = jobs.plan_shards(DS)
-    result = jobs.candidates_for_shard(DS, 1, SHARDS, plan[1]["staging"])
+    plan = run(jobs.PLAN_SHARDS, DS)
+    result = run(jobs.CANDIDATES_FOR_SHARD, DS, **plan[1])
     with pytest.raises(ValueError, match=r"shard results \[1\] do not cover shards \[0, 1\]"):
-        jobs.publish_candidates(DS, plan[1]["staging"], [result])
+        run(jobs.PUBLISH_CANDIDATES, DS, staging=plan[1]["staging"], shard_results=[result])
 
 
 def test_a_dry_run_publishes_nothing(world: dict[str, Any], tmp_path: Path) -> None:
     lake: Lake = world["lake"]
     manifest = lake.read_manifest(LakePaths.candidates(DS))
-    overrides = jobs.overrides_from_params({"dry_run_users": 5})
-    plan = jobs.plan_shards(DS, overrides)
-    results = [jobs.candidates_for_shard(DS, p["shard"], SHARDS, p["staging"], overrides) for p in plan]
-    out = jobs.publish_candidates(DS, plan[0]["staging"], results, overrides)
+    params = {"dry_run_users": 5}
+    plan = run(jobs.PLAN_SHARDS, DS, params)
+    results = [run(jobs.CANDIDATES_FOR_SHARD, DS, params, **p) for p in plan]
+    out = run(jobs.PUBLISH_CANDIDATES, DS, params, staging=plan[0]["staging"], shard_results=results)
     assert out["published"] is False and out["users"] == 5
     assert lake.read_manifest(LakePaths.candidates(DS)) == manifest
     # Digests of a dry run: each shard renders a sample, nothing is staged or published.
-    digest_plan = jobs.plan_digests(DS, overrides)
+    digest_plan = run(jobs.PLAN_DIGESTS, DS, params)
     assert [p["staging"] for p in digest_plan] == [None] * SHARDS
-    shards = [jobs.render_digest_shard(DS, p["shard"], SHARDS, None, overrides) for p in digest_plan]
+    shards = [run(jobs.RENDER_DIGESTS, DS, params, **p) for p in digest_plan]
     assert all(s["file"] is None and s["messages_written"] == 0 for s in shards)
     assert 0 < sum(len(s["sample"]) for s in shards) <= 5 * SHARDS
-    assert jobs.publish_digests(DS, None, shards, overrides)["published"] is False
+    assert run(jobs.PUBLISH_DIGESTS, DS, params, staging=None, shard_results=shards)["published"] is False
     assert not lake.is_published(LakePaths.digests(DS))
 
 
 def test_params_become_overrides() -> None:
-    assert jobs.overrides_from_params({"num_shards": 3, "top_k": 7, "dry_run_users": None}) == {
+    assert overrides_from_params({"num_shards": 3, "top_k": 7, "dry_run_users": None}) == {
         "candidates": {"num_shards": 3, "top_k": 7}
     }
-    with pytest.raises(jobs.PermanentFailure, match="num_shards"):
-        jobs.settings_for(jobs.overrides_from_params({"num_shards": 0}))
+    with pytest.raises(PermanentError, match="num_shards"):
+        settings_with({"num_shards": 0})
 
 
 def test_candidate_files_have_the_published_schema(world: dict[str, Any]) -> None:
@@ -222,10 +225,10 @@ def test_training_again_on_the_same_data_is_skipped_unless_forced(world: dict[st
 
     lake: Lake = world["lake"]
     champion = current_champion(lake, "two_tower")["version"]
-    again = jobs.train_two_tower(DS)
+    again = run(jobs.TRAIN_TWO_TOWER, DS)
     assert again["skipped"] and not again["promoted"] and again["version"] == champion
     assert "force_retrain" in again["reason"]
-    forced = jobs.train_ranker(DS, jobs.overrides_from_params({"force_retrain": True}))
+    forced = run(jobs.TRAIN_RANKER, DS, {"force_retrain": True})
     assert "skipped" not in forced and forced["version"] != world["ranker"]["version"]
     assert forced["champion_metrics"] is not None, "the champion was re-evaluated on the same hold-out"
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed: apt-get install -y chromium chromium-driver"
 )
 
-DS = "2026-03-07"
+DS = dt.date(2026, 3, 7)
 SCRIPT_TITLE = (
     "<script>document.title='pwned';"
     "document.body.insertAdjacentHTML('beforeend','<p id=\"pwned\">owned</p>')</script>"

@@ -15,7 +15,8 @@ import pyarrow.compute as pc
 import pytest
 
 from pipelines.core.lake import Lake, ManifestError
-from pipelines.core.schema import CANDIDATES, RAW_ITEMS, RAW_USERS, LakePaths
+from pipelines.core.paths import LakePaths
+from pipelines.core.schema import CANDIDATES, RAW_ITEMS, RAW_USERS
 from pipelines.core.settings import DigestConfig
 from pipelines.delivery.digests import (
     MESSAGES_INDEX,
@@ -28,8 +29,8 @@ from pipelines.delivery.digests import (
     plan_digests,
     preview_digest,
     publish_digests,
+    render_and_publish_digests,
     render_digest_shard,
-    render_digests,
     render_message,
     send_slots,
     send_window,
@@ -39,7 +40,9 @@ from pipelines.delivery.digests import (
 )
 
 UTC = dt.UTC
-DS = "2026-03-07"  # a Saturday; its run prepares the slots in [Sun 2026-03-08 00:00Z, Mon 03-09 00:00Z)
+DS = dt.date(
+    2026, 3, 7
+)  # a Saturday; its run prepares the slots in [Sun 2026-03-08 00:00Z, Mon 03-09 00:00Z)
 USERS_SCHEMA = pa.schema([f for f in RAW_USERS if f.name != "ds"])
 ITEMS_SCHEMA = pa.schema([f for f in RAW_ITEMS if f.name != "ds"])
 CONFIG = DigestConfig(items_per_digest=3, min_fresh_candidates=3)
@@ -189,7 +192,7 @@ def test_new_york_on_the_spring_forward_weekend() -> None:
         SendSlot(dt.date(2026, 3, 8), dt.datetime(2026, 3, 8, 11, tzinfo=UTC)),
     )
     # Saturday's 07:00 EST = 12:00Z on 03-07 belongs to the run before.
-    assert send_slots("2026-03-06", "America/New_York", 7)[0].send_at == dt.datetime(
+    assert send_slots(dt.date(2026, 3, 6), "America/New_York", 7)[0].send_at == dt.datetime(
         2026, 3, 7, 12, tzinfo=UTC
     )
     assert due_slot(DS, "America/New_York", "weekly", 6, 7) is not None  # Sunday
@@ -211,14 +214,14 @@ def test_two_slots_in_one_window_send_one_message() -> None:
 def test_fall_back_weekend_and_the_repeated_hour() -> None:
     # Clocks go back 02:00 EDT -> 01:00 EST on Sun 2026-11-01. Send hour 19: Sat 10-31 19:00 EDT = 23:00Z
     # on 10-31 and Sun 11-01 19:00 EST = 11-02 00:00Z, so the window [11-01Z, 11-02Z) of ds 10-31 holds none,
-    assert send_slots("2026-10-31", "America/New_York", 19) == ()
-    assert due_slot("2026-10-31", "America/New_York", "daily", None, 19) is None
+    assert send_slots(dt.date(2026, 10, 31), "America/New_York", 19) == ()
+    assert due_slot(dt.date(2026, 10, 31), "America/New_York", "daily", None, 19) is None
     # and the run of ds 11-01 has Sunday's slot at its window start.
-    assert send_slots("2026-11-01", "America/New_York", 19) == (
+    assert send_slots(dt.date(2026, 11, 1), "America/New_York", 19) == (
         SendSlot(dt.date(2026, 11, 1), dt.datetime(2026, 11, 2, 0, tzinfo=UTC)),
     )
     # 01:00 happens twice on 11-01: the first one, EDT, 01 + 4 = 05:00Z.
-    assert send_slots("2026-10-31", "America/New_York", 1)[0].send_at == dt.datetime(
+    assert send_slots(dt.date(2026, 10, 31), "America/New_York", 1)[0].send_at == dt.datetime(
         2026, 11, 1, 5, tzinfo=UTC
     )
 
@@ -233,7 +236,7 @@ def test_consecutive_runs_cover_every_local_day_exactly_once(zone: str, send_hou
     days = []
     ds = dt.date(2026, 2, 20)
     while ds <= dt.date(2026, 11, 15):
-        days += [slot.local_date for slot in send_slots(ds.isoformat(), zone, send_hour)]
+        days += [slot.local_date for slot in send_slots(ds, zone, send_hour)]
         ds += dt.timedelta(days=1)
     assert days == [days[0] + dt.timedelta(days=n) for n in range(len(days))]
     assert len(days) >= (dt.date(2026, 11, 15) - dt.date(2026, 2, 20)).days - 1
@@ -480,9 +483,9 @@ def world(tmp_path) -> tuple[Lake, pa.Table, pa.Table]:
     return lake, users, items
 
 
-def test_render_digests_sends_to_due_users_and_counts_the_rest(tmp_path) -> None:
+def test_render_and_publish_digests_sends_to_due_users_and_counts_the_rest(tmp_path) -> None:
     lake, users, items = world(tmp_path)
-    report = render_digests(lake, DS, users, items, CONFIG)
+    report = render_and_publish_digests(lake, DS, users, items, CONFIG)
     assert report.messages_written == 2
     assert report.users_total == 10
     assert report.skipped == {
@@ -523,7 +526,7 @@ def test_render_digests_sends_to_due_users_and_counts_the_rest(tmp_path) -> None
 
 def test_shards_rendered_apart_publish_what_one_process_does(tmp_path) -> None:
     lake, users, items = world(tmp_path)
-    render_digests(lake, DS, users, items, CONFIG)
+    render_and_publish_digests(lake, DS, users, items, CONFIG)
     together = {p.rsplit("/", 1)[1]: lake.read_bytes(p) for p in lake.manifest_files(LakePaths.digests(DS))}
     plan = plan_digests(lake, DS)
     assert [(p["shard"], p["num_shards"]) for p in plan] == [(0, 2), (1, 2)]
@@ -546,9 +549,9 @@ def test_shards_rendered_apart_publish_what_one_process_does(tmp_path) -> None:
 
 def test_rerun_replaces_with_identical_bytes(tmp_path) -> None:
     lake, users, items = world(tmp_path)
-    render_digests(lake, DS, users, items, CONFIG)
+    render_and_publish_digests(lake, DS, users, items, CONFIG)
     first = {p.rsplit("/", 1)[1]: lake.read_bytes(p) for p in lake.manifest_files(LakePaths.digests(DS))}
-    render_digests(lake, DS, users, items, CONFIG)
+    render_and_publish_digests(lake, DS, users, items, CONFIG)
     second = {p.rsplit("/", 1)[1]: lake.read_bytes(p) for p in lake.manifest_files(LakePaths.digests(DS))}
     assert first == second
     assert [r["user_id"] for r in published_records(lake, DS)] == ["u01", "u09"]
@@ -560,24 +563,24 @@ def test_items_sent_in_earlier_digests_are_not_repeated(tmp_path) -> None:
     users = users_table([user("u01"), user("u02")])
     items = items_table([item(f"i{n:02d}") for n in range(1, 8)])
     # 03-05: u01 gets i01..i03. 03-06: u02 gets i01..i03.
-    publish_candidates(lake, "2026-03-05", [[("u01", r, f"i{r:02d}") for r in range(1, 5)]])
-    publish_candidates(lake, "2026-03-06", [[("u02", r, f"i{r:02d}") for r in range(1, 5)]])
+    publish_candidates(lake, dt.date(2026, 3, 5), [[("u01", r, f"i{r:02d}") for r in range(1, 5)]])
+    publish_candidates(lake, dt.date(2026, 3, 6), [[("u02", r, f"i{r:02d}") for r in range(1, 5)]])
     # DS: u01 ranks i01..i06 -> i01..i03 sent on 03-05 -> i04, i05, i06. u02 ranks i01..i04 -> only i04 fresh.
     publish_candidates(
         lake,
         DS,
         [[("u01", r, f"i{r:02d}") for r in range(1, 7)] + [("u02", r, f"i{r:02d}") for r in range(1, 5)]],
     )
-    assert render_digests(lake, "2026-03-05", users, items, CONFIG).messages_written == 1
-    assert render_digests(lake, "2026-03-06", users, items, CONFIG).messages_written == 1
-    report = render_digests(lake, DS, users, items, CONFIG)
+    assert render_and_publish_digests(lake, dt.date(2026, 3, 5), users, items, CONFIG).messages_written == 1
+    assert render_and_publish_digests(lake, dt.date(2026, 3, 6), users, items, CONFIG).messages_written == 1
+    report = render_and_publish_digests(lake, DS, users, items, CONFIG)
     assert report.skipped["too_few_fresh_candidates"] == 1
     assert {r["user_id"]: r["item_ids"] for r in published_records(lake, DS)} == {
         "u01": ["i04", "i05", "i06"]
     }
     # Looking back one run date only (03-06) forgets u01's 03-05 digest; u02's is still remembered.
     one_day = CONFIG.model_copy(update={"previous_digest_days": 1})
-    report = render_digests(lake, DS, users, items, one_day)
+    report = render_and_publish_digests(lake, DS, users, items, one_day)
     assert {r["user_id"]: r["item_ids"] for r in published_records(lake, DS)} == {
         "u01": ["i01", "i02", "i03"]
     }
@@ -585,7 +588,7 @@ def test_items_sent_in_earlier_digests_are_not_repeated(tmp_path) -> None:
 
 def test_dry_run_renders_a_sample_and_publishes_nothing(tmp_path) -> None:
     lake, users, items = world(tmp_path)
-    report = render_digests(lake, DS, users, items, CONFIG, dry_run_users=1)
+    report = render_and_publish_digests(lake, DS, users, items, CONFIG, dry_run_users=1)
     assert report.dry_run and report.messages_written == 0
     assert [m.user_id for m in report.messages] == ["u01"]
     assert parse(report.messages[0].raw)["Subject"] == "Your daily Nightfeed digest, Sun 8 Mar: Title of i03"
@@ -607,7 +610,7 @@ def test_items_table_without_deleted_column(tmp_path) -> None:
     # The serving catalog holds live items only and has no "deleted" column: i09 is simply absent.
     lake, users, items = world(tmp_path)
     live = items.filter(pc.invert(items["deleted"])).drop(["deleted"])
-    render_digests(lake, DS, users, live, CONFIG)
+    render_and_publish_digests(lake, DS, users, live, CONFIG)
     by_user = {r["user_id"]: r["item_ids"] for r in published_records(lake, DS)}
     assert by_user == {"u01": ["i03", "i01", "i02"], "u09": ["i05", "i06", "i07"]}
 
@@ -640,21 +643,21 @@ def test_preview_of_a_user_not_due(tmp_path) -> None:
 def test_bad_inputs_name_what_is_wrong(tmp_path) -> None:
     lake, users, items = world(tmp_path)
     with pytest.raises(ManifestError, match="candidates/ds=2026-03-01"):
-        render_digests(lake, "2026-03-01", users, items, CONFIG)
+        render_and_publish_digests(lake, dt.date(2026, 3, 1), users, items, CONFIG)
     twice = pa.concat_tables([users, users.slice(0, 1)])
     with pytest.raises(ValueError, match="rows 0 and 10 share user_id 'u01'"):
-        render_digests(lake, DS, twice, items, CONFIG)
+        render_and_publish_digests(lake, DS, twice, items, CONFIG)
     with pytest.raises(ValueError, match="items table lacks columns \\['url'\\]"):
-        render_digests(lake, DS, users, items.drop(["url"]), CONFIG)
+        render_and_publish_digests(lake, DS, users, items.drop(["url"]), CONFIG)
     with pytest.raises(ValueError, match=r"DigestConfig\.sender"):
-        render_digests(lake, DS, users, items, CONFIG.model_copy(update={"sender": "nobody"}))
+        render_and_publish_digests(lake, DS, users, items, CONFIG.model_copy(update={"sender": "nobody"}))
     with pytest.raises(ValueError, match=r"DigestConfig\.unsubscribe_url"):
-        render_digests(
+        render_and_publish_digests(
             lake, DS, users, items, CONFIG.model_copy(update={"unsubscribe_url": "http://x.example/u"})
         )
-    publish_candidates(lake, "2026-03-02", [[("u01", 1, "i01")], [("u01", 1, "i02")]])
+    publish_candidates(lake, dt.date(2026, 3, 2), [[("u01", 1, "i01")], [("u01", 1, "i02")]])
     with pytest.raises(
         ValueError,
         match=r"user 'u01' has candidates in .*shard=001\.parquet \(shard 1 of 2\) but belongs to shard 0",
     ):
-        render_digests(lake, "2026-03-02", users, items, CONFIG)
+        render_and_publish_digests(lake, dt.date(2026, 3, 2), users, items, CONFIG)

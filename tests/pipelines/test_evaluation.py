@@ -202,7 +202,7 @@ def test_scorer_shape_and_nan_are_reported():
 
 def test_bad_inputs_name_the_problem():
     examples = tiny_examples()
-    with pytest.raises(ValueError, match=r"missing columns \['split'\]"):
+    with pytest.raises(ValueError, match=r"lacks columns \['split'\]"):
         evaluation.build_holdout(examples.drop_columns(["split"]), CATALOG, CONFIG)
     bad_split = examples.set_column(4, "split", pa.array(["train"] * 9 + ["test"]))
     with pytest.raises(ValueError, match="row 9: split"):

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from pipelines.core.lake import Lake
-from pipelines.core.schema import FEATURE_MODELS, LakePaths
+from pipelines.core.paths import LakePaths
+from pipelines.core.schema import FEATURE_MODELS
 from pipelines.core.settings import Settings
 from pipelines.core.warehouse import DuckDBWarehouse
 from pipelines.data.features import DataQualityError, build_features
 from tests.fixtures import event, item, load, user
 
-DS = "2026-11-20"
+DS = dt.date(2026, 11, 20)
 
 
 def _world(warehouse: DuckDBWarehouse, bad_events: int) -> None:
@@ -64,7 +66,7 @@ def test_a_day_without_events_fails_clearly(setup) -> None:
     warehouse, lake, settings = setup
     _world(warehouse, bad_events=0)
     with pytest.raises(DataQualityError, match="no raw events arrived for ds=2026-11-21"):
-        build_features(warehouse, lake, "2026-11-21", settings)
+        build_features(warehouse, lake, dt.date(2026, 11, 21), settings)
 
 
 def test_rerun_leaves_identical_partitions(setup) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_csv_files_load_into_daily_partitions(tmp_path: Path) -> None:
     warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
     loaded = import_files(warehouse, *_write(tmp_path))
     assert loaded == {"raw_events": 3, "raw_items": 1, "raw_users": 1}
-    assert warehouse.partitions("raw_events") == ["2026-11-20", "2026-11-21"]
+    assert warehouse.partitions("raw_events") == [dt.date(2026, 11, 20), dt.date(2026, 11, 21)]
     item = warehouse.query("select tags, title from raw_items").to_pylist()[0]
     assert item == {"tags": ["python", "django"], "title": "Hello, world"}
     user = warehouse.query("select digest_opt_in, blocked_tags from raw_users").to_pylist()[0]

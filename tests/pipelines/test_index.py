@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from pipelines.core.lake import Lake, ManifestError
-from pipelines.core.schema import LakePaths
+from pipelines.core.paths import LakePaths
 from pipelines.core.settings import IndexConfig
 from pipelines.serving.index import (
     MISSING_ID,
@@ -21,7 +23,7 @@ from pipelines.serving.index import (
     measure_recall,
 )
 
-DS = "2026-11-22"
+DS = dt.date(2026, 11, 22)
 EXACT = IndexConfig(brute_force_below=10**9)
 TREE = IndexConfig(brute_force_below=0)
 # One leaf of ~82 searched and no exact re-scoring: misses most neighbours on the clustered fixture.

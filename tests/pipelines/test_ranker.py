@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.core.lake import Lake
-from pipelines.core.schema import RANKER, LakePaths
+from pipelines.core.paths import RANKER, LakePaths
 from pipelines.core.settings import RankerConfig
 from pipelines.training import evaluation
 from pipelines.training import ranker as ranker_module
@@ -344,7 +344,7 @@ def test_bad_label_and_bad_rank_name_the_row(synthetic):
 def test_save_and_load_give_identical_scores(synthetic, tmp_path):
     rows, scorer, result = synthetic
     lake = Lake(str(tmp_path / "lake"))
-    version = new_version("2026-11-22", CONFIG.model_dump())
+    version = new_version(dt.date(2026, 11, 22), CONFIG.model_dump())
     save_ranker(result, lake, version)
     loaded = load_ranker(lake, version)
     score, rank = scorer(
@@ -359,7 +359,7 @@ def test_save_and_load_give_identical_scores(synthetic, tmp_path):
     with pytest.raises(FileExistsError, match="already holds an exported ranker"):
         save_ranker(result, lake, version)
     with pytest.raises(FileNotFoundError, match=r"config.json missing"):
-        load_ranker(lake, new_version("2026-11-23", {}))
+        load_ranker(lake, new_version(dt.date(2026, 11, 23), {}))
 
 
 def test_champion_evaluated_on_the_same_holdout_gets_the_training_metrics(synthetic, tmp_path):
@@ -372,7 +372,7 @@ def test_champion_evaluated_on_the_same_holdout_gets_the_training_metrics(synthe
 def test_exported_ranker_passes_the_registry_gate(synthetic, tmp_path):
     _, _, result = synthetic
     lake = Lake(str(tmp_path / "lake"))
-    version = new_version("2026-11-22", CONFIG.model_dump())
+    version = new_version(dt.date(2026, 11, 22), CONFIG.model_dump())
     save_ranker(result, lake, version)
     decision = promote_if_blessed(lake, RANKER, version, result.metrics, None, CONFIG.blessing)
     assert decision.promoted, decision.reason
@@ -397,7 +397,7 @@ def test_scoring_with_another_feature_list_fails_loudly(synthetic):
 def test_loading_a_model_whose_stored_feature_list_differs_fails(synthetic, tmp_path):
     _, _, result = synthetic
     lake = Lake(str(tmp_path / "lake"))
-    version = new_version("2026-11-22", CONFIG.model_dump())
+    version = new_version(dt.date(2026, 11, 22), CONFIG.model_dump())
     save_ranker(result, lake, version)
     lake.write_json(f"{LakePaths.model_dir(RANKER, version)}/{FEATURES_FILE}", list(FEATURE_NAMES[1:]))
     with pytest.raises(
@@ -409,7 +409,7 @@ def test_loading_a_model_whose_stored_feature_list_differs_fails(synthetic, tmp_
 def test_compiled_scoring_orders_like_lightgbm_and_reuses_its_cache(synthetic, tmp_path):
     rows, scorer, result = synthetic
     lake = Lake(str(tmp_path / "lake"))
-    version = new_version("2026-11-22", CONFIG.model_dump())
+    version = new_version(dt.date(2026, 11, 22), CONFIG.model_dump())
     save_ranker(result, lake, version)
     score, rank = scorer(
         rows.column("user_id").to_numpy(zero_copy_only=False),

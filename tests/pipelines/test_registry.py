@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from pipelines.core.lake import Lake, PointerVersion, PublishConflict
-from pipelines.core.schema import LakePaths
+from pipelines.core.paths import LakePaths
 from pipelines.core.settings import BlessingConfig
 from pipelines.training import registry
 
@@ -18,7 +18,7 @@ GATE = BlessingConfig(metric="recall_at_50", tolerance=0.01, floor=0.05)
 def _export(lake: Lake, minute: int) -> str:
     """A finished export: only config.json matters to the registry."""
     version = registry.new_version(
-        "2026-11-22", {"m": minute}, now=dt.datetime(2026, 11, 23, 2, minute, tzinfo=dt.UTC)
+        dt.date(2026, 11, 22), {"m": minute}, now=dt.datetime(2026, 11, 23, 2, minute, tzinfo=dt.UTC)
     )
     lake.write_json(f"{LakePaths.model_dir(KIND, version)}/config.json", {"version": version})
     return version
@@ -127,7 +127,7 @@ def test_gate_input_errors(lake):
     version = _export(lake, 1)
     with pytest.raises(ValueError, match="no metric 'recall_at_50'"):
         registry.promote_if_blessed(lake, KIND, version, {"recall_at_10": 0.3}, None, GATE)
-    unexported = registry.new_version("2026-11-22", {})
+    unexported = registry.new_version(dt.date(2026, 11, 22), {})
     with pytest.raises(ValueError, match="no complete export"):
         registry.promote_if_blessed(lake, KIND, unexported, {"recall_at_50": 0.3}, None, GATE)
     with pytest.raises(ValueError, match="model version must look like"):
@@ -141,15 +141,19 @@ def test_nan_metric_is_rejected(lake):
 
 
 def test_versions_sort_by_date_then_time_and_name_the_config(lake):
-    early = registry.new_version("2026-11-21", {"a": 1}, now=dt.datetime(2026, 11, 23, tzinfo=dt.UTC))
-    late = registry.new_version("2026-11-22", {"a": 1}, now=dt.datetime(2026, 11, 22, tzinfo=dt.UTC))
+    early = registry.new_version(
+        dt.date(2026, 11, 21), {"a": 1}, now=dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
+    )
+    late = registry.new_version(dt.date(2026, 11, 22), {"a": 1}, now=dt.datetime(2026, 11, 22, tzinfo=dt.UTC))
     same_time_other_config = registry.new_version(
-        "2026-11-22", {"a": 2}, now=dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
+        dt.date(2026, 11, 22), {"a": 2}, now=dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
     )
     assert sorted([late, early]) == [early, late]
     assert late[:-8] == same_time_other_config[:-8] and late != same_time_other_config
-    assert registry.new_version("2026-11-22", {}) != registry.new_version("2026-11-22", {})
+    assert registry.new_version(dt.date(2026, 11, 22), {}) != registry.new_version(dt.date(2026, 11, 22), {})
     first, second = _export(lake, 2), _export(lake, 1)
-    lake.write_json(f"{LakePaths.model_dir(KIND, registry.new_version('2026-11-22', {}))}/user_tower.txt", {})
+    lake.write_json(
+        f"{LakePaths.model_dir(KIND, registry.new_version(dt.date(2026, 11, 22), {}))}/user_tower.txt", {}
+    )
     # the unfinished export (no config.json) is not listed
     assert registry.list_versions(lake, KIND) == [second, first]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import json
 import re
@@ -15,12 +16,14 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from pipelines import jobs
+from pipelines.core import jobs
 from pipelines.core.lake import Lake
-from pipelines.core.schema import CANDIDATES, LakePaths
+from pipelines.core.paths import LakePaths
+from pipelines.core.schema import CANDIDATES
 from pipelines.delivery.report import ReportInputError, build_report, collect_metrics
+from pipelines.jobs import run
 
-DS = "2026-11-22"
+DS = dt.date(2026, 11, 22)
 TT_VERSION = "2026-11-22-20261123T021501123456Z-1f2e3d4c"
 TT_CHAMPION = "2026-11-20-20261121T021501123456Z-aaaaaaaa"
 RANKER_VERSION = "2026-11-22-20261123T021601123456Z-2e3d4c5b"
@@ -113,7 +116,7 @@ OTHER_FACTS = {
     "export_inputs": {"rows": {"items": 20, "users": 4}},
     "embed_items": {"n_items": 20, "items_per_s": 400.0, "model_version": TT_CHAMPION},
     "build_index": {"n_items": 20, "recall": 0.98, "recall_k": 10, "build_seconds": 0.75},
-    "render_digests": {
+    "publish_digests": {
         "ds": DS,
         "dry_run": False,
         "users_total": 4,
@@ -125,7 +128,7 @@ OTHER_FACTS = {
 
 
 def write_fact(lake: Lake, job: str, fact: Any) -> None:
-    lake.write_json(f"{LakePaths.reports(DS)}/facts/{job}.json", fact)
+    lake.write_json(LakePaths.fact(DS, job), fact)
 
 
 def write_champion(lake: Lake, kind: str, version: str, metric: str, metrics: dict[str, float]) -> None:
@@ -194,7 +197,7 @@ def publish_inputs_and_candidates(lake: Lake) -> None:
 
 
 def full_night(lake: Lake) -> None:
-    write_fact(lake, "features", FEATURES_FACT)
+    write_fact(lake, "build_features", FEATURES_FACT)
     write_fact(lake, "train_two_tower", TWO_TOWER_FACT)
     write_fact(lake, "train_ranker", RANKER_FACT)
     write_fact(lake, "publish_candidates", PUBLISH_FACT)
@@ -328,7 +331,7 @@ def test_rerun_keeps_facts_and_writes_the_same_bytes(night: Lake) -> None:
     ]
     assert night.ls(f"{dataset}/facts") == sorted(
         f"{job}.json"
-        for job in ("features", "train_two_tower", "train_ranker", "publish_candidates", *OTHER_FACTS)
+        for job in ("build_features", "train_two_tower", "train_ranker", "publish_candidates", *OTHER_FACTS)
     )
 
 
@@ -339,7 +342,7 @@ def test_night_without_training_shows_the_champions(tmp_path: Path) -> None:
         # A "$" pair would start matplotlib mathtext and "\nope" is no symbol: labels must stay plain text.
         "quality": {"raw_events": {"ok": 10, "odd $\\nope$ <b>": 2}},
     }
-    write_fact(lake, "features", features)
+    write_fact(lake, "build_features", features)
     write_champion(lake, "two_tower", HOSTILE_VERSION, "recall_at_50", retrieval_metrics((0.2, 0.3, 0.5)))
 
     summary = build_report(lake, DS)
@@ -351,7 +354,7 @@ def test_night_without_training_shows_the_champions(tmp_path: Path) -> None:
         "embed_items",
         "build_index",
         "publish_candidates",
-        "render_digests",
+        "publish_digests",
     ]
     metrics = json.loads(published(lake, "metrics.json"))
     assert metrics["models"]["two_tower"]["trained"] is False
@@ -374,7 +377,7 @@ def test_malformed_fact_names_the_file(tmp_path: Path) -> None:
     write_fact(lake, "train_ranker", {**RANKER_FACT, "metrics": {"ndcg_at_10": "high"}})
     with pytest.raises(ReportInputError, match=r"facts/train_ranker\.json is malformed.*'high'"):
         collect_metrics(lake, DS)
-    lake.write_bytes(f"{LakePaths.reports(DS)}/facts/build_index.json", b"{not json")
+    lake.write_bytes(LakePaths.fact(DS, "build_index"), b"{not json")
     with pytest.raises(ReportInputError, match=r"facts/build_index\.json is not valid JSON"):
         collect_metrics(lake, DS)
 
@@ -385,16 +388,16 @@ def test_write_report_job_publishes_on_an_empty_night(
     monkeypatch.setenv("NIGHTFEED_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("NIGHTFEED_LAKE", raising=False)
     monkeypatch.delenv("NIGHTFEED_CONFIG", raising=False)
-    result = jobs.write_report(DS)
+    result = run(jobs.WRITE_REPORT, DS)
     assert result["missing_facts"] == [
-        "features",
+        "build_features",
         "train_two_tower",
         "train_ranker",
         "export_inputs",
         "embed_items",
         "build_index",
         "publish_candidates",
-        "render_digests",
+        "publish_digests",
     ]
     assert Lake(str(tmp_path / "lake")).read_manifest(LakePaths.reports(DS))["files"] == [
         "metrics.json",

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.serving.candidates import retrieval_scores_for_rows
+from pipelines.training.retrieval_scores import retrieval_scores_for_rows
 
 
 class _TableTowers:

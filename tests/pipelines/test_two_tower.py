@@ -150,7 +150,7 @@ def test_user_features_pad_lists_and_name_bad_rows():
         two_tower.user_features(
             users.set_column(3, "account_age_days", pa.array([1.0, 2.0, math.inf])), config
         )
-    with pytest.raises(ValueError, match=r"missing columns \['activity_30d'\]"):
+    with pytest.raises(ValueError, match=r"lacks columns \['activity_30d'\]"):
         two_tower.user_features(users.drop_columns(["activity_30d"]), config)
 
 
@@ -278,7 +278,7 @@ def test_unseen_post_embeds_from_its_content(world, trained):
 
 def test_export_reload_and_promote(tmp_path, world, trained):
     lake = Lake(str(tmp_path / "lake"))
-    version = registry.new_version("2026-11-14", FAST.model_dump())
+    version = registry.new_version(dt.date(2026, 11, 14), FAST.model_dump())
     uri = two_tower.export_two_tower(trained, lake, version)
     assert uri.endswith(version)
     towers = two_tower.load_towers(lake, version)
@@ -300,7 +300,7 @@ def test_export_reload_and_promote(tmp_path, world, trained):
     champion = registry.current_champion(lake, "two_tower")
     champion_metrics = two_tower.evaluate_version(lake, champion["version"], trained.holdout, EVAL)
     assert champion_metrics["recall_at_50"] == pytest.approx(trained.metrics["two_tower"]["recall_at_50"])
-    second_version = registry.new_version("2026-11-14", FAST.model_dump())
+    second_version = registry.new_version(dt.date(2026, 11, 14), FAST.model_dump())
     two_tower.export_two_tower(trained, lake, second_version)
     second = registry.promote_if_blessed(
         lake, "two_tower", second_version, trained.metrics["two_tower"], champion_metrics, gate, version

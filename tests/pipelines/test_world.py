@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,17 +20,17 @@ def _events(world: World) -> pa.Table:
 
 
 def test_same_seed_same_world_other_seed_other_world() -> None:
-    a = _events(World(CONFIG, "2026-11-22"))
-    b = _events(World(CONFIG, "2026-11-22"))
-    c = _events(World(CONFIG.model_copy(update={"seed": 8}), "2026-11-22"))
+    a = _events(World(CONFIG, dt.date(2026, 11, 22)))
+    b = _events(World(CONFIG, dt.date(2026, 11, 22)))
+    c = _events(World(CONFIG.model_copy(update={"seed": 8}), dt.date(2026, 11, 22)))
     assert a.equals(b)
     assert not a.equals(c)
 
 
 def test_partitions_follow_the_schemas_and_the_calendar() -> None:
-    world = World(CONFIG, "2026-11-22")
+    world = World(CONFIG, dt.date(2026, 11, 22))
     days = list(world.iter_days())
-    assert [d.ds for d in days][-1] == "2026-11-22" and len(days) == CONFIG.n_days
+    assert [d.ds for d in days][-1] == dt.date(2026, 11, 22) and len(days) == CONFIG.n_days
     for d in days:
         assert d.events.schema.equals(RAW_EVENTS) and d.items.schema.equals(RAW_ITEMS)
         assert d.users.schema.equals(RAW_USERS)
@@ -37,7 +39,7 @@ def test_partitions_follow_the_schemas_and_the_calendar() -> None:
 
 def test_clicks_follow_hidden_preferences() -> None:
     """Users click posts of their preferred topics far more often than other shown posts."""
-    world = World(CONFIG, "2026-11-22")
+    world = World(CONFIG, dt.date(2026, 11, 22))
     events = _events(world).filter(pc.is_valid(pc.field("user_id")))
     users = np.array([int(u[1:]) for u in events.column("user_id").to_pylist()])
     items = np.array([int(i[1:]) if i.startswith("p0") else -1 for i in events.column("item_id").to_pylist()])
@@ -54,7 +56,7 @@ def test_clicks_follow_hidden_preferences() -> None:
 
 def test_bad_rows_are_injected_at_the_configured_rate() -> None:
     config = CONFIG.model_copy(update={"bad_row_fraction": 0.01})
-    events = _events(World(config, "2026-11-22"))
+    events = _events(World(config, dt.date(2026, 11, 22)))
     null_users = events.column("user_id").null_count
     misspelled = pc.sum(pc.equal(events.column("event_type"), "clik")).as_py()
     # Five kinds of bad rows share the 1%: about 0.2% each.

@@ -21,6 +21,7 @@ import datetime as dt, json
 from types import SimpleNamespace
 from airflow.sdk.exceptions import AirflowFailException
 from nightfeed_airflow.runtime import FEATURES, call_job, resolve_ds
+from pipelines.core import jobs
 
 def events(*days):
     return {FEATURES: [SimpleNamespace(extra={"ds": d} if d else {}) for d in days]}
@@ -44,9 +45,9 @@ for name, context in cases.items():
     except AirflowFailException as exc:
         out[name] = f"AirflowFailException: {exc}"
 for name, (job, params) in {
-    "bad_setting": ("plan_shards", {"num_shards": 0}),
-    "no_raw_events": ("run_features", {}),
-    "missing_tables": ("export_inputs", {}),
+    "bad_setting": (jobs.PLAN_SHARDS, {"num_shards": 0}),
+    "no_raw_events": (jobs.BUILD_FEATURES, {}),
+    "missing_tables": (jobs.EXPORT_INPUTS, {}),
 }.items():
     try:
         out[name] = call_job(job, "2026-11-20", params)
@@ -101,7 +102,7 @@ def test_malformed_dates_name_their_origin(results: dict[str, str], case: str, o
 def test_permanent_failures_become_airflow_fail_exceptions(results: dict[str, str]) -> None:
     assert results["bad_setting"].startswith("AirflowFailException: plan_shards for ds=2026-11-20")
     assert "num_shards" in results["bad_setting"]
-    assert results["no_raw_events"].startswith("AirflowFailException: run_features for ds=2026-11-20")
+    assert results["no_raw_events"].startswith("AirflowFailException: build_features for ds=2026-11-20")
 
 
 def test_other_errors_stay_retryable(results: dict[str, str]) -> None:

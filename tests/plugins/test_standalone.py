@@ -22,7 +22,8 @@ import pyarrow as pa
 import pytest
 
 from pipelines.core.lake import Lake
-from pipelines.core.schema import CANDIDATES, LakePaths
+from pipelines.core.paths import LakePaths
+from pipelines.core.schema import CANDIDATES
 from tests.airflow_support import REPO, Standalone, airflow_env, run_airflow, standalone, wait_for
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -62,7 +63,8 @@ def shard(user_id: str) -> int:
 
 def publish_fixture(lake: Lake) -> None:
     for ds, rows in LISTS.items():
-        staging = lake.begin_publish(LakePaths.candidates(ds))
+        day = dt.date.fromisoformat(ds)
+        staging = lake.begin_publish(LakePaths.candidates(day))
         files = []
         for s in range(NUM_SHARDS):
             mine = [r for r in rows if shard(r[0]) == s]
@@ -79,12 +81,12 @@ def publish_fixture(lake: Lake) -> None:
             )
             lake.write_parquet(f"{staging}/{LakePaths.shard_file(s)}", table)
             files.append(LakePaths.shard_file(s))
-        publish_inputs(lake, ds)
+        publish_inputs(lake, day)
         if ds != UNPUBLISHED_DS:
-            lake.publish(LakePaths.candidates(ds), staging, files, metadata={"num_shards": NUM_SHARDS})
+            lake.publish(LakePaths.candidates(day), staging, files, metadata={"num_shards": NUM_SHARDS})
 
 
-def publish_inputs(lake: Lake, ds: str) -> None:
+def publish_inputs(lake: Lake, ds: dt.date) -> None:
     items = pa.table(
         {
             "item_id": list(ITEMS),
@@ -310,7 +312,8 @@ def test_backfill_builds_one_feature_partition_per_day(server: Standalone, token
             "-c",
             "import json, sys; from pipelines.core.warehouse import DuckDBWarehouse;"
             "w = DuckDBWarehouse(sys.argv[1], read_only=True);"
-            "print(json.dumps({t: w.partitions(t) for t in ('user_features', 'item_features')}))",
+            "tables = ('user_features', 'item_features');"
+            "print(json.dumps({t: w.partitions(t) for t in tables}, default=str))",
             str(data_dir / "warehouse.duckdb"),
         ],
         cwd=REPO,

@@ -6,6 +6,7 @@ hand; the arithmetic is in the comments next to the assertions.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from pathlib import Path
 
@@ -15,11 +16,12 @@ import sqlglot
 from pipelines.core.lake import Lake
 from pipelines.core.schema import SQL_DIR
 from pipelines.core.settings import Settings
+from pipelines.core.sql_params import sql_params
 from pipelines.core.warehouse import DuckDBWarehouse, SqlError
-from pipelines.data.features import build_features, sql_params
+from pipelines.data.features import build_features
 from tests.fixtures import day, event, item, load, user
 
-DAY1, DAY2 = "2026-11-19", "2026-11-20"
+DAY1, DAY2 = dt.date(2026, 11, 19), dt.date(2026, 11, 20)
 
 SQL_FILES = sorted(p for p in SQL_DIR.rglob("*.sql") if "_macros" not in p.parts)
 

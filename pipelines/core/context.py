@@ -1,0 +1,69 @@
+"""The run context: what every job gets, built once where a run enters (DAG runtime, CLI, tests).
+
+It carries the run date as a checked :class:`datetime.date`, the settings with the run's overrides
+applied, the lake, and a way to open the warehouse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.core.errors import PermanentError
+from pipelines.core.lake import Lake
+from pipelines.core.params import overrides_from_params
+from pipelines.core.paths import LakePaths
+from pipelines.core.run_date import parse_run_date
+from pipelines.core.settings import Settings, load_settings
+from pipelines.core.warehouse import Warehouse, open_warehouse
+
+
+class BadRunParameters(PermanentError, ValueError):
+    """A run parameter or settings override is unknown or out of range."""
+
+
+def settings_with(params: Mapping[str, Any] | None = None) -> Settings:
+    """Settings from the environment with the run params' overrides applied.
+
+    Raises:
+        BadRunParameters: an override is unknown or out of range.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return load_settings().with_overrides(overrides_from_params(params))
+    except ValidationError as exc:
+        raise BadRunParameters(f"invalid run parameters: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """One run of one date: ``ds``, the settings in force, the lake, and the warehouse on demand."""
+
+    ds: dt.date
+    settings: Settings
+    lake: Lake
+
+    @classmethod
+    def create(cls, ds: str | dt.date, params: Mapping[str, Any] | None = None) -> RunContext:
+        """Check ``ds`` and build the settings (with ``params``) and the lake.
+
+        Raises:
+            pipelines.core.run_date.BadRunDate: ``ds`` is not a date.
+            BadRunParameters: a param is out of range.
+        """
+        settings = settings_with(params)
+        return cls(ds=parse_run_date(ds), settings=settings, lake=Lake(settings.lake_url))
+
+    @contextlib.contextmanager
+    def warehouse(self, read_only: bool = False) -> Iterator[Warehouse]:
+        """The warehouse of these settings, closed when the block ends."""
+        with open_warehouse(self.settings, read_only=read_only) as warehouse:
+            yield warehouse
+
+    def record_fact(self, job: str, result: Any) -> None:
+        """Keep a job's result as ``reports/ds=<ds>/facts/<job>.json`` for the run report."""
+        self.lake.write_json(LakePaths.fact(self.ds, job), result)

@@ -1,0 +1,14 @@
+"""The one error family every stage raises for conditions that a retry cannot fix.
+
+A :class:`PermanentError` says the run cannot succeed as it stands: bad data above the threshold, no
+blessed model, an input that is not published, bad parameters. The job runner, the Airflow runtime and
+the command line recognise it in one place each: Airflow fails the task without retries, the command
+line prints one line and exits 2. Any other exception is a bug or a transient fault and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+
+class PermanentError(RuntimeError):
+    """A failure that a retry cannot fix; the message says what is wrong and what to do next."""

@@ -1,0 +1,55 @@
+"""Digest jobs: plan one render per candidates shard, render each, publish them together."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from pipelines.core.context import RunContext
+
+
+def _digest_inputs(ctx: RunContext) -> tuple[pa.Table, pa.Table]:
+    """The users (``profiles``) and ``items`` serving inputs of ``ds`` that digests are made from."""
+    from pipelines.serving.candidates import read_input
+
+    return read_input(ctx.lake, ctx.ds, "profiles"), read_input(ctx.lake, ctx.ds, "items")
+
+
+def plan_digests(ctx: RunContext) -> list[dict[str, Any]]:
+    """One digest work item per published candidates shard of ``ds`` (the nightly DAG maps over them)."""
+    from pipelines.delivery import digests
+
+    return digests.plan_digests(ctx.lake, ctx.ds, dry_run=bool(ctx.settings.dry_run_users))
+
+
+def render_digests(ctx: RunContext, shard: int, num_shards: int, staging: str | None) -> dict[str, Any]:
+    """Render one shard's digests into the staging folder (a sample, written nowhere, in a dry run)."""
+    from pipelines.delivery import digests
+
+    result = digests.render_digest_shard(
+        ctx.lake,
+        ctx.ds,
+        shard,
+        num_shards,
+        staging,
+        *_digest_inputs(ctx),
+        ctx.settings.digest,
+        dry_run_users=ctx.settings.dry_run_users,
+    )
+    summary = result.summary()
+    summary["sample"] = [m.message_id for m in result.messages]
+    return summary
+
+
+def publish_digests(
+    ctx: RunContext, staging: str | None, shard_results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Publish ``ds``'s digests once every shard is rendered (nothing in a dry run)."""
+    from pipelines.delivery import digests
+
+    if ctx.settings.dry_run_users or staging is None:
+        return {"published": False, "dry_run": True, "shards": list(shard_results)}
+    report = digests.publish_digests(ctx.lake, ctx.ds, staging, list(shard_results), ctx.settings.digest)
+    return report.to_dict()

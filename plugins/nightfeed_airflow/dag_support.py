@@ -1,0 +1,47 @@
+"""What every Nightfeed DAG shares: default task arguments, and typed ``Param``s built from the run
+parameters declared in :mod:`pipelines.core.params` (``run_date`` first, in every DAG).
+
+Imported by DAG files at parse time: Airflow and the standard-library catalog modules only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import Param
+
+from pipelines.core.params import RUN_DATE, RunParam
+
+
+def default_args(
+    execution_timeout: dt.timedelta,
+    retry_delay: dt.timedelta = dt.timedelta(minutes=2),
+    max_retry_delay: dt.timedelta = dt.timedelta(minutes=30),
+    **extra: Any,
+) -> dict[str, Any]:
+    """Task defaults: two retries with exponential backoff, and a timeout on every task."""
+    return {
+        "owner": "nightfeed",
+        "retries": 2,
+        "retry_delay": retry_delay,
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": max_retry_delay,
+        "execution_timeout": execution_timeout,
+        **extra,
+    }
+
+
+def _param(param: RunParam) -> Param:
+    schema: dict[str, Any] = {"title": param.title, "description": param.description}
+    if param.kind == "boolean":
+        return Param(param.default, type="boolean", **schema)
+    if param.kind == "date":
+        return Param(param.default, type=["null", "string"], format="date", **schema)
+    bounds = {k: v for k, v in (("minimum", param.minimum), ("maximum", param.maximum)) if v is not None}
+    return Param(param.default, type=["null", "integer"], **bounds, **schema)
+
+
+def dag_params(*params: RunParam) -> dict[str, Param]:
+    """The DAG's params: ``run_date`` and ``params``, each typed, titled and described."""
+    return {param.name: _param(param) for param in (RUN_DATE, *params)}
