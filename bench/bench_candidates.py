@@ -140,8 +140,8 @@ def synthetic_items(
     end = np.datetime64(ds) + np.timedelta64(1, "D")
     created = end - (age * 86400e6).astype("timedelta64[us]")
     impressions = np.floor(rng.pareto(1.2, n_items) * 30 * np.minimum(age, 7) / 7).astype(np.int64)
-    engagements_7d = rng.binomial(impressions, rng.beta(2, 20, n_items))
-    engagements_30d = engagements_7d + rng.poisson(2.0 * np.minimum(age, 30) / 30, n_items)
+    engagements_short = rng.binomial(impressions, rng.beta(2, 20, n_items))
+    engagements_lookback = engagements_short + rng.poisson(2.0 * np.minimum(age, 30) / 30, n_items)
     source_ctr, author_ctr = rng.beta(4, 30, n_sources), rng.beta(3, 25, n_authors)
     parent_arr = pa.array(parent)
     catalog = pa.table(
@@ -158,12 +158,12 @@ def synthetic_items(
             "url": pa.array([f"https://posts.example/{i}" for i in ids], pa.string()),
             "created_at": pa.array(created, pa.timestamp("us", tz="UTC")),
             "item_age_days": age,
-            "impressions_7d": impressions,
-            "engagements_7d": engagements_7d.astype(np.int64),
-            "engagements_30d": engagements_30d.astype(np.int64),
-            "ctr_7d": engagements_7d / np.maximum(impressions, 1),
-            "source_ctr_30d": source_ctr[rng.integers(0, n_sources, n_items)],
-            "author_ctr_30d": author_ctr[rng.integers(0, n_authors, n_items)],
+            "impressions_short": impressions,
+            "engagements_short": engagements_short.astype(np.int64),
+            "engagements_lookback": engagements_lookback.astype(np.int64),
+            "ctr_short": engagements_short / np.maximum(impressions, 1),
+            "source_ctr_lookback": source_ctr[rng.integers(0, n_sources, n_items)],
+            "author_ctr_lookback": author_ctr[rng.integers(0, n_authors, n_items)],
         }
     )
     points = vectors[parent] + rng.standard_normal((n_items, vectors.shape[1]), np.float32) * np.float32(
@@ -205,9 +205,9 @@ def synthetic_users(
             "blocked_sources": _single_or_empty(rng, n_users, BLOCK_SOURCE_SHARE, sources),
             "history": copied("history"),
             "account_age_days": jittered("account_age_days"),
-            "activity_30d": np.round(jittered("activity_30d")).astype(np.int64),
-            "activity_7d": np.round(jittered("activity_7d")).astype(np.int64),
-            "ctr_30d": copied("ctr_30d"),
+            "activity_lookback": np.round(jittered("activity_lookback")).astype(np.int64),
+            "activity_short": np.round(jittered("activity_short")).astype(np.int64),
+            "ctr_lookback": copied("ctr_lookback"),
             "affinity_tags": copied("affinity_tags"),
             "affinity_weights": copied("affinity_weights"),
         }
@@ -314,11 +314,11 @@ def synthetic_ranker(
     features = ranker_features(RankingPairs.from_examples(rows, score, rank), config.retrieval_depth)
     f = {name: np.nan_to_num(features[:, j].astype(np.float64)) for j, name in enumerate(FEATURE_NAMES)}
     utility = (
-        3 * f["ctr_7d"] * (1 + f["tag_affinity"])
+        3 * f["ctr_short"] * (1 + f["tag_affinity"])
         + 0.8 * f["selected_tag_overlap"]
         + 2 * f["retrieval_score"]
-        - 0.05 * np.minimum(f["item_age_days"], 30) * (f["user_ctr_30d"] > 0.05)
-        + 0.3 * np.log1p(f["engagements_7d"])
+        - 0.05 * np.minimum(f["item_age_days"], 30) * (f["user_ctr_lookback"] > 0.05)
+        + 0.3 * np.log1p(f["engagements_short"])
         + rng.normal(0, 0.3, rows.num_rows)
     )
     cuts = np.quantile(utility, [0.80, 0.90, 0.95, 0.98])

@@ -51,8 +51,10 @@ class QualityConfig(_Section):
 
 
 class FeaturesConfig(_Section):
-    lookback_days: int = Field(30, ge=2, description="days of events behind history and 30-day windows")
-    short_window_days: int = Field(7, ge=1, description="the short popularity window")
+    lookback_days: int = Field(
+        30, ge=2, description="days of events behind history and the *_lookback columns"
+    )
+    short_window_days: int = Field(7, ge=1, description="days behind the *_short columns")
     affinity_tags: int = Field(10, ge=1, description="top tags kept per user")
 
 

@@ -326,10 +326,10 @@ def load_context(lake: Lake, ds: dt.date, settings: Settings) -> ServingContext:
     tag_lists = items.column("tags")
     tag_codes = _codes(pc.list_flatten(tag_lists), tags)
     lengths = pc.fill_null(pc.list_value_length(tag_lists), 0).to_numpy()
-    engagements = items.column("engagements_7d").to_numpy().astype(np.float64)
+    engagements = items.column("engagements_short").to_numpy().astype(np.float64)
     popular = np.argsort(-engagements, kind="stable")[:FALLBACK_POOL]
     age = items.column("item_age_days").to_numpy()
-    impressions = items.column("impressions_7d").to_numpy()
+    impressions = items.column("impressions_short").to_numpy()
     fresh = np.flatnonzero(age <= EXPLORATION_MAX_AGE_DAYS)
     exploration = fresh[impressions[fresh] <= np.quantile(impressions[fresh], 0.25)] if len(fresh) else fresh
 

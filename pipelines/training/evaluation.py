@@ -42,7 +42,7 @@ USER_STATE_COLUMNS: tuple[str, ...] = (
     "history",
     "selected_tags",
     "account_age_days",
-    "activity_30d",
+    "activity_lookback",
 )
 EXAMPLE_KEY_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "event_ts", "split")
 

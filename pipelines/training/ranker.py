@@ -49,35 +49,35 @@ FEATURE_NAMES: tuple[str, ...] = (
     "retrieval_score",
     "retrieval_rank",
     "item_age_days",
-    "impressions_7d",
-    "engagements_7d",
-    "engagements_30d",
-    "ctr_7d",
-    "source_ctr_30d",
-    "author_ctr_30d",
+    "impressions_short",
+    "engagements_short",
+    "engagements_lookback",
+    "ctr_short",
+    "source_ctr_lookback",
+    "author_ctr_lookback",
     "tag_affinity",
     "selected_tag_overlap",
-    "user_activity_30d",
-    "user_activity_7d",
-    "user_ctr_30d",
+    "user_activity_lookback",
+    "user_activity_short",
+    "user_ctr_lookback",
     "user_account_age_days",
 )
 
 # Feature name -> column of the item rows (names as in ``item_features`` and ``ranking_examples``).
 ITEM_NUMERIC_FEATURES: dict[str, str] = {
     "item_age_days": "item_age_days",
-    "impressions_7d": "impressions_7d",
-    "engagements_7d": "engagements_7d",
-    "engagements_30d": "engagements_30d",
-    "ctr_7d": "ctr_7d",
-    "source_ctr_30d": "source_ctr_30d",
-    "author_ctr_30d": "author_ctr_30d",
+    "impressions_short": "impressions_short",
+    "engagements_short": "engagements_short",
+    "engagements_lookback": "engagements_lookback",
+    "ctr_short": "ctr_short",
+    "source_ctr_lookback": "source_ctr_lookback",
+    "author_ctr_lookback": "author_ctr_lookback",
 }
 # Feature name -> column of the user rows (names as in ``user_features`` and ``ranking_examples``).
 USER_NUMERIC_FEATURES: dict[str, str] = {
-    "user_activity_30d": "activity_30d",
-    "user_activity_7d": "activity_7d",
-    "user_ctr_30d": "ctr_30d",
+    "user_activity_lookback": "activity_lookback",
+    "user_activity_short": "activity_short",
+    "user_ctr_lookback": "ctr_lookback",
     "user_account_age_days": "account_age_days",
 }
 ITEM_COLUMNS: tuple[str, ...] = ("tags", *ITEM_NUMERIC_FEATURES.values())

@@ -79,7 +79,13 @@ from pipelines.training.evaluation import Holdout
 
 log = logging.getLogger(__name__)
 
-USER_COLUMNS: tuple[str, ...] = ("user_id", "history", "selected_tags", "account_age_days", "activity_30d")
+USER_COLUMNS: tuple[str, ...] = (
+    "user_id",
+    "history",
+    "selected_tags",
+    "account_age_days",
+    "activity_lookback",
+)
 ITEM_COLUMNS: tuple[str, ...] = (
     "item_id",
     "title",
@@ -112,7 +118,7 @@ def user_features(table: pa.Table | pd.DataFrame, config: TwoTowerConfig, what: 
         "history": _padded(table, "history", config.history_length, what),
         "selected_tags": _padded(table, "selected_tags", config.max_tags, what),
         "account_age_days": _floats(table, "account_age_days", what),
-        "activity_30d": _floats(table, "activity_30d", what),
+        "activity_lookback": _floats(table, "activity_lookback", what),
     }
 
 
@@ -281,7 +287,7 @@ class FeatureEncoder(keras.layers.Layer):
                 raw["account_age_days"], self.vocab.account_age_log_mean, self.vocab.account_age_log_std
             ),
             "activity": self._normalise(
-                raw["activity_30d"], self.vocab.activity_log_mean, self.vocab.activity_log_std
+                raw["activity_lookback"], self.vocab.activity_log_mean, self.vocab.activity_log_std
             ),
         }
 
@@ -568,7 +574,7 @@ def _build_vocabularies(train: pa.Table, candidates: pa.Table, config: TwoTowerC
     text = [str(t) for t in adapter.get_vocabulary()[2:]]  # drop the padding and [UNK] entries
     age = _log_stats(pc.cast(train.column("item_age_days"), pa.float64()).to_numpy())
     account = _log_stats(pc.cast(train.column("account_age_days"), pa.float64()).to_numpy())
-    activity = _log_stats(pc.cast(train.column("activity_30d"), pa.float64()).to_numpy())
+    activity = _log_stats(pc.cast(train.column("activity_lookback"), pa.float64()).to_numpy())
     return Vocabularies(
         item_ids=item_ids,
         user_ids=_by_frequency(train.column("user_id")),
@@ -741,7 +747,7 @@ def _user_spec(config: TwoTowerConfig) -> dict[str, tf.TensorSpec]:
         "history": tf.TensorSpec([None, config.history_length], tf.string),
         "selected_tags": tf.TensorSpec([None, config.max_tags], tf.string),
         "account_age_days": tf.TensorSpec([None], tf.float32),
-        "activity_30d": tf.TensorSpec([None], tf.float32),
+        "activity_lookback": tf.TensorSpec([None], tf.float32),
     }
 
 

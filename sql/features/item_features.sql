@@ -19,18 +19,18 @@ item_stats as (
         countif(
             event_type = 'impression'
             and ds > date_sub(date '{{ ds }}', interval {{ params.short_window_days }} day)
-        ) as impressions_7d,
+        ) as impressions_short,
         countif(
             event_type = 'click'
             and ds > date_sub(date '{{ ds }}', interval {{ params.short_window_days }} day)
-        ) as clicks_7d,
+        ) as clicks_short,
         countif(
             event_type in {{ ENGAGEMENT_TYPES | sql_strings }}
             and ds > date_sub(date '{{ ds }}', interval {{ params.short_window_days }} day)
-        ) as engagements_7d,
-        countif(event_type in {{ ENGAGEMENT_TYPES | sql_strings }}) as engagements_30d,
-        countif(event_type = 'impression') as impressions_30d,
-        countif(event_type = 'click') as clicks_30d
+        ) as engagements_short,
+        countif(event_type in {{ ENGAGEMENT_TYPES | sql_strings }}) as engagements_lookback,
+        countif(event_type = 'impression') as impressions_lookback,
+        countif(event_type = 'click') as clicks_lookback
     from recent
     group by item_id
 ),
@@ -38,24 +38,24 @@ item_stats as (
 with_stats as (
     select
         items.*,
-        coalesce(item_stats.impressions_7d, 0) as impressions_7d,
-        coalesce(item_stats.clicks_7d, 0) as clicks_7d,
-        coalesce(item_stats.engagements_7d, 0) as engagements_7d,
-        coalesce(item_stats.engagements_30d, 0) as engagements_30d,
-        coalesce(item_stats.impressions_30d, 0) as impressions_30d,
-        coalesce(item_stats.clicks_30d, 0) as clicks_30d
+        coalesce(item_stats.impressions_short, 0) as impressions_short,
+        coalesce(item_stats.clicks_short, 0) as clicks_short,
+        coalesce(item_stats.engagements_short, 0) as engagements_short,
+        coalesce(item_stats.engagements_lookback, 0) as engagements_lookback,
+        coalesce(item_stats.impressions_lookback, 0) as impressions_lookback,
+        coalesce(item_stats.clicks_lookback, 0) as clicks_lookback
     from items
     left join item_stats on items.item_id = item_stats.item_id
 ),
 
 source_stats as (
-    select source, sum(clicks_30d) as clicks, sum(impressions_30d) as impressions
+    select source, sum(clicks_lookback) as clicks, sum(impressions_lookback) as impressions
     from with_stats
     group by source
 ),
 
 author_stats as (
-    select author, sum(clicks_30d) as clicks, sum(impressions_30d) as impressions
+    select author, sum(clicks_lookback) as clicks, sum(impressions_lookback) as impressions
     from with_stats
     group by author
 )
@@ -74,12 +74,12 @@ select
     with_stats.created_at,
     with_stats.deleted,
     timestamp_diff({{ end_of_ds() }}, with_stats.created_at, second) / 86400.0 as item_age_days,
-    with_stats.impressions_7d,
-    with_stats.engagements_7d,
-    with_stats.engagements_30d,
-    (with_stats.clicks_7d + 1) / (with_stats.impressions_7d + 20) as ctr_7d,
-    (source_stats.clicks + 1) / (source_stats.impressions + 20) as source_ctr_30d,
-    (author_stats.clicks + 1) / (author_stats.impressions + 20) as author_ctr_30d,
+    with_stats.impressions_short,
+    with_stats.engagements_short,
+    with_stats.engagements_lookback,
+    (with_stats.clicks_short + 1) / (with_stats.impressions_short + 20) as ctr_short,
+    (source_stats.clicks + 1) / (source_stats.impressions + 20) as source_ctr_lookback,
+    (author_stats.clicks + 1) / (author_stats.impressions + 20) as author_ctr_lookback,
     date '{{ ds }}' as ds
 from with_stats
 inner join source_stats on with_stats.source = source_stats.source

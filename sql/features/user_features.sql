@@ -45,13 +45,13 @@ history as (
 activity as (
     select
         user_id,
-        countif(event_type in {{ ENGAGEMENT_TYPES | sql_strings }}) as activity_30d,
+        countif(event_type in {{ ENGAGEMENT_TYPES | sql_strings }}) as activity_lookback,
         countif(
             event_type in {{ ENGAGEMENT_TYPES | sql_strings }}
             and ds > date_sub(date '{{ ds }}', interval {{ params.short_window_days }} day)
-        ) as activity_7d,
-        countif(event_type = 'click') as clicks_30d,
-        countif(event_type = 'impression') as impressions_30d
+        ) as activity_short,
+        countif(event_type = 'click') as clicks_lookback,
+        countif(event_type = 'impression') as impressions_lookback
     from recent
     group by user_id
 ),
@@ -91,9 +91,9 @@ select
     users.blocked_sources,
     coalesce(history.history, array<string>[]) as history,
     timestamp_diff({{ end_of_ds() }}, users.signup_ts, second) / 86400.0 as account_age_days,
-    coalesce(activity.activity_30d, 0) as activity_30d,
-    coalesce(activity.activity_7d, 0) as activity_7d,
-    (coalesce(activity.clicks_30d, 0) + 1) / (coalesce(activity.impressions_30d, 0) + 10) as ctr_30d,
+    coalesce(activity.activity_lookback, 0) as activity_lookback,
+    coalesce(activity.activity_short, 0) as activity_short,
+    (coalesce(activity.clicks_lookback, 0) + 1) / (coalesce(activity.impressions_lookback, 0) + 10) as ctr_lookback,
     coalesce(affinity.affinity_tags, array<string>[]) as affinity_tags,
     coalesce(affinity.affinity_weights, array<float64>[]) as affinity_weights,
     date '{{ ds }}' as ds

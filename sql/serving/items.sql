@@ -13,12 +13,12 @@ select
     url,
     created_at,
     item_age_days,
-    impressions_7d,
-    engagements_7d,
-    engagements_30d,
-    ctr_7d,
-    source_ctr_30d,
-    author_ctr_30d
+    impressions_short,
+    engagements_short,
+    engagements_lookback,
+    ctr_short,
+    source_ctr_lookback,
+    author_ctr_lookback
 from {{ ref('item_features') }}
 where ds = date '{{ ds }}'
     and not deleted

@@ -7,9 +7,9 @@ select
     blocked_sources,
     history,
     account_age_days,
-    activity_30d,
-    activity_7d,
-    ctr_30d,
+    activity_lookback,
+    activity_short,
+    ctr_lookback,
     affinity_tags,
     affinity_weights
 from {{ ref('user_features') }}

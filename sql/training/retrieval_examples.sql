@@ -57,7 +57,7 @@ history as (
 ),
 
 activity as (
-    select user_id, item_id, event_ts, cast(sum(n_earlier) as int64) as activity_30d
+    select user_id, item_id, event_ts, cast(sum(n_earlier) as int64) as activity_lookback
     from earlier
     group by user_id, item_id, event_ts
 ),
@@ -80,7 +80,7 @@ select
     coalesce(history.history, array<string>[]) as history,
     users.selected_tags,
     greatest(timestamp_diff(positives.event_ts, users.signup_ts, second), 0) / 86400.0 as account_age_days,
-    coalesce(activity.activity_30d, 0) as activity_30d,
+    coalesce(activity.activity_lookback, 0) as activity_lookback,
     positives.item_id,
     items.title,
     items.summary,

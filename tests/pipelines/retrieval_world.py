@@ -27,7 +27,7 @@ EXAMPLE_SCHEMA = pa.schema(
         ("history", STRINGS),
         ("selected_tags", STRINGS),
         ("account_age_days", pa.float64()),
-        ("activity_30d", pa.int64()),
+        ("activity_lookback", pa.int64()),
         ("item_id", pa.string()),
         ("title", pa.string()),
         ("summary", pa.string()),
@@ -147,7 +147,7 @@ def make_world(
                     "history": history,
                     "selected_tags": selected[u],
                     "account_age_days": (ts - signup[u]) / DAY,
-                    "activity_30d": activity,
+                    "activity_lookback": activity,
                     **items[item],
                     "item_age_days": float(age_days[item]),
                 }
@@ -172,11 +172,12 @@ def make_world(
                 "history": [r["item_id"] for r in reversed(before[-20:])],
                 "selected_tags": selected[u],
                 "account_age_days": (eval_start - signup[u]) / DAY,
-                "activity_30d": len(before),
+                "activity_lookback": len(before),
             }
         )
     users_at_eval = pa.Table.from_pylist(
-        users, schema=_sub_schema(("user_id", "history", "selected_tags", "account_age_days", "activity_30d"))
+        users,
+        schema=_sub_schema(("user_id", "history", "selected_tags", "account_age_days", "activity_lookback")),
     )
     return RetrievalWorld(examples, catalog, users_at_eval, eval_start, item_topic, tags_by_topic)
 

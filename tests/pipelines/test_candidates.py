@@ -244,7 +244,7 @@ def test_a_dry_run_sample_is_seeded_and_the_same_for_every_shard(world: dict[str
 
 def test_posts_without_any_interaction_are_retrieved_through_their_content(world: dict[str, Any]) -> None:
     candidates, _, items, _ = _frames(world["lake"])
-    untouched = items[(items.impressions_7d == 0) & (items.engagements_30d == 0)].item_id
+    untouched = items[(items.impressions_short == 0) & (items.engagements_lookback == 0)].item_id
     assert len(untouched) > 0, "the tiny world has posts nobody has seen yet"
     retrieved = candidates[candidates.item_id.isin(untouched) & (candidates.reason == "ranked")]
     assert retrieved.item_id.nunique() > 0

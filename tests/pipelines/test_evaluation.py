@@ -65,7 +65,7 @@ def _example(user: str, item: str, day: int, split: str, history: list[str]) -> 
         "history": history,
         "selected_tags": [],
         "account_age_days": 100.0,
-        "activity_30d": len(history),
+        "activity_lookback": len(history),
     }
 
 
@@ -93,7 +93,7 @@ def tiny_examples() -> pa.Table:
             ("history", STRINGS),
             ("selected_tags", STRINGS),
             ("account_age_days", pa.float64()),
-            ("activity_30d", pa.int64()),
+            ("activity_lookback", pa.int64()),
         ]
     )
     return pa.Table.from_pylist(rows, schema=schema)
@@ -158,14 +158,14 @@ def test_explicit_user_state_and_sampling_of_eval_users():
                 "history": ["c", "a"],
                 "selected_tags": [],
                 "account_age_days": 1.0,
-                "activity_30d": 2,
+                "activity_lookback": 2,
             },
             {
                 "user_id": "u1",
                 "history": ["b"],
                 "selected_tags": ["x"],
                 "account_age_days": 2.0,
-                "activity_30d": 2,
+                "activity_lookback": 2,
             },
         ],
         schema=pa.schema(
@@ -174,7 +174,7 @@ def test_explicit_user_state_and_sampling_of_eval_users():
                 ("history", STRINGS),
                 ("selected_tags", STRINGS),
                 ("account_age_days", pa.float64()),
-                ("activity_30d", pa.int64()),
+                ("activity_lookback", pa.int64()),
             ]
         ),
     )

@@ -39,9 +39,9 @@ def _users() -> pa.Table:
             "selected_tags": [["python", "rust", "python"], []],
             "affinity_tags": [["python", "django", "go"], None],
             "affinity_weights": [[0.5, 0.3, 0.2], None],
-            "activity_30d": [12, 0],
-            "activity_7d": [4, 0],
-            "ctr_30d": [0.25, 0.1],
+            "activity_lookback": [12, 0],
+            "activity_short": [4, 0],
+            "ctr_lookback": [0.25, 0.1],
             "account_age_days": [100.0, 2.5],
         }
     )
@@ -53,12 +53,12 @@ def _items() -> pa.Table:
             "item_id": ["i0", "i1", "i2"],
             "tags": [["python", "django"], ["go", "rust", "python"], None],
             "item_age_days": [0.5, 3.0, 10.0],
-            "impressions_7d": pa.array([100, 40, 0], pa.int64()),
-            "engagements_7d": [10, 4, 0],
-            "engagements_30d": [20, 9, 0],
-            "ctr_7d": [0.1, None, 0.05],
-            "source_ctr_30d": [0.2, 0.3, 0.4],
-            "author_ctr_30d": [0.5, 0.6, 0.7],
+            "impressions_short": pa.array([100, 40, 0], pa.int64()),
+            "engagements_short": [10, 4, 0],
+            "engagements_lookback": [20, 9, 0],
+            "ctr_short": [0.1, None, 0.05],
+            "source_ctr_lookback": [0.2, 0.3, 0.4],
+            "author_ctr_lookback": [0.5, 0.6, 0.7],
         }
     )
 
@@ -81,8 +81,8 @@ def _synthetic_examples(seed: int = 3) -> tuple[pa.Table, np.ndarray, dict[str, 
     """A small world where the label depends on features the two-tower stand-in does not see.
 
     Each user likes two tags; a post's click chance rises with the number of liked tags it carries, its
-    quality (visible as ``ctr_7d``) and its freshness. The stand-in retrieval score knows only the tag
-    match (plus noise), so a ranker that also reads ``ctr_7d`` and ``item_age_days`` can order better.
+    quality (visible as ``ctr_short``) and its freshness. The stand-in retrieval score knows only the tag
+    match (plus noise), so a ranker that also reads ``ctr_short`` and ``item_age_days`` can order better.
 
     Returns:
         rows, the (n_users, n_items) retrieval score matrix, and user/item id -> index maps.
@@ -117,18 +117,18 @@ def _synthetic_examples(seed: int = 3) -> tuple[pa.Table, np.ndarray, dict[str, 
             "split": np.where(days >= n_days - 2, "eval", "train"),
             "tags": [[TAGS[t] for t in item_tags[i]] for i in items],
             "item_age_days": age[items],
-            "impressions_7d": np.full(n, 50),
-            "engagements_7d": np.round(quality[items] * 10).astype(np.int64),
-            "engagements_30d": np.round(quality[items] * 30).astype(np.int64),
-            "ctr_7d": 0.02 + 0.2 * quality[items] + rng.normal(0, 0.01, n),
-            "source_ctr_30d": np.full(n, 0.1),
-            "author_ctr_30d": np.full(n, 0.1),
+            "impressions_short": np.full(n, 50),
+            "engagements_short": np.round(quality[items] * 10).astype(np.int64),
+            "engagements_lookback": np.round(quality[items] * 30).astype(np.int64),
+            "ctr_short": 0.02 + 0.2 * quality[items] + rng.normal(0, 0.01, n),
+            "source_ctr_lookback": np.full(n, 0.1),
+            "author_ctr_lookback": np.full(n, 0.1),
             "selected_tags": [[TAGS[liked[u, 0]]] for u in users],
             "affinity_tags": [[TAGS[liked[u, 0]], TAGS[liked[u, 1]], TAGS[other[u]]] for u in users],
             "affinity_weights": [[0.5, 0.3, 0.2]] * n,
-            "activity_30d": np.full(n, 5),
-            "activity_7d": np.full(n, 2),
-            "ctr_30d": np.full(n, 0.1),
+            "activity_lookback": np.full(n, 5),
+            "activity_short": np.full(n, 2),
+            "ctr_lookback": np.full(n, 0.1),
             "account_age_days": np.full(n, 30.0),
         }
     )
@@ -179,10 +179,10 @@ def test_ranker_features_hand_computed():
     np.testing.assert_array_equal(x[:, COL["retrieval_rank"]], [1, 101, 3, 101])
     np.testing.assert_allclose(x[:, COL["retrieval_score"]], [0.9, 0.8, 0.7, 0.6], rtol=1e-6)
     # Numbers come from the right rows; a null stays missing.
-    np.testing.assert_array_equal(x[:, COL["impressions_7d"]], [100, 40, 0, 40])
-    np.testing.assert_allclose(x[:, COL["ctr_7d"]], [0.1, np.nan, 0.05, np.nan], rtol=1e-6)
-    np.testing.assert_allclose(x[:, COL["user_ctr_30d"]], [0.25, 0.25, 0.25, 0.1], rtol=1e-6)
-    np.testing.assert_array_equal(x[:, COL["user_activity_30d"]], [12, 12, 12, 0])
+    np.testing.assert_array_equal(x[:, COL["impressions_short"]], [100, 40, 0, 40])
+    np.testing.assert_allclose(x[:, COL["ctr_short"]], [0.1, np.nan, 0.05, np.nan], rtol=1e-6)
+    np.testing.assert_allclose(x[:, COL["user_ctr_lookback"]], [0.25, 0.25, 0.25, 0.1], rtol=1e-6)
+    np.testing.assert_array_equal(x[:, COL["user_activity_lookback"]], [12, 12, 12, 0])
 
 
 def test_training_rows_and_serving_candidates_give_the_same_features():
@@ -288,7 +288,7 @@ def test_ranker_beats_retrieval_only_order(synthetic):
     assert m["map"] > m["retrieval_map"], m
     assert m["ndcg_at_10_lift"] == pytest.approx(m["ndcg_at_10"] - m["retrieval_ndcg_at_10"])
     # Ranker-only signals the stand-in retrieval score lacks carry weight.
-    assert result.importance["ctr_7d"] > 0 and result.importance["item_age_days"] > 0
+    assert result.importance["ctr_short"] > 0 and result.importance["item_age_days"] > 0
 
 
 def test_training_is_deterministic_and_array_input_matches_callable(synthetic):
@@ -416,7 +416,7 @@ def test_compiled_scoring_orders_like_lightgbm_and_reuses_its_cache(synthetic, t
         rows.column("item_id").to_numpy(zero_copy_only=False),
     )
     x = ranker_features(RankingPairs.from_examples(rows, score, rank), CONFIG.retrieval_depth)
-    x[::7, COL["ctr_7d"]] = np.nan  # missing values take LightGBM's default branches in both
+    x[::7, COL["ctr_short"]] = np.nan  # missing values take LightGBM's default branches in both
     booster_scores = load_ranker(lake, version).score(x)
     cache = tmp_path / "compiled"
     compiled = load_ranker(lake, version).compile(cache)

@@ -137,7 +137,7 @@ def test_user_features_pad_lists_and_name_bad_rows():
             "history": pa.array([["a", "b", "c"], [], None], pa.list_(pa.string())),
             "selected_tags": pa.array([[], [], []]),  # list<null>, as built from Python
             "account_age_days": [1.0, 2.0, 3.0],
-            "activity_30d": [0, 1, 2],
+            "activity_lookback": [0, 1, 2],
         }
     )
     config = FAST.model_copy(update={"history_length": 2})
@@ -150,8 +150,8 @@ def test_user_features_pad_lists_and_name_bad_rows():
         two_tower.user_features(
             users.set_column(3, "account_age_days", pa.array([1.0, 2.0, math.inf])), config
         )
-    with pytest.raises(ValueError, match=r"lacks columns \['activity_30d'\]"):
-        two_tower.user_features(users.drop_columns(["activity_30d"]), config)
+    with pytest.raises(ValueError, match=r"lacks columns \['activity_lookback'\]"):
+        two_tower.user_features(users.drop_columns(["activity_lookback"]), config)
 
 
 def test_duplicate_catalog_ids_are_refused(world):
@@ -252,7 +252,7 @@ def test_cold_start_user_ranks_selected_tag_higher(world, trained):
                     "history": [],
                     "selected_tags": [tag],
                     "account_age_days": 0.5,
-                    "activity_30d": 0,
+                    "activity_lookback": 0,
                 }
             ]
         )

@@ -151,31 +151,31 @@ def test_user_features_at_end_of_day(built: DuckDBWarehouse) -> None:
     # Last engagement per post: p1 13:00 (e9), p4 12:00 (e8), p3 08:02 (e7) -> most recent first.
     assert u1["history"] == ["p1", "p4", "p3"]
     # Engagements e2, e6, e7, e8, e9 = 5; clicks e2, e6, e8, e9 = 4; impressions e1, e3, e5 = 3.
-    assert u1["activity_30d"] == 5
-    assert u1["ctr_30d"] == pytest.approx((4 + 1) / (3 + 10))
+    assert u1["activity_lookback"] == 5
+    assert u1["ctr_lookback"] == pytest.approx((4 + 1) / (3 + 10))
     # Engaged posts' tags: p1 python+django, p4 go, p3 python -> python 2/4, django 1/4, go 1/4.
     assert u1["affinity_tags"] == ["python", "django", "go"]
     assert u1["affinity_weights"] == pytest.approx([0.5, 0.25, 0.25])
     # Signed up 2026-11-01 00:00, end of ds is 2026-11-21 00:00 -> 20 days.
     assert u1["account_age_days"] == pytest.approx(20.0)
     u2 = _rows(built, f"select * from user_features where ds = '{DAY2}' and user_id = 'u2'")[0]
-    assert u2["history"] == [] and u2["activity_30d"] == 0
-    assert u2["ctr_30d"] == pytest.approx((0 + 1) / (1 + 10))  # one impression (e4), no click
+    assert u2["history"] == [] and u2["activity_lookback"] == 0
+    assert u2["ctr_lookback"] == pytest.approx((0 + 1) / (1 + 10))  # one impression (e4), no click
 
 
 def test_user_features_of_a_day_see_nothing_of_later_days(built: DuckDBWarehouse) -> None:
     u1 = _rows(
-        built, f"select history, activity_30d from user_features where ds = '{DAY1}' and user_id = 'u1'"
+        built, f"select history, activity_lookback from user_features where ds = '{DAY1}' and user_id = 'u1'"
     )
-    assert u1 == [{"history": ["p1"], "activity_30d": 1}]
+    assert u1 == [{"history": ["p1"], "activity_lookback": 1}]
 
 
 def test_item_features(built: DuckDBWarehouse) -> None:
     p1 = _rows(built, f"select * from item_features where ds = '{DAY2}' and item_id = 'p1'")[0]
     # p1: one impression (e1), two clicks (e2, e9) in the last 7 days -> (2 + 1) / (1 + 20).
-    assert p1["impressions_7d"] == 1
-    assert p1["ctr_7d"] == pytest.approx(3 / 21)
-    assert p1["engagements_7d"] == 2
+    assert p1["impressions_short"] == 1
+    assert p1["ctr_short"] == pytest.approx(3 / 21)
+    assert p1["engagements_short"] == 2
     p3 = _rows(built, f"select item_age_days from item_features where ds = '{DAY2}' and item_id = 'p3'")[0]
     assert p3["item_age_days"] == pytest.approx(11.0)  # created 11-10 00:00, end of ds 11-21 00:00
 
@@ -183,13 +183,13 @@ def test_item_features(built: DuckDBWarehouse) -> None:
 def test_retrieval_examples_are_point_in_time(built: DuckDBWarehouse) -> None:
     rows = _rows(
         built,
-        f"select item_id, history, activity_30d, item_age_days from retrieval_examples "
+        f"select item_id, history, activity_lookback, item_age_days from retrieval_examples "
         f"where ds = '{DAY2}' order by event_ts",
     )
     # p3 first engaged 08:01: only p1 (clicked the day before) is earlier; p4 (12:00) must not leak in.
     # p4 first engaged 12:00: p3 (last 08:02) and p1 (19th 09:01) are earlier; p1's 13:00 click is later.
     # p1 is not a positive on day 2: its first engagement was on day 1.
-    assert [(r["item_id"], r["history"], r["activity_30d"]) for r in rows] == [
+    assert [(r["item_id"], r["history"], r["activity_lookback"]) for r in rows] == [
         ("p3", ["p1"], 1),
         ("p4", ["p3", "p1"], 3),
     ]
@@ -204,14 +204,14 @@ def test_ranking_examples_label_and_features_of_the_day_before(built: DuckDBWare
     row = rows[0]
     assert (row["user_id"], row["item_id"], row["label"]) == ("u1", "p3", 2)  # click 1, upvote 2 -> 2
     # User features of day 1: one engagement (e2), history [p1]; p3 had no impressions before day 2.
-    assert row["activity_30d"] == 1 and row["history"] == ["p1"]
-    assert row["impressions_7d"] == 0
+    assert row["activity_lookback"] == 1 and row["history"] == ["p1"]
+    assert row["impressions_short"] == 0
     assert row["item_age_days"] == pytest.approx(10 + 8 / 24)  # created 11-10 00:00, shown 11-20 08:00
 
 
 def test_counts_come_back_as_int64_like_bigquery(built: DuckDBWarehouse) -> None:
     rows = built.query_file("training/ranking_dataset.sql", DAY2, train_days=1, eval_days=1)
-    for column in ("label", "impressions_7d", "engagements_7d", "activity_30d", "position"):
+    for column in ("label", "impressions_short", "engagements_short", "activity_lookback", "position"):
         assert rows.schema.field(column).type == "int64", column
 
 
@@ -225,4 +225,4 @@ def test_serving_items_exclude_deleted_and_old(built: DuckDBWarehouse) -> None:
     rows = built.query_file("serving/items.sql", DAY2, max_item_age_days=15).to_pylist()
     # p1 (19 days old) is too old, p2 is deleted, p5 was quarantined.
     assert sorted(r["item_id"] for r in rows) == ["p3", "p4"]
-    assert all(not math.isnan(r["ctr_7d"]) for r in rows)
+    assert all(not math.isnan(r["ctr_short"]) for r in rows)
