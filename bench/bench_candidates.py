@@ -79,7 +79,8 @@ def read_real_world(lake: Lake, ds: dt.date) -> dict[str, Any]:
     Raises:
         SystemExit: the small world has not been trained and served yet (says which commands to run).
     """
-    from pipelines.serving.candidates import champion_version, read_embeddings, read_input
+    from pipelines.serving.candidates import champion_version, read_embeddings
+    from pipelines.serving.inputs import read_input
 
     versions = {kind: champion_version(lake, kind) for kind in (TWO_TOWER, RANKER)}
     if None in versions.values() or not lake.is_published(LakePaths.embeddings(ds)):
@@ -358,7 +359,8 @@ def install_ranker(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     ``--ranker-trees 0`` copies the small world's champion ranker; ``N`` trains a synthetic one.
     """
-    from pipelines.serving.candidates import champion_version, read_input
+    from pipelines.serving.candidates import champion_version
+    from pipelines.serving.inputs import read_input
 
     facts_file = work / "ranker.json"
     if facts_file.exists() and json.loads(facts_file.read_text())["trees_asked"] == args.ranker_trees:

@@ -197,7 +197,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_digest_preview(args: argparse.Namespace) -> None:
     from pipelines.delivery.digests import preview_digest
-    from pipelines.serving.candidates import read_input
+    from pipelines.serving.inputs import read_input
 
     ctx = _context(args)
     users, items = read_input(ctx.lake, ctx.ds, "profiles"), read_input(ctx.lake, ctx.ds, "items")

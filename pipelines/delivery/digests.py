@@ -625,7 +625,7 @@ class _Recipient:
 
 def _user_rows(users: pa.Table, shard: int | None = None, num_shards: int = 1) -> list[dict[str, Any]]:
     """The users' rows as dicts (only those of ``shard`` when given); errors name the table's row."""
-    from pipelines.serving.candidates import shard_of
+    from pipelines.serving.shards import shard_of
 
     require_columns(users, USER_COLUMNS, "users table")
     row = first_null(users, "user_id")
@@ -713,7 +713,7 @@ def _read_candidates(
     Raises:
         ValueError: a missing column, a null key, or a user of another shard in the file.
     """
-    from pipelines.serving.candidates import shard_of
+    from pipelines.serving.shards import shard_of
 
     table = lake.read_parquet(path)
     require_columns(table, CANDIDATE_COLUMNS, f"candidates shard {lake.uri(path)}")
@@ -1054,7 +1054,7 @@ def preview_digest(
         ValueError: the user is not in ``users`` or has no fresh candidates in ``ds``.
         ManifestError: the candidates of ``ds`` are not published.
     """
-    from pipelines.serving.candidates import shard_of
+    from pipelines.serving.shards import shard_of
 
     check_config(config)
     user = next((row for row in _user_rows(users) if row["user_id"] == user_id), None)

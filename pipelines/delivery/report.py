@@ -484,7 +484,8 @@ def _column_floats(table: pa.Table, name: str) -> np.ndarray:
 
 def _candidates_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
     """Distributions, reasons and catalog coverage of ``ds``'s published candidate lists."""
-    from pipelines.serving.candidates import read_candidates, read_input
+    from pipelines.serving.inputs import read_input
+    from pipelines.serving.shards import read_candidates
 
     dataset = LakePaths.candidates(ds)
     if not lake.is_published(dataset):

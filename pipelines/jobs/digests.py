@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 def _digest_inputs(ctx: RunContext) -> tuple[pa.Table, pa.Table]:
     """The users (``profiles``) and ``items`` serving inputs of ``ds`` that digests are made from."""
-    from pipelines.serving.candidates import read_input
+    from pipelines.serving.inputs import read_input
 
     return read_input(ctx.lake, ctx.ds, "profiles"), read_input(ctx.lake, ctx.ds, "items")
 

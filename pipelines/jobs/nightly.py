@@ -10,10 +10,10 @@ if TYPE_CHECKING:
 
 def export_inputs(ctx: RunContext) -> dict[str, Any]:
     """Snapshot the serving inputs of ``ds`` into the lake."""
-    from pipelines.serving import candidates
+    from pipelines.serving import inputs
 
     with ctx.warehouse() as warehouse:
-        return candidates.export_inputs(warehouse, ctx.lake, ctx.ds, ctx.settings)
+        return inputs.export_inputs(warehouse, ctx.lake, ctx.ds, ctx.settings)
 
 
 def embed_items(ctx: RunContext) -> dict[str, Any]:

@@ -37,10 +37,11 @@ import pyarrow.compute as pc
 from pipelines.core.errors import PermanentError
 from pipelines.core.lake import Lake
 from pipelines.core.paths import RANKER, TWO_TOWER, LakePaths
-from pipelines.core.schema import CANDIDATES, SERVING_INPUTS
+from pipelines.core.schema import CANDIDATES
 from pipelines.core.settings import Settings
 from pipelines.core.tables import row_numbers
-from pipelines.core.warehouse import Warehouse
+from pipelines.serving.inputs import read_input
+from pipelines.serving.shards import shard_of
 from pipelines.training import registry
 
 log = logging.getLogger(__name__)
@@ -55,47 +56,8 @@ class NoChampionError(PermanentError):
     """No blessed two-tower model exists yet: train one before the nightly job."""
 
 
-class EmptyInputsError(PermanentError):
-    """The day has no users or no eligible posts: nothing meaningful can be published."""
-
-
 class ListInvariantError(RuntimeError):
     """A candidate list broke an invariant; the message names the user and the rule."""
-
-
-# -- 1. inputs snapshot ---------------------------------------------------------------------------------
-def export_inputs(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
-    """Snapshot the serving inputs of ``ds`` from the warehouse into the lake.
-
-    Returns:
-        Rows per input file and the dataset URI.
-
-    Raises:
-        EmptyInputsError: no users, or no eligible posts, on ``ds`` (nothing is published).
-    """
-    from pipelines.core.sql_params import sql_params
-
-    params = {**sql_params(settings), "max_item_age_days": settings.candidates.max_item_age_days}
-    dataset = LakePaths.inputs(ds)
-    staging = lake.begin_publish(dataset)
-    rows = {}
-    for name, sql in SERVING_INPUTS.items():
-        table = warehouse.query_file(sql, ds, **params)
-        if name in ("users", "items") and table.num_rows == 0:
-            raise EmptyInputsError(f"ds={ds}: no {name} to serve ({sql} returned no rows)")
-        lake.write_parquet(f"{staging}/{name}.parquet", table)
-        rows[name] = table.num_rows
-    lake.publish(dataset, staging, [f"{name}.parquet" for name in SERVING_INPUTS], metadata={"rows": rows})
-    return {"dataset": lake.uri(dataset), "rows": rows}
-
-
-def read_input(lake: Lake, ds: dt.date, name: str) -> pa.Table:
-    """One published input table of ``ds`` (``users``, ``items``, ``seen`` or ``profiles``)."""
-    wanted = f"{name}.parquet"
-    for path in lake.manifest_files(LakePaths.inputs(ds)):
-        if path.endswith("/" + wanted):
-            return lake.read_parquet(path)
-    raise FileNotFoundError(f"{lake.uri(LakePaths.inputs(ds))} has no {wanted}")
 
 
 # -- 2. item embeddings ---------------------------------------------------------------------------------
@@ -177,11 +139,6 @@ def build_index(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
 
 
 # -- 4. shards ------------------------------------------------------------------------------------------
-def shard_of(user_ids: np.ndarray | list[str], num_shards: int) -> np.ndarray:
-    """The shard of each user: ``crc32(utf-8 id) % num_shards``, stable everywhere."""
-    return np.fromiter(
-        (zlib.crc32(u.encode()) % num_shards for u in user_ids), dtype=np.int64, count=len(user_ids)
-    )
 
 
 def dry_run_sample(users: pa.Table, n: int) -> pa.Table:
@@ -1017,8 +974,3 @@ def publish_candidates(
             loaded = warehouse.load_published(table, lake, LakePaths.candidates(ds), ds, CANDIDATES)
         result["warehouse"] = {"table": table, "rows": loaded}
     return result
-
-
-def read_candidates(lake: Lake, ds: dt.date) -> pa.Table:
-    """All published candidate lists of ``ds``."""
-    return pa.concat_tables(lake.read_parquet(path) for path in lake.manifest_files(LakePaths.candidates(ds)))

@@ -124,7 +124,8 @@ def user_candidates(lake: Any, ds: dt.date, user_id: str) -> UserCandidates:
 
     from pipelines.core.paths import LakePaths
     from pipelines.core.schema import CANDIDATES
-    from pipelines.serving.candidates import read_input, shard_of
+    from pipelines.serving.inputs import read_input
+    from pipelines.serving.shards import shard_of
 
     dataset = LakePaths.candidates(ds)
     manifest = lake.read_manifest(dataset)
@@ -174,7 +175,7 @@ def digest_preview_html(lake: Any, ds: dt.date, user_id: str) -> str:
     """
     from pipelines.core.settings import load_settings
     from pipelines.delivery.digests import preview_digest
-    from pipelines.serving.candidates import read_input
+    from pipelines.serving.inputs import read_input
 
     with tempfile.TemporaryDirectory(prefix="nightfeed-digest-") as tmp:
         out = preview_digest(

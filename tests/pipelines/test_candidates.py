@@ -26,7 +26,8 @@ from pipelines.core.settings import WorldConfig
 from pipelines.core.warehouse import DuckDBWarehouse
 from pipelines.data.world import World, load_world, world_config
 from pipelines.jobs import run
-from pipelines.serving.candidates import read_candidates, read_input, shard_of
+from pipelines.serving.inputs import read_input
+from pipelines.serving.shards import read_candidates, shard_of
 
 DS = dt.date(2026, 11, 22)
 TOP_K = 20

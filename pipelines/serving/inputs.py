@@ -1,0 +1,54 @@
+"""The nightly inputs snapshot: what serving needs from the warehouse, copied into ``inputs/ds=…/`` so that
+shard workers read only the lake (users with features, the eligible catalog, seen pairs, profiles)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines.core.errors import PermanentError
+from pipelines.core.lake import Lake
+from pipelines.core.paths import LakePaths
+from pipelines.core.schema import SERVING_INPUTS
+from pipelines.core.settings import Settings
+from pipelines.core.warehouse import Warehouse
+
+
+class EmptyInputsError(PermanentError):
+    """The day has no users or no eligible posts: nothing meaningful can be published."""
+
+
+def export_inputs(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
+    """Snapshot the serving inputs of ``ds`` from the warehouse into the lake.
+
+    Returns:
+        Rows per input file and the dataset URI.
+
+    Raises:
+        EmptyInputsError: no users, or no eligible posts, on ``ds`` (nothing is published).
+    """
+    from pipelines.core.sql_params import sql_params
+
+    params = {**sql_params(settings), "max_item_age_days": settings.candidates.max_item_age_days}
+    dataset = LakePaths.inputs(ds)
+    staging = lake.begin_publish(dataset)
+    rows = {}
+    for name, sql in SERVING_INPUTS.items():
+        table = warehouse.query_file(sql, ds, **params)
+        if name in ("users", "items") and table.num_rows == 0:
+            raise EmptyInputsError(f"ds={ds}: no {name} to serve ({sql} returned no rows)")
+        lake.write_parquet(f"{staging}/{name}.parquet", table)
+        rows[name] = table.num_rows
+    lake.publish(dataset, staging, [f"{name}.parquet" for name in SERVING_INPUTS], metadata={"rows": rows})
+    return {"dataset": lake.uri(dataset), "rows": rows}
+
+
+def read_input(lake: Lake, ds: dt.date, name: str) -> pa.Table:
+    """One published input table of ``ds`` (``users``, ``items``, ``seen`` or ``profiles``)."""
+    wanted = f"{name}.parquet"
+    for path in lake.manifest_files(LakePaths.inputs(ds)):
+        if path.endswith("/" + wanted):
+            return lake.read_parquet(path)
+    raise FileNotFoundError(f"{lake.uri(LakePaths.inputs(ds))} has no {wanted}")
