@@ -56,14 +56,14 @@ def world_examples(data_dir: Path, ds: str, scale: str) -> tuple[pa.Table, pa.Ta
             )
         os.environ["NIGHTFEED_DATA_DIR"] = str(data_dir)
         from pipelines.core.context import RunContext
-        from pipelines.core.schema import RETRIEVAL_DATASET_SQL
+        from pipelines.core.schema import RETRIEVAL_DATASET
         from pipelines.jobs.training import training_catalog
 
         ctx = RunContext.create(ds)
         cfg = ctx.settings.two_tower
         with ctx.warehouse() as warehouse:
-            examples = warehouse.query_file(
-                RETRIEVAL_DATASET_SQL, ctx.ds, train_days=cfg.train_days, eval_days=cfg.eval_days
+            examples = warehouse.run_query(
+                RETRIEVAL_DATASET, ctx.ds, train_days=cfg.train_days, eval_days=cfg.eval_days
             )
             catalog = training_catalog(warehouse, ctx)
         pq.write_table(examples, examples_file)

@@ -138,15 +138,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
-    from pipelines.core.schema import RETRIEVAL_DATASET_SQL
+    from pipelines.core.schema import RETRIEVAL_DATASET
     from pipelines.jobs.training import training_catalog
     from pipelines.training import two_tower
 
     ctx = _context(args)
     cfg = ctx.settings.two_tower
     with ctx.warehouse() as warehouse:
-        examples = warehouse.query_file(
-            RETRIEVAL_DATASET_SQL, ctx.ds, train_days=cfg.train_days, eval_days=cfg.eval_days
+        examples = warehouse.run_query(
+            RETRIEVAL_DATASET, ctx.ds, train_days=cfg.train_days, eval_days=cfg.eval_days
         )
         catalog = training_catalog(warehouse, ctx)
     variants = tuple(args.variants or two_tower.ABLATIONS)

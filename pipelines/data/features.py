@@ -20,7 +20,8 @@ from typing import Any
 
 from pipelines.core.lake import Lake
 from pipelines.core.paths import LakePaths
-from pipelines.core.schema import FEATURE_MODELS, QUALITY_SUMMARY_SQL
+from pipelines.core.schema import QUALITY_SUMMARY, QUARANTINE_ROWS
+from pipelines.core.sql_catalog import load_catalog
 from pipelines.core.sql_params import sql_params
 from pipelines.core.settings import Settings
 from pipelines.core.errors import PermanentError
@@ -28,7 +29,8 @@ from pipelines.core.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
-QUARANTINE_MODEL = "quarantine"
+# The audit a model contract can name (``audit: quality_gate``): the quality gate runs right after it.
+QUALITY_GATE = "quality_gate"
 
 
 class DataQualityError(PermanentError):
@@ -68,12 +70,12 @@ def build_features(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Sett
     if not warehouse.table_exists("raw_events") or warehouse.count_rows("raw_events", ds) == 0:
         raise DataQualityError(f"no raw events arrived for ds={ds}: refusing to build features from nothing")
 
-    for model in FEATURE_MODELS:
+    for model in load_catalog().models:
         started = time.perf_counter()
         report.rows[model.name] = warehouse.run_model(model, ds, **params)
         report.seconds[model.name] = round(time.perf_counter() - started, 3)
-        if model.name == QUARANTINE_MODEL:
-            # Gate before staging: nothing downstream is built from a day that fails the checks.
+        if model.audit == QUALITY_GATE:
+            # Models that read raw rows depend on the audited one: nothing is built from a failed day.
             _check_quality(warehouse, lake, ds, settings, report)
     log.info("features ds=%s: %s", ds, report.rows)
     return report
@@ -82,7 +84,7 @@ def build_features(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Sett
 def _check_quality(
     warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Settings, report: FeaturesReport
 ) -> None:
-    summary = warehouse.query_file(QUALITY_SUMMARY_SQL, ds).to_pylist()
+    summary = warehouse.run_query(QUALITY_SUMMARY, ds).to_pylist()
     for row in summary:
         reasons = report.quality.setdefault(row["source_table"], {})
         reasons[row["reject_reason"] or "ok"] = int(row["n_rows"])
@@ -90,7 +92,7 @@ def _check_quality(
         total = sum(reasons.values())
         report.bad_fraction[table] = (total - reasons.get("ok", 0)) / total if total else 0.0
 
-    quarantined = warehouse.query_file("quality/quarantine_rows.sql", ds)
+    quarantined = warehouse.run_query(QUARANTINE_ROWS, ds)
     staging = lake.begin_publish(LakePaths.quarantine(ds))
     lake.write_parquet(f"{staging}/quarantine.parquet", quarantined)
     lake.publish(

@@ -46,7 +46,7 @@ def training_catalog(warehouse: Warehouse, ctx: RunContext) -> pa.Table:
     from pipelines.core.schema import SERVING_INPUTS
     from pipelines.core.sql_params import sql_params
 
-    return warehouse.query_file(
+    return warehouse.run_query(
         SERVING_INPUTS["items"],
         ctx.ds,
         **sql_params(ctx.settings),
@@ -57,7 +57,7 @@ def training_catalog(warehouse: Warehouse, ctx: RunContext) -> pa.Table:
 def train_two_tower(ctx: RunContext) -> dict[str, Any]:
     """Train a two-tower challenger on the window ending ``ds``, export it, promote it only if blessed."""
     from pipelines.core.paths import TWO_TOWER
-    from pipelines.core.schema import RETRIEVAL_DATASET_SQL
+    from pipelines.core.schema import RETRIEVAL_DATASET
     from pipelines.training import registry, two_tower
 
     cfg = ctx.settings.two_tower
@@ -65,8 +65,8 @@ def train_two_tower(ctx: RunContext) -> dict[str, Any]:
     if skipped:
         return skipped
     with ctx.warehouse() as warehouse:
-        examples = warehouse.query_file(
-            RETRIEVAL_DATASET_SQL, ctx.ds, train_days=cfg.train_days, eval_days=cfg.eval_days
+        examples = warehouse.run_query(
+            RETRIEVAL_DATASET, ctx.ds, train_days=cfg.train_days, eval_days=cfg.eval_days
         )
         catalog = training_catalog(warehouse, ctx)
     if examples.num_rows == 0:
@@ -108,7 +108,7 @@ def train_ranker(ctx: RunContext) -> dict[str, Any]:
     """Train a LightGBM ranker challenger on logged impressions, scored by the two-tower champion, and
     promote it only if it beats the ranker champion on the same hold-out."""
     from pipelines.core.paths import RANKER, TWO_TOWER
-    from pipelines.core.schema import RANKING_DATASET_SQL
+    from pipelines.core.schema import RANKING_DATASET
     from pipelines.training import ranker, registry
     from pipelines.training.retrieval_scores import retrieval_scores_for_rows
     from pipelines.training.two_tower import load_towers
@@ -123,8 +123,8 @@ def train_ranker(ctx: RunContext) -> dict[str, Any]:
             "no two-tower champion to score ranking examples with: train the two-tower first"
         )
     with ctx.warehouse() as warehouse:
-        rows = warehouse.query_file(
-            RANKING_DATASET_SQL, ctx.ds, train_days=cfg.train_days, eval_days=cfg.eval_days
+        rows = warehouse.run_query(
+            RANKING_DATASET, ctx.ds, train_days=cfg.train_days, eval_days=cfg.eval_days
         )
         catalog = training_catalog(warehouse, ctx)
     if rows.num_rows == 0:

@@ -35,10 +35,10 @@ def export_inputs(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Setti
     dataset = LakePaths.inputs(ds)
     staging = lake.begin_publish(dataset)
     rows = {}
-    for name, sql in SERVING_INPUTS.items():
-        table = warehouse.query_file(sql, ds, **params)
+    for name, query in SERVING_INPUTS.items():
+        table = warehouse.run_query(query, ds, **params)
         if name in ("users", "items") and table.num_rows == 0:
-            raise EmptyInputsError(f"ds={ds}: no {name} to serve ({sql} returned no rows)")
+            raise EmptyInputsError(f"ds={ds}: no {name} to serve (sql/queries/{query}.sql returned no rows)")
         lake.write_parquet(f"{staging}/{name}.parquet", table)
         rows[name] = table.num_rows
     lake.publish(dataset, staging, [f"{name}.parquet" for name in SERVING_INPUTS], metadata={"rows": rows})

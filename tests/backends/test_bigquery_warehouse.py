@@ -14,23 +14,12 @@ import jinja2
 import pyarrow as pa
 import pytest
 
-from pipelines.core import warehouse as warehouse_module
 from pipelines.core.lake import Lake
 from pipelines.core.paths import LakePaths
-from pipelines.core.schema import (
-    CANDIDATES,
-    FEATURE_MODELS,
-    INTERACTIONS_SQL,
-    QUALITY_SUMMARY_SQL,
-    RANKING_DATASET_SQL,
-    RAW_EVENTS,
-    RAW_ITEMS,
-    RAW_USERS,
-    RETRIEVAL_DATASET_SQL,
-    SERVING_INPUTS,
-    SqlModel,
-)
+from pipelines.core.schema import CANDIDATES, RAW_EVENTS, RAW_ITEMS, RAW_USERS
+from pipelines.core.sql_catalog import SqlFile, load_catalog
 from pipelines.core.warehouse import BigQueryWarehouse, DuckDBWarehouse, SqlError, bigquery_schema
+from pipelines.core.warehouse import base as warehouse_module
 from tests.fixtures import candidate_rows, publish_shards
 
 pytestmark = pytest.mark.emulator
@@ -103,6 +92,11 @@ def _users(day: dt.date, ids: list[str]) -> pa.Table:
 
 def _rows(warehouse: BigQueryWarehouse, table: str, order_by: str) -> list[dict]:
     return warehouse.query(f"select * from {warehouse.table_ref(table)} order by {order_by}").to_pylist()
+
+
+def model(name: str, path: str, partitioned: bool = True) -> SqlFile:
+    """A test model read from the ``sql_dir`` folder (no contract: the warehouse needs none)."""
+    return SqlFile(name, path, "table", partitioned, (), (), None, "")
 
 
 @pytest.fixture
@@ -193,7 +187,7 @@ def test_run_model_materialises_a_partitioned_table_and_a_rerun_replaces_only_it
         " as n_engaged, date '{{ ds }}' as ds\n"
         "from {{ ref('raw_events') }}\nwhere ds = date '{{ ds }}'\ngroup by user_id\n"
     )
-    model = SqlModel("user_daily", "user_daily.sql")
+    user_daily = model("user_daily", "user_daily.sql")
     wh.load_raw(
         "raw_events",
         _events(
@@ -208,10 +202,10 @@ def test_run_model_materialises_a_partitioned_table_and_a_rerun_replaces_only_it
     )
     wh.load_raw("raw_events", _events(DS2, [("b1", "u1", "i3", "impression", 1)]), DS2)
 
-    assert wh.run_model(model, DS1) == 2  # u1 and u2
-    assert wh.run_model(model, DS2) == 1
+    assert wh.run_model(user_daily, DS1) == 2  # u1 and u2
+    assert wh.run_model(user_daily, DS2) == 1
     wh.load_raw("raw_events", _events(DS1, [("c1", "u3", "i1", "bookmark", 3)]), DS1)
-    assert wh.run_model(model, DS1) == 1  # only u3 arrived in the reloaded DS1
+    assert wh.run_model(user_daily, DS1) == 1  # only u3 arrived in the reloaded DS1
 
     d1, d2 = DS1, DS2
     assert _rows(wh, "user_daily", "ds, user_id") == [
@@ -228,10 +222,10 @@ def test_failing_model_leaves_the_old_partition_in_place(
     (sql_dir / "good.sql").write_text("select 'u1' as user_id, date '{{ ds }}' as ds\n")
     # Fails only when rows are produced, i.e. in the INSERT after the DELETE of the same transaction.
     (sql_dir / "bad.sql").write_text("select error('feature overflow') as user_id, date '{{ ds }}' as ds\n")
-    wh.run_model(SqlModel("daily", "good.sql"), DS1)
+    wh.run_model(model("daily", "good.sql"), DS1)
 
     with pytest.raises(SqlError, match=r"sql/bad\.sql failed for ds=2026-11-21: .*feature overflow"):
-        wh.run_model(SqlModel("daily", "bad.sql"), DS1)
+        wh.run_model(model("daily", "bad.sql"), DS1)
 
     assert wh.count_rows("daily", DS1) == 1
 
@@ -241,12 +235,12 @@ def test_unpartitioned_model_is_replaced_whole(bigquery_warehouse: BigQueryWareh
     (sql_dir / "catalog_size.sql").write_text(
         "select count(*) as n_items, date '{{ ds }}' as built_for from {{ ref('raw_items') }}\n"
     )
-    model = SqlModel("catalog_size", "catalog_size.sql", partitioned=False)
+    catalog_size = model("catalog_size", "catalog_size.sql", partitioned=False)
     wh.load_raw("raw_items", _items(DS1, ["i1", "i2"], [["go"], ["rust"]]), DS1)
 
-    wh.run_model(model, DS1)
+    wh.run_model(catalog_size, DS1)
     wh.load_raw("raw_items", _items(DS2, ["i3"], [None]), DS2)
-    assert wh.run_model(model, DS2) == 1
+    assert wh.run_model(catalog_size, DS2) == 1
 
     # 2 items from DS1 + 1 from DS2 = 3, and the DS1 row is gone.
     assert _rows(wh, "catalog_size", "built_for") == [{"n_items": 3, "built_for": DS2}]
@@ -333,14 +327,8 @@ def test_feature_models_match_duckdb(bigquery_warehouse: BigQueryWarehouse, tmp_
     params = sql_params(Settings())
     # The read-only queries, with windows that reach back over both days of the world.
     read_params = {**params, "train_days": 1, "eval_days": 1, "days_back": 2, "max_item_age_days": 30}
-    queries = [
-        QUALITY_SUMMARY_SQL,
-        "quality/quarantine_rows.sql",
-        RETRIEVAL_DATASET_SQL,
-        RANKING_DATASET_SQL,
-        INTERACTIONS_SQL,
-        *SERVING_INPUTS.values(),
-    ]
+    catalog = load_catalog()
+    queries = sorted(catalog.queries)
     backends = {"bigquery": bigquery_warehouse, "duckdb": DuckDBWarehouse(tmp_path / "w.duckdb")}
     counts: dict[str, dict[tuple[str, str], int]] = {name: {} for name in backends}
     tables: dict[str, dict[str, list]] = {name: {} for name in backends}
@@ -349,18 +337,18 @@ def test_feature_models_match_duckdb(bigquery_warehouse: BigQueryWarehouse, tmp_
         for ds, raw in _tiny_world().items():
             for table, rows in raw.items():
                 wh.load_raw(table, rows, ds)
-            for model in FEATURE_MODELS:
+            for model in catalog.models:
                 try:
                     counts[name][(model.name, ds)] = wh.run_model(model, ds, **params)
                 except SqlError as exc:
                     failures.setdefault(f"{name}:{model.name}", str(exc).splitlines()[0][:400])
-        for model in FEATURE_MODELS:
+        for model in catalog.models:
             if wh.table_exists(model.name):
                 rows = wh.query(f"select * from {wh.table_ref(model.name)}").to_pylist()
                 tables[name][model.name] = sorted(map(_canonical, rows), key=repr)
         for query in queries:
             try:
-                rows = wh.query_file(query, DS2, **read_params).to_pylist()
+                rows = wh.run_query(query, DS2, **read_params).to_pylist()
                 tables[name][query] = sorted(map(_canonical, rows), key=repr)
             except SqlError as exc:
                 failures.setdefault(f"{name}:{query}", str(exc).splitlines()[0][:400])
@@ -368,7 +356,7 @@ def test_feature_models_match_duckdb(bigquery_warehouse: BigQueryWarehouse, tmp_
 
     assert failures == {}
     assert counts["bigquery"] == counts["duckdb"]
-    for name in [m.name for m in FEATURE_MODELS] + queries:
+    for name in [m.name for m in catalog.models] + queries:
         assert tables["bigquery"][name] == tables["duckdb"][name], name
     # The quarantine of DS2 holds the unknown user's event and the second copy of b6: 2 rows.
     assert counts["duckdb"][("quarantine", DS2)] == 2

@@ -10,8 +10,8 @@ import pytest
 
 from pipelines.core.lake import Lake
 from pipelines.core.paths import LakePaths
-from pipelines.core.schema import FEATURE_MODELS
 from pipelines.core.settings import Settings
+from pipelines.core.sql_catalog import load_catalog
 from pipelines.core.warehouse import DuckDBWarehouse
 from pipelines.data.features import DataQualityError, build_features
 from tests.fixtures import event, item, load, user
@@ -77,7 +77,7 @@ def test_rerun_leaves_identical_partitions(setup) -> None:
     def snapshot() -> dict[str, list[dict]]:
         return {
             m.name: sorted(warehouse.query(f"select * from {m.name} where ds = '{DS}'").to_pylist(), key=repr)
-            for m in FEATURE_MODELS
+            for m in load_catalog().models
         }
 
     first = snapshot()

@@ -14,8 +14,8 @@ import pytest
 import sqlglot
 
 from pipelines.core.lake import Lake
-from pipelines.core.schema import SQL_DIR
 from pipelines.core.settings import Settings
+from pipelines.core.sql_catalog import SQL_DIR, load_catalog
 from pipelines.core.sql_params import sql_params
 from pipelines.core.warehouse import DuckDBWarehouse, SqlError
 from pipelines.data.features import build_features
@@ -48,14 +48,14 @@ def test_sql_file_parses_as_bigquery_and_transpiles(tmp_path: Path, path: Path) 
 
 def test_render_names_the_file_on_an_undefined_parameter(tmp_path: Path) -> None:
     warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
-    with pytest.raises(SqlError, match=r"sql/features/user_features.sql: .*lookback_days"):
-        warehouse.render("features/user_features.sql", DAY2)
+    with pytest.raises(SqlError, match=r"sql/models/features/user_features.sql: .*lookback_days"):
+        warehouse.render("models/features/user_features.sql", DAY2)
 
 
 def test_render_rejects_unsafe_parameter_values(tmp_path: Path) -> None:
     warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
-    with pytest.raises(SqlError, match=r"sql/training/interactions.sql: .*unsafe value"):
-        warehouse.render("training/interactions.sql", DAY2, days_back="1; drop table raw_events")
+    with pytest.raises(SqlError, match=r"sql/queries/training/interactions.sql: .*unsafe value"):
+        warehouse.render("queries/training/interactions.sql", DAY2, days_back="1; drop table raw_events")
 
 
 @pytest.fixture(scope="module")
@@ -210,19 +210,29 @@ def test_ranking_examples_label_and_features_of_the_day_before(built: DuckDBWare
 
 
 def test_counts_come_back_as_int64_like_bigquery(built: DuckDBWarehouse) -> None:
-    rows = built.query_file("training/ranking_dataset.sql", DAY2, train_days=1, eval_days=1)
+    rows = built.run_query("training/ranking_dataset", DAY2, train_days=1, eval_days=1)
     for column in ("label", "impressions_short", "engagements_short", "activity_lookback", "position"):
         assert rows.schema.field(column).type == "int64", column
 
 
 def test_temporal_split(built: DuckDBWarehouse) -> None:
-    rows = built.query_file("training/retrieval_dataset.sql", DAY2, train_days=1, eval_days=1).to_pylist()
+    rows = built.run_query("training/retrieval_dataset", DAY2, train_days=1, eval_days=1).to_pylist()
     split = sorted((r["item_id"], r["split"]) for r in rows)
     assert split == [("p1", "train"), ("p3", "eval"), ("p4", "eval")]
 
 
 def test_serving_items_exclude_deleted_and_old(built: DuckDBWarehouse) -> None:
-    rows = built.query_file("serving/items.sql", DAY2, max_item_age_days=15).to_pylist()
+    rows = built.run_query("serving/items", DAY2, max_item_age_days=15).to_pylist()
     # p1 (19 days old) is too old, p2 is deleted, p5 was quarantined.
     assert sorted(r["item_id"] for r in rows) == ["p3", "p4"]
     assert all(not math.isnan(r["ctr_short"]) for r in rows)
+
+
+def test_every_model_and_query_has_the_columns_its_contract_declares(built: DuckDBWarehouse) -> None:
+    catalog = load_catalog()
+    for model in catalog.models:
+        table = built.query(f"select * from {built.table_ref(model.name)} limit 0")
+        assert table.schema.equals(model.arrow_schema()), (model.name, table.schema, model.arrow_schema())
+    for name, query in catalog.queries.items():
+        table = built.run_query(name, DAY2, **_params(Settings()))
+        assert table.schema.equals(query.arrow_schema()), (name, table.schema, query.arrow_schema())

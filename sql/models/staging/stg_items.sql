@@ -1,5 +1,6 @@
 {% from '_macros/checks.sql' import item_reject_reason with context %}
 -- The catalog as of the end of ds: the latest usable version of every post that arrived up to ds.
+-- depends_on: {{ ref('quarantine') }} (built after the quality gate has passed)
 with arrivals as (
     select
         *,

@@ -1,4 +1,5 @@
 -- Usable events that arrived on ds: checked, deduplicated, known users and posts only.
+-- depends_on: {{ ref('quarantine') }} (built after the quality gate has passed)
 select
     event_id,
     user_id,

@@ -1,5 +1,6 @@
 {% from '_macros/checks.sql' import user_reject_reason with context %}
 -- Users as of the end of ds: the latest usable profile of every user who signed up up to ds.
+-- depends_on: {{ ref('quarantine') }} (built after the quality gate has passed)
 with arrivals as (
     select
         *,
