@@ -73,3 +73,21 @@ def test_params_have_titles_descriptions_and_types(dags: dict[str, dict], stem: 
     for name, schema in dags[stem]["params"].items():
         assert schema.get("title") and schema.get("description"), name
         assert schema.get("type"), name
+
+
+@pytest.mark.parametrize("stem", ["nightfeed_features", "nightfeed_training", "nightfeed_nightly"])
+def test_every_task_is_a_job_of_the_catalog(dags: dict[str, dict], stem: str) -> None:
+    from pipelines.core.jobs import JOBS
+
+    assert set(dags[stem]["tasks"]) <= {job.name for job in JOBS}
+
+
+@pytest.mark.parametrize("stem", ["nightfeed_features", "nightfeed_training", "nightfeed_nightly"])
+def test_params_are_the_declared_run_params(dags: dict[str, dict], stem: str) -> None:
+    from pipelines.core.params import RUN_PARAMS
+
+    declared = {param.name: param for param in RUN_PARAMS}
+    for name, schema in dags[stem]["params"].items():
+        param = declared[name]
+        assert schema["title"] == param.title and schema["description"] == param.description
+        assert schema.get("minimum") == param.minimum and schema.get("maximum") == param.maximum
