@@ -1,6 +1,6 @@
 """The layering of ``pipelines/`` and the thin-DAG rule, checked on the source (every import, lazy ones too).
 
-Layers, lowest first: core < data < training < serving < delivery < jobs < cli. A module may import its
+Layers, lowest first: core < data < training < serving < evaluation < delivery < jobs < cli. A module may import its
 own layer and lower ones. Training never imports serving (a lower layer cannot) and serving never imports
 the feature step (``pipelines.data``), although it sits above it. Nothing in ``pipelines/`` imports Airflow.
 DAG files read only the job catalog and the run params from ``pipelines``.
@@ -17,7 +17,7 @@ from pipelines.core import jobs
 
 REPO = Path(__file__).resolve().parent.parent
 PIPELINES = REPO / "pipelines"
-LAYERS: tuple[str, ...] = ("core", "data", "training", "serving", "delivery", "jobs", "cli")
+LAYERS: tuple[str, ...] = ("core", "data", "training", "serving", "evaluation", "delivery", "jobs", "cli")
 # (importer layer, imported layer) pairs that the layer order alone would allow but the design forbids.
 FORBIDDEN: tuple[tuple[str, str], ...] = (("serving", "data"),)
 DAG_MAY_IMPORT = ("pipelines.core.jobs", "pipelines.core.params")
