@@ -2,8 +2,8 @@
 
 Layers, lowest first: core < data < training < serving < evaluation < delivery < jobs < cli. A module may
 import its own layer and lower ones. Training never imports serving (a lower layer cannot) and serving
-never imports the feature step (``pipelines.data``), although it sits above it. Nothing in ``pipelines/`` imports Airflow.
-DAG files read only the job catalog and the run params from ``pipelines``.
+never imports the feature step (``pipelines.data``), although it sits above it. Nothing in
+``pipelines/`` imports Airflow. DAG files read only the job catalog and the run params from ``pipelines``.
 """
 
 from __future__ import annotations
