@@ -3,8 +3,9 @@
 Reads ``reports/ds=<ds>/facts/<job>.json``, the result each job of ``pipelines.jobs`` recorded for ``ds``
 (feature rows, quality counts and SQL timings; training metrics, loss curves and promotion decisions;
 index recall; per-shard stage timings; digest counts), ``models/<kind>/champion.json`` (the models in
-force) and ``models/<kind>/<version>/decision.json`` (the blessing gate's decisions). A malformed input
-raises :class:`ReportInputError` naming it.
+force) and ``models/<kind>/<version>/decision.json`` (the blessing gate's decisions). The section
+readers raise KeyError or TypeError on a malformed fact; :func:`reading` turns those into a
+:class:`ReportInputError` naming the input.
 """
 
 from __future__ import annotations
@@ -107,12 +108,7 @@ def _loss_curves(history: Any) -> dict[str, list[float | None]]:
 
 
 def two_tower_training(fact: dict[str, Any]) -> dict[str, Any]:
-    """The two-tower training section from the ``train_two_tower`` fact: outcome, evaluation, loss curves.
-
-    Raises:
-        KeyError: the fact lacks a key it must have.
-        TypeError: a value of the fact has the wrong type.
-    """
+    """The two-tower training section from the ``train_two_tower`` fact: outcome, evaluation, loss curves."""
     evaluation = {name: _numbers(values) for name, values in sorted(fact["metrics"].items())}
     return {
         "version": str(fact["version"]),
@@ -127,12 +123,7 @@ def two_tower_training(fact: dict[str, Any]) -> dict[str, Any]:
 
 
 def ranker_training(fact: dict[str, Any]) -> dict[str, Any]:
-    """The ranker training section from the ``train_ranker`` fact: outcome and evaluation.
-
-    Raises:
-        KeyError: the fact lacks a key it must have.
-        TypeError: a value of the fact has the wrong type.
-    """
+    """The ranker training section from the ``train_ranker`` fact: outcome and evaluation."""
     return {
         "version": str(fact["version"]),
         "promoted": bool(fact["promoted"]),
@@ -188,12 +179,7 @@ def read_decision(lake: Lake, kind: str, version: str) -> dict[str, Any] | None:
 
 
 def features_metrics(fact: dict[str, Any]) -> dict[str, Any]:
-    """Row counts, SQL timings and quarantine counts from the ``build_features`` fact.
-
-    Raises:
-        KeyError: the fact lacks a key it must have.
-        TypeError: a value of the fact has the wrong type.
-    """
+    """Row counts, SQL timings and quarantine counts from the ``build_features`` fact."""
     quarantined: dict[str, dict[str, int]] = {}
     checked: dict[str, dict[str, int]] = {}
     for table, counts in sorted(fact.get("quality", {}).items()):
@@ -219,12 +205,7 @@ def features_metrics(fact: dict[str, Any]) -> dict[str, Any]:
 
 
 def index_metrics(fact: dict[str, Any]) -> dict[str, Any]:
-    """Recall, size and build time of the item index from the ``build_index`` fact.
-
-    Raises:
-        KeyError: the fact lacks a key it must have.
-        TypeError: a value of the fact has the wrong type.
-    """
+    """Recall, size and build time of the item index from the ``build_index`` fact."""
     return {
         "recall": _float(fact["recall"]),
         "recall_k": _int(fact["recall_k"]) if "recall_k" in fact else None,
@@ -235,32 +216,17 @@ def index_metrics(fact: dict[str, Any]) -> dict[str, Any]:
 
 
 def embed_metrics(fact: dict[str, Any]) -> dict[str, Any]:
-    """Items embedded and throughput from the ``embed_items`` fact.
-
-    Raises:
-        KeyError: the fact lacks a key it must have.
-        TypeError: a value of the fact has the wrong type.
-    """
+    """Items embedded and throughput from the ``embed_items`` fact."""
     return {"n_items": _int(fact["n_items"]), "items_per_s": _float(fact.get("items_per_s"))}
 
 
 def inputs_metrics(fact: dict[str, Any]) -> dict[str, int]:
-    """Rows per serving input from the ``export_inputs`` fact.
-
-    Raises:
-        KeyError: the fact lacks a key it must have.
-        TypeError: a value of the fact has the wrong type.
-    """
+    """Rows per serving input from the ``export_inputs`` fact."""
     return {str(k): _int(v) for k, v in sorted(fact["rows"].items())}
 
 
 def publish_metrics(fact: dict[str, Any]) -> dict[str, Any]:
-    """Users, rows and stage timings summed over shards from the ``publish_candidates`` fact.
-
-    Raises:
-        KeyError: the fact lacks a key it must have.
-        TypeError: a value of the fact has the wrong type.
-    """
+    """Users, rows and stage timings summed over shards from the ``publish_candidates`` fact."""
     stage_seconds: dict[str, float] = {}
     shard_seconds: dict[str, float] = {}
     for shard, result in sorted(fact.get("shards", {}).items(), key=lambda kv: int(kv[0])):
@@ -279,12 +245,7 @@ def publish_metrics(fact: dict[str, Any]) -> dict[str, Any]:
 
 
 def digest_metrics(fact: dict[str, Any]) -> dict[str, Any]:
-    """Messages written and users skipped from the ``publish_digests`` fact.
-
-    Raises:
-        KeyError: the fact lacks a key it must have.
-        TypeError: a value of the fact has the wrong type.
-    """
+    """Messages written and users skipped from the ``publish_digests`` fact."""
     return {
         "dry_run": bool(fact.get("dry_run", False)),
         "users_total": _int(fact["users_total"]),
