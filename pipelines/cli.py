@@ -196,7 +196,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_digest_preview(args: argparse.Namespace) -> None:
-    from pipelines.delivery.digests import preview_digest
+    from pipelines.delivery.digests.preview import preview_digest
     from pipelines.serving.inputs import read_input
 
     ctx = _context(args)

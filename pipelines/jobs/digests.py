@@ -19,16 +19,16 @@ def _digest_inputs(ctx: RunContext) -> tuple[pa.Table, pa.Table]:
 
 def plan_digests(ctx: RunContext) -> list[dict[str, Any]]:
     """One digest work item per published candidates shard of ``ds`` (the nightly DAG maps over them)."""
-    from pipelines.delivery import digests
+    from pipelines.delivery.digests import shards
 
-    return digests.plan_digests(ctx.lake, ctx.ds, dry_run=bool(ctx.settings.dry_run_users))
+    return shards.plan_digests(ctx.lake, ctx.ds, dry_run=bool(ctx.settings.dry_run_users))
 
 
 def render_digests(ctx: RunContext, shard: int, num_shards: int, staging: str | None) -> dict[str, Any]:
     """Render one shard's digests into the staging folder (a sample, written nowhere, in a dry run)."""
-    from pipelines.delivery import digests
+    from pipelines.delivery.digests import shards
 
-    result = digests.render_digest_shard(
+    result = shards.render_digest_shard(
         ctx.lake,
         ctx.ds,
         shard,
@@ -47,9 +47,9 @@ def publish_digests(
     ctx: RunContext, staging: str | None, shard_results: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Publish ``ds``'s digests once every shard is rendered (nothing in a dry run)."""
-    from pipelines.delivery import digests
+    from pipelines.delivery.digests import shards
 
     if ctx.settings.dry_run_users or staging is None:
         return {"published": False, "dry_run": True, "shards": list(shard_results)}
-    report = digests.publish_digests(ctx.lake, ctx.ds, staging, list(shard_results), ctx.settings.digest)
+    report = shards.publish_digests(ctx.lake, ctx.ds, staging, list(shard_results), ctx.settings.digest)
     return report.to_dict()

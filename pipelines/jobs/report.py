@@ -15,8 +15,8 @@ def write_report(ctx: RunContext) -> dict[str, Any]:
     no candidates): its section says so and the report shows the champion in force instead.
 
     Raises:
-        pipelines.delivery.report.ReportInputError: a fact or published dataset is malformed.
+        pipelines.delivery.report.facts.ReportInputError: a fact or published dataset is malformed.
     """
-    from pipelines.delivery import report
+    from pipelines.delivery.report.build import build_report
 
-    return report.build_report(ctx.lake, ctx.ds).to_dict()
+    return build_report(ctx.lake, ctx.ds).to_dict()

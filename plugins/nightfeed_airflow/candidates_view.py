@@ -174,7 +174,7 @@ def digest_preview_html(lake: Any, ds: dt.date, user_id: str) -> str:
         ValueError: the user is unknown or has no fresh candidates.
     """
     from pipelines.core.settings import load_settings
-    from pipelines.delivery.digests import preview_digest
+    from pipelines.delivery.digests.preview import preview_digest
     from pipelines.serving.inputs import read_input
 
     with tempfile.TemporaryDirectory(prefix="nightfeed-digest-") as tmp:

@@ -20,7 +20,9 @@ from pipelines.core import jobs
 from pipelines.core.lake import Lake
 from pipelines.core.paths import LakePaths
 from pipelines.core.schema import CANDIDATES
-from pipelines.delivery.report import ReportInputError, build_report, collect_metrics
+from pipelines.delivery.report.build import build_report
+from pipelines.delivery.report.facts import ReportInputError
+from pipelines.delivery.report.metrics import collect_metrics
 from pipelines.jobs import run
 
 DS = dt.date(2026, 11, 22)

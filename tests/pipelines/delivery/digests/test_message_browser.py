@@ -17,7 +17,9 @@ import pytest
 from PIL import Image
 
 from pipelines.core.settings import DigestConfig
-from pipelines.delivery.digests import SendSlot, digest_item, message_token, render_message
+from pipelines.delivery.digests.links import message_token
+from pipelines.delivery.digests.message import digest_item, render_message
+from pipelines.delivery.digests.schedule import SendSlot
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

@@ -1,0 +1,84 @@
+"""Links in a digest and the tokens they carry.
+
+Reading links carry ``utm_source=nightfeed``, ``utm_medium=email``, ``utm_campaign=digest-<ds>`` and
+``nf_mid=<message token>``; only absolute http(s) links with a plain host and no credentials are kept,
+others point to the item's page on ``base_url``. The unsubscribe URL carries the user id and an
+HMAC-SHA256 token keyed with ``unsubscribe_secret``; it is one-click (RFC 8058): a POST unsubscribes, a
+GET should only show a confirmation, since link scanners follow links.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from pipelines.core.settings import DigestConfig
+from pipelines.delivery.digests.text import clean_text
+
+TRACKING_PARAMS: tuple[str, ...] = ("utm_source", "utm_medium", "utm_campaign", "nf_mid")
+_HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d{1,5})?$")
+_URL_SAFE = "/%:@!$&'()*+,;=-._~"
+
+
+def unsubscribe_token(user_id: str, secret: str) -> str:
+    """The unsubscribe token of ``user_id``: HMAC-SHA256 keyed with ``secret``, first 32 hex digits."""
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def verify_unsubscribe_token(user_id: str, token: str, secret: str) -> bool:
+    """True when ``token`` is the unsubscribe token of ``user_id`` (constant-time comparison)."""
+    return hmac.compare_digest(unsubscribe_token(user_id, secret), token)
+
+
+def unsubscribe_link(user_id: str, config: DigestConfig) -> str:
+    """The one-click unsubscribe URL of ``user_id``: GET shows a confirmation, POST unsubscribes."""
+    query = urlencode({"u": user_id, "t": unsubscribe_token(user_id, config.unsubscribe_secret)})
+    return f"{config.unsubscribe_url}?{query}"
+
+
+def message_token(ds: dt.date, user_id: str) -> str:
+    """Stable id of the digest of ``user_id`` for ``ds``: in the Message-ID, links and MIME boundary."""
+    return hashlib.sha256(f"nightfeed-digest\0{ds}\0{user_id}".encode()).hexdigest()[:24]
+
+
+def tracked_link(url: str | None, item_id: str, ds: dt.date, token: str, base_url: str) -> str:
+    """The reading link of an item with the digest's tracking parameters.
+
+    Only an absolute http(s) URL with a plain host is kept (no ``javascript:``, no ``user@host``
+    tricks, no spaces); anything else links to the item's page on ``base_url``. Existing query
+    parameters stay, tracking parameters already there are replaced.
+    """
+    parts = _safe_url_parts(clean_text(url))
+    if parts is None:
+        parts = urlsplit(f"{base_url.rstrip('/')}/items/{quote(item_id, safe='')}")
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in TRACKING_PARAMS]
+    query += [
+        ("utm_source", "nightfeed"),
+        ("utm_medium", "email"),
+        ("utm_campaign", f"digest-{ds}"),
+        ("nf_mid", token),
+    ]
+    return urlunsplit(
+        (
+            parts.scheme.lower(),
+            parts.netloc.lower(),
+            quote(parts.path, safe=_URL_SAFE),
+            urlencode(query, quote_via=quote),
+            quote(parts.fragment, safe=_URL_SAFE),
+        )
+    )
+
+
+def _safe_url_parts(url: str):
+    if not url or any(ch.isspace() for ch in url):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not _HOST_RE.match(parts.netloc):
+        return None
+    return parts
