@@ -55,7 +55,7 @@ def main() -> None:
     from pipelines.core.context import settings_with
     from pipelines.core.errors import PermanentError
     from pipelines.core.warehouse import open_warehouse
-    from pipelines.data.importer import import_movielens
+    from pipelines.data.movielens import import_movielens
     from pipelines.data.world import World, load_world, world_config
     from pipelines.jobs import run
 

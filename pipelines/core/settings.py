@@ -55,6 +55,9 @@ class FeaturesConfig(_Section):
         30, ge=2, description="days of events behind history and the *_lookback columns"
     )
     short_window_days: int = Field(7, ge=1, description="days behind the *_short columns")
+    history_days: int = Field(
+        365, ge=1, description="days of engagements a user's history (the user tower's input) looks back"
+    )
     affinity_tags: int = Field(10, ge=1, description="top tags kept per user")
 
 
@@ -138,6 +141,9 @@ class CandidatesConfig(_Section):
     top_n: int = Field(500, ge=1, description="retrieved per user before filtering")
     top_k: int = Field(100, ge=1, description="published per user")
     max_item_age_days: int = Field(30, ge=1)
+    seen_horizon_days: int | None = Field(
+        None, ge=1, description="posts seen within this many days are never listed again; None: ever seen"
+    )
     user_batch_size: int = Field(2048, ge=1)
     warehouse_table: str | None = Field(
         None,

@@ -13,4 +13,6 @@ def sql_params(settings: Settings) -> dict[str, int]:
         "short_window_days": settings.features.short_window_days,
         "affinity_tags": settings.features.affinity_tags,
         "history_length": settings.two_tower.history_length,
+        "history_days": settings.features.history_days,
+        "seen_horizon_days": settings.candidates.seen_horizon_days or 0,
     }

@@ -37,6 +37,10 @@ class DataQualityError(PermanentError):
     """Too many bad rows, or no events at all: a permanent failure for this ds until the data is fixed."""
 
 
+class NoEventsError(DataQualityError):
+    """No raw events arrived for the day: a nightly run refuses it; a history build skips it."""
+
+
 @dataclass
 class FeaturesReport:
     ds: str
@@ -63,12 +67,13 @@ def build_features(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Sett
         Row counts per table, bad-row counts per table and reason, and timings.
 
     Raises:
-        DataQualityError: no events arrived on ``ds``, or a raw table's bad share is above the threshold.
+        NoEventsError: no events arrived on ``ds``.
+        DataQualityError: a raw table's bad share is above the threshold.
     """
     report = FeaturesReport(ds=ds.isoformat())
     params = sql_params(settings)
     if not warehouse.table_exists("raw_events") or warehouse.count_rows("raw_events", ds) == 0:
-        raise DataQualityError(f"no raw events arrived for ds={ds}: refusing to build features from nothing")
+        raise NoEventsError(f"no raw events arrived for ds={ds}: refusing to build features from nothing")
 
     for model in load_catalog().models:
         started = time.perf_counter()

@@ -1,14 +1,10 @@
-"""Import users' own data into the raw tables: CSV or Parquet files, or MovieLens-format files.
+"""Import users' own data into the raw tables from CSV or Parquet files.
 
 Own data follows the raw schemas in :mod:`pipelines.core.schema` without the ``ds`` column (it is derived:
 an event's date, a post's creation date, a user's signup date, all in UTC). In CSV files, list columns
 (``tags``, ``selected_tags``, ``blocked_tags``, ``blocked_sources``) hold ``|``-separated values and
 timestamps are ISO 8601 (a missing zone means UTC). Columns are checked before anything is loaded; an
 error names the file, the column and the first bad row.
-
-MovieLens files (``u.data``, ``u.item``, ``u.user`` of the 100k release) are mapped onto the same schema:
-every rating is an impression, a rating of 4 or 5 is also a click and a 5 also an upvote; genres become
-tags; the post's creation time is its first rating.
 """
 
 from __future__ import annotations
@@ -32,10 +28,6 @@ log = logging.getLogger(__name__)
 # The column whose UTC date becomes ``ds`` for each raw table.
 DS_SOURCE = {"raw_events": "event_ts", "raw_items": "created_at", "raw_users": "signup_ts"}
 LIST_SEPARATOR = "|"
-MOVIELENS_GENRES = (
-    "unknown", "action", "adventure", "animation", "children", "comedy", "crime", "documentary", "drama",
-    "fantasy", "film-noir", "horror", "musical", "mystery", "romance", "sci-fi", "thriller", "war", "western",
-)  # fmt: skip
 
 
 class InputFileError(ValueError):
@@ -154,106 +146,11 @@ def import_files(
     return load_tables(warehouse, tables)
 
 
-def read_movielens(folder: str | Path) -> dict[str, pa.Table]:
-    """Map MovieLens-100k-format files (``u.data``, ``u.item``, ``u.user``) onto the raw tables.
-
-    Raises:
-        InputFileError: a file is missing or a line has the wrong number of fields.
-    """
-    folder = Path(folder)
-    ratings = _movielens_lines(folder / "u.data", "\t", 4)
-    users_ids, items_ids, stars, times = (np.array(col) for col in zip(*ratings, strict=True))
-    stars = stars.astype(int)
-    ts = times.astype(np.int64) * 1_000_000
-    first_seen: dict[str, int] = {}
-    for item, t in sorted(zip(items_ids, ts, strict=True), key=lambda p: p[1]):
-        first_seen.setdefault(item, int(t))
-    user_first: dict[str, int] = {}
-    for user, t in sorted(zip(users_ids, ts, strict=True), key=lambda p: p[1]):
-        user_first.setdefault(user, int(t))
-
-    events: dict[str, list] = {n: [] for n in ("event_id", "user_id", "item_id", "event_type", "event_ts")}
-    for k, (user, item, star, t) in enumerate(zip(users_ids, items_ids, stars, ts, strict=True)):
-        kinds = ["impression"] + (["click"] if star >= 4 else []) + (["upvote"] if star == 5 else [])
-        for j, kind in enumerate(kinds):
-            events["event_id"].append(f"ml-{k}-{j}")
-            events["user_id"].append(f"ml-u{user}")
-            events["item_id"].append(f"ml-i{item}")
-            events["event_type"].append(kind)
-            events["event_ts"].append(int(t) + j)
-    n_events = len(events["event_id"])
-    event_rows = pa.table(
-        {
-            **{k: v for k, v in events.items() if k != "event_ts"},
-            "event_ts": pa.array(events["event_ts"], pa.timestamp("us", tz="UTC")),
-            "position": pa.array([0] * n_events, pa.int64()),
-        }
-    )
-
-    item_lines = _movielens_lines(folder / "u.item", "|", 24, encoding="latin-1")
-    item_rows = {n: [] for n in RAW_SCHEMAS["raw_items"].names if n != PARTITION_COLUMN}
-    for fields in item_lines:
-        item = fields[0]
-        if item not in first_seen:
-            continue
-        genres = [g for g, flag in zip(MOVIELENS_GENRES, fields[5:], strict=True) if flag == "1"]
-        item_rows["item_id"].append(f"ml-i{item}")
-        item_rows["title"].append(fields[1])
-        item_rows["summary"].append(", ".join(genres))
-        item_rows["tags"].append(genres)
-        item_rows["source"].append("movielens")
-        item_rows["author"].append("unknown")
-        item_rows["post_type"].append("video")
-        item_rows["content_type"].append("video")
-        item_rows["language"].append("en")
-        item_rows["url"].append(fields[4] or f"https://movielens.org/movies/{item}")
-        item_rows["created_at"].append(first_seen[item])
-        item_rows["deleted"].append(False)
-
-    user_lines = _movielens_lines(folder / "u.user", "|", 5)
-    user_rows = {n: [] for n in RAW_SCHEMAS["raw_users"].names if n != PARTITION_COLUMN}
-    for fields in user_lines:
-        user = fields[0]
-        if user not in user_first:
-            continue
-        user_rows["user_id"].append(f"ml-u{user}")
-        user_rows["email"].append(None)
-        user_rows["signup_ts"].append(user_first[user])
-        user_rows["language"].append("en")
-        user_rows["selected_tags"].append([])
-        user_rows["blocked_tags"].append([])
-        user_rows["blocked_sources"].append([])
-        user_rows["digest_opt_in"].append(False)
-        user_rows["digest_frequency"].append("weekly")
-        user_rows["digest_weekday"].append(0)
-        user_rows["timezone"].append("UTC")
-
-    return {
-        "raw_events": _with_ds(_typed(event_rows, "raw_events"), "raw_events"),
-        "raw_items": _with_ds(_typed(pa.table(item_rows), "raw_items"), "raw_items"),
-        "raw_users": _with_ds(_typed(pa.table(user_rows), "raw_users"), "raw_users"),
-    }
-
-
 def _typed(rows: pa.Table, table: str) -> pa.Table:
     fields = [f for f in RAW_SCHEMAS[table] if f.name != PARTITION_COLUMN]
     return pa.Table.from_arrays([rows.column(f.name).cast(f.type) for f in fields], schema=pa.schema(fields))
 
 
-def _movielens_lines(path: Path, sep: str, n_fields: int, encoding: str = "utf-8") -> Iterable[list[str]]:
-    if not path.is_file():
-        raise InputFileError(f"{path}: MovieLens file not found")
-    lines = []
-    for number, line in enumerate(path.read_text(encoding=encoding).splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.split(sep)
-        if len(fields) != n_fields:
-            raise InputFileError(f"{path}: line {number} has {len(fields)} fields, expected {n_fields}")
-        lines.append(fields)
-    return lines
-
-
-def import_movielens(warehouse: Warehouse, folder: str | Path) -> dict[str, int]:
-    """Load MovieLens-format files from ``folder`` into the raw tables."""
-    return load_tables(warehouse, read_movielens(folder))
+def typed_with_ds(rows: pa.Table, table: str) -> pa.Table:
+    """``rows`` (the raw columns but ``ds``) cast to raw table ``table``'s schema, with ``ds`` derived."""
+    return _with_ds(_typed(rows, table), table)

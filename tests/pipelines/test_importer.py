@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.core.warehouse import DuckDBWarehouse
-from pipelines.data.importer import InputFileError, import_files, read_movielens, read_table_file
+from pipelines.data.importer import InputFileError, import_files, read_table_file
 
 EVENTS_CSV = """event_id,user_id,item_id,event_type,event_ts,position
 e1,u1,p1,impression,2026-11-20T08:00:00,0
@@ -56,25 +56,3 @@ def test_missing_columns_are_named(tmp_path: Path) -> None:
     events.write_text(EVENTS_CSV.replace(",position", ",pos"))
     with pytest.raises(InputFileError, match=r"missing \['position'\], unexpected \['pos'\]"):
         read_table_file(events, "raw_events")
-
-
-def test_movielens_ratings_become_events(tmp_path: Path) -> None:
-    (tmp_path / "u.data").write_text("1\t10\t5\t881250949\n1\t20\t3\t881250950\n2\t10\t4\t881350949\n")
-    flags_a = "|".join(["0"] * 3 + ["1", "1", "1"] + ["0"] * 13)  # animation, children, comedy
-    flags_b = "|".join(["0", "1", "1"] + ["0"] * 16)  # action, adventure
-    (tmp_path / "u.item").write_text(
-        f"10|Toy Story (1995)|01-Jan-1995||http://x|{flags_a}\n20|GoldenEye (1995)|01-Jan-1995||http://y|{flags_b}\n"
-    )
-    (tmp_path / "u.user").write_text("1|24|M|technician|85711\n2|53|F|other|94043\n")
-    tables = read_movielens(tmp_path)
-    kinds = sorted(tables["raw_events"].column("event_type").to_pylist())
-    # 5 stars -> impression + click + upvote; 3 -> impression; 4 -> impression + click.
-    assert kinds == ["click", "click", "impression", "impression", "impression", "upvote"]
-    tags = dict(zip(*(tables["raw_items"].column(c).to_pylist() for c in ("item_id", "tags")), strict=True))
-    assert tags == {"ml-i10": ["animation", "children", "comedy"], "ml-i20": ["action", "adventure"]}
-
-
-def test_movielens_bad_line_is_named(tmp_path: Path) -> None:
-    (tmp_path / "u.data").write_text("1\t10\t5\n")
-    with pytest.raises(InputFileError, match=r"u.data: line 1 has 3 fields, expected 4"):
-        read_movielens(tmp_path)

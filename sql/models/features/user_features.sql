@@ -1,6 +1,7 @@
 {% from '_macros/checks.sql' import end_of_ds with context %}
--- Every user's state at the end of ds: recent engagement history, activity, click-through and the tags
--- they engage with most. Read by the nightly candidates (for ds) and by ranker training (for ds + 1).
+-- Every user's state at the end of ds: engagement history (the history_days before), activity and
+-- click-through (lookback_days), and the tags they engage with most. Read by the nightly candidates (for
+-- ds) and by ranker training (for ds + 1).
 with users as (
     select *
     from {{ ref('stg_users') }}
@@ -26,13 +27,21 @@ engaged_items as (
     group by user_id, item_id
 ),
 
+history_engagements as (
+    select user_id, item_id, max(event_ts) as last_ts
+    from {{ ref('stg_events') }}
+    where ds between date_sub(date '{{ ds }}', interval {{ params.history_days - 1 }} day) and date '{{ ds }}'
+        and event_type in {{ ENGAGEMENT_TYPES | sql_strings }}
+    group by user_id, item_id
+),
+
 ranked_history as (
     select
         user_id,
         item_id,
         last_ts,
         row_number() over (partition by user_id order by last_ts desc, item_id) as recency_rank
-    from engaged_items
+    from history_engagements
 ),
 
 history as (

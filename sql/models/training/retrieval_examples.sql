@@ -1,9 +1,10 @@
--- Point-in-time retrieval examples for ds: one row per user and post first engaged with on ds, with the
--- user's state as of just before that moment (only events strictly earlier) and the post's age then.
+-- Point-in-time retrieval examples for ds: one row per user and post first engaged with on ds (within
+-- the history_days before), with the user's state as of just before that moment (only events strictly
+-- earlier: the history over history_days, the activity over lookback_days) and the post's age then.
 with engagements as (
     select user_id, item_id, event_ts, ds
     from {{ ref('stg_events') }}
-    where ds between date_sub(date '{{ ds }}', interval {{ params.lookback_days }} day) and date '{{ ds }}'
+    where ds between date_sub(date '{{ ds }}', interval {{ params.history_days }} day) and date '{{ ds }}'
         and event_type in {{ ENGAGEMENT_TYPES | sql_strings }}
 ),
 
@@ -26,12 +27,14 @@ earlier as (
         positives.event_ts,
         engagements.item_id as earlier_item_id,
         max(engagements.event_ts) as earlier_ts,
-        count(*) as n_earlier
+        countif(
+            engagements.event_ts >= timestamp_sub(positives.event_ts, interval {{ params.lookback_days }} day)
+        ) as n_recent
     from positives
     inner join engagements
         on engagements.user_id = positives.user_id
         and engagements.event_ts < positives.event_ts
-        and engagements.event_ts >= timestamp_sub(positives.event_ts, interval {{ params.lookback_days }} day)
+        and engagements.event_ts >= timestamp_sub(positives.event_ts, interval {{ params.history_days }} day)
         and engagements.item_id != positives.item_id
     group by positives.user_id, positives.item_id, positives.event_ts, engagements.item_id
 ),
@@ -57,7 +60,7 @@ history as (
 ),
 
 activity as (
-    select user_id, item_id, event_ts, cast(sum(n_earlier) as int64) as activity_lookback
+    select user_id, item_id, event_ts, cast(sum(n_recent) as int64) as activity_lookback
     from earlier
     group by user_id, item_id, event_ts
 ),
