@@ -116,9 +116,9 @@ def build_index(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
     The recall is measured on real user queries: the user tower over a sample of ``ds``'s users.
 
     Raises:
-        pipelines.serving.index.IndexRecallError: recall below the configured floor (nothing is published).
+        pipelines.serving.recall.IndexRecallError: recall below the configured floor (nothing is published).
     """
-    from pipelines.serving.index import build_and_publish_index
+    from pipelines.serving.index_store import build_and_publish_index
     from pipelines.training.two_tower import load_towers
 
     embeddings, version = read_embeddings(lake, ds)
@@ -259,7 +259,7 @@ def _serving_ranker(ranker: Any, settings: Settings) -> Any:
 
 def load_context(lake: Lake, ds: dt.date, settings: Settings) -> ServingContext:
     """Load the catalog, embeddings, index and models of ``ds`` for serving."""
-    from pipelines.serving.index import load_index
+    from pipelines.serving.index_store import load_index
     from pipelines.training.ranker import load_ranker
     from pipelines.training.two_tower import load_towers
 
