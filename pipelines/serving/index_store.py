@@ -1,9 +1,9 @@
-"""The item index in the lake.
+"""The item index in the lake, and the index stage.
 
 Writes ``index/ds=<ds>/``: the serialised ScaNN searcher under ``scann/``, the item ids in datapoint order
-(``item_ids.parquet``) and ``index.json`` with the settings and the measured recall, from item embeddings
-and a sample of real user queries; the manifest is written last and only when recall@K reaches
-``IndexConfig.min_recall``, so a degraded index is never published.
+(``item_ids.parquet``) and ``index.json`` with the settings and the measured recall. The stage reads the
+item embeddings of ``ds`` and a sample of real user queries; the manifest is written last and only when
+recall@K reaches ``IndexConfig.min_recall``, so a degraded index is never published.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ import pyarrow as pa
 
 from pipelines.core.lake import Lake, ManifestError
 from pipelines.core.paths import LakePaths
-from pipelines.core.settings import IndexConfig
+from pipelines.core.settings import IndexConfig, Settings
+from pipelines.serving.embeddings import read_embeddings
 from pipelines.serving.index import IndexSettings, ItemIndex, build_scann_index
+from pipelines.serving.inputs import read_input
 from pipelines.serving.vectors import embeddings_from_table
 
 log = logging.getLogger(__name__)
@@ -167,3 +169,30 @@ def build_and_publish_index(
         settings=settings,
         files=files,
     )
+
+
+def index_items(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
+    """Build, recall-check and publish the ScaNN index of ``ds``'s item embeddings.
+
+    The recall is measured on real user queries: the user tower over a sample of ``ds``'s users.
+
+    Raises:
+        pipelines.serving.recall.IndexRecallError: recall below the configured floor (nothing is published).
+    """
+    from pipelines.training.two_tower import load_towers
+
+    embeddings, version = read_embeddings(lake, ds)
+    users = read_input(lake, ds, "users")
+    rng = np.random.default_rng(settings.index.seed)
+    sample = np.sort(rng.permutation(users.num_rows)[: settings.index.recall_sample_queries])
+    towers = load_towers(lake, version)
+    queries = towers.embed_users(users.take(pa.array(sample)))
+    report = build_and_publish_index(lake, ds, embeddings, queries, settings.index)
+    return {
+        "uri": report.uri,
+        "n_items": report.n_items,
+        "recall": report.recall,
+        "recall_k": report.recall_k,
+        "build_seconds": round(report.build_seconds, 2),
+        "model_version": version,
+    }
