@@ -2,12 +2,12 @@
 
     python bench/bench_candidates.py --users 1000000 --items 1000000 --dim 64
 
-What runs is the real shard task, :func:`pipelines.serving.candidates.candidates_for_shard` (load
+What runs is the real shard task, :func:`pipelines.serving.shards.candidates_for_shard` (load
 context, user tower, ScaNN top-N, filters, LightGBM, diversify, assemble, list checks, Parquet write),
 on one shard of a synthetic day published into a lake of its own, in a child process per measurement
 so that each peak RSS is that of a shard worker alone. The same shard then runs again with the ScaNN
 index swapped for exact
-search (:func:`pipelines.serving.index.exact_top_k`: blocked matmul + argpartition over all items), so
+search (:func:`pipelines.serving.exact_search.exact_top_k`: blocked matmul + argpartition over all items), so
 the ratio is visible in one run.
 
 The synthetic day (``--items`` posts, ``--users`` users) is grown from a real small world, the one
@@ -29,7 +29,7 @@ The synthetic day (``--items`` posts, ``--users`` users) is grown from a real sm
 * seen: about ``--seen-per-user`` posts per user, the catalog posts of the history plus variants of their
   parents (the neighbourhood the user's query lands in, so the seen filter has real work).
 
-The index is built by :func:`pipelines.serving.index.build_index` with the default ``IndexConfig`` and
+The index is built by :func:`pipelines.serving.index.build_scann_index` with the default ``IndexConfig`` and
 published with its recall check on 1,000 real user queries. The lake is kept in ``--work-dir`` and
 reused while the parameters are unchanged. Printed figures, not a test.
 """
@@ -79,8 +79,9 @@ def read_real_world(lake: Lake, ds: dt.date) -> dict[str, Any]:
     Raises:
         SystemExit: the small world has not been trained and served yet (says which commands to run).
     """
-    from pipelines.serving.candidates import champion_version, read_embeddings
+    from pipelines.serving.embeddings import read_embeddings
     from pipelines.serving.inputs import read_input
+    from pipelines.training.registry import champion_version
 
     versions = {kind: champion_version(lake, kind) for kind in (TWO_TOWER, RANKER)}
     if None in versions.values() or not lake.is_published(LakePaths.embeddings(ds)):
@@ -359,8 +360,8 @@ def install_ranker(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     ``--ranker-trees 0`` copies the small world's champion ranker; ``N`` trains a synthetic one.
     """
-    from pipelines.serving.candidates import champion_version
     from pipelines.serving.inputs import read_input
+    from pipelines.training.registry import champion_version
 
     facts_file = work / "ranker.json"
     if facts_file.exists() and json.loads(facts_file.read_text())["trees_asked"] == args.ranker_trees:
@@ -396,8 +397,8 @@ def _publish(lake: Lake, dataset: str, files: dict[str, pa.Table], metadata: dic
 def build_day(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Publish the synthetic day into ``work/lake`` (inputs, embeddings, index, models); return facts."""
     from pipelines.core.settings import IndexConfig
-    from pipelines.serving.candidates import EMBEDDINGS_FILE
-    from pipelines.serving.index import build_and_publish_index
+    from pipelines.serving.embeddings import EMBEDDINGS_FILE
+    from pipelines.serving.index_store import build_and_publish_index
     from pipelines.training.two_tower import load_towers
 
     source = Lake(args.world_lake)
@@ -474,29 +475,31 @@ def _vm_rss() -> int:
 
 
 def use_exact_search(lake: Lake, ds: str) -> None:
-    """Make :func:`pipelines.serving.candidates.load_context` search exactly instead of with ScaNN."""
-    import pipelines.serving.index as index_module
-    from pipelines.serving.candidates import read_embeddings
+    """Make :func:`pipelines.serving.context.load_context` search exactly instead of with ScaNN."""
+    import pipelines.serving.index_store as index_store
+    from pipelines.serving.embeddings import read_embeddings
+    from pipelines.serving.exact_search import exact_top_k
+    from pipelines.serving.vectors import embeddings_from_table, normalize_queries
 
-    scann_index = index_module.load_index
+    scann_index = index_store.load_index
 
     class ExactIndex:
         def __init__(self, loaded: Any) -> None:
             table, _ = read_embeddings(lake, ds)
-            _, vectors = index_module.embeddings_from_table(table)
+            _, vectors = embeddings_from_table(table)
             self.item_ids, self.settings = loaded.item_ids, loaded.settings
             self.embeddings = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
         def search_positions(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-            queries = index_module.normalize_queries(queries, self.settings.dim)
-            return index_module.exact_top_k(self.embeddings, queries, k)
+            queries = normalize_queries(queries, self.settings.dim)
+            return exact_top_k(self.embeddings, queries, k)
 
-    index_module.load_index = lambda lake_, rel: ExactIndex(scann_index(lake_, rel))
+    index_store.load_index = lambda lake_, rel: ExactIndex(scann_index(lake_, rel))
 
 
 def context_size(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
     """Bytes held by the serving context: arrays and tables, and the process RSS it added."""
-    from pipelines.serving.candidates import load_context
+    from pipelines.serving.context import load_context
 
     before = _vm_rss()
     ctx = load_context(lake, ds, settings)
@@ -518,7 +521,7 @@ def context_size(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
 
 def serve_shard(args: argparse.Namespace) -> dict[str, Any]:
     """Run the real shard task once and return its result with memory figures."""
-    from pipelines.serving.candidates import candidates_for_shard
+    from pipelines.serving.shards import candidates_for_shard
 
     work = Path(args.work_dir)
     lake = Lake(str(work / "lake"))
@@ -534,7 +537,7 @@ def serve_shard(args: argparse.Namespace) -> dict[str, Any]:
         import scann  # noqa: F401
 
         import pipelines.serving.diversify
-        import pipelines.serving.index
+        import pipelines.serving.index_store
         import pipelines.training.ranker
         import pipelines.training.two_tower  # noqa: F401
     profiler = cProfile.Profile() if args.profile else None

@@ -7,7 +7,8 @@ output), builds the index with the default ``IndexConfig`` (or the overrides giv
 same queries in the same run:
 
 * ScaNN: ``ItemIndex.search_positions`` (batched over all cores);
-* exact: ``pipelines.serving.index.exact_top_k``, blocked BLAS sgemm + top-k selection with bounded memory;
+* exact: ``pipelines.serving.exact_search.exact_top_k``, blocked BLAS sgemm + top-k selection with bounded
+  memory;
 * recall@k of ScaNN against the exact result, and the speed ratio;
 * the sgemm part of the exact search alone, in GFLOP/s, next to the machine's peak estimates: a large
   square sgemm measured here, and cores x clock x FLOPs/cycle read from /proc/cpuinfo.
@@ -35,14 +36,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.core.settings import IndexConfig
-from pipelines.serving.index import (
-    EXACT_BLOCK_BYTES,
-    EXACT_ITEM_BLOCK,
-    ItemIndex,
-    build_index,
-    exact_top_k,
-    normalize_queries,
-)
+from pipelines.serving.exact_search import EXACT_BLOCK_BYTES, EXACT_ITEM_BLOCK, exact_top_k
+from pipelines.serving.index import ItemIndex, build_scann_index
+from pipelines.serving.vectors import normalize_queries
 
 
 def clustered_embeddings(
@@ -160,7 +156,7 @@ def bench_size(n: int, args: argparse.Namespace, config: IndexConfig) -> None:
 
     item_ids = np.char.add("item-", np.arange(n).astype(str))
     started = time.perf_counter()
-    index = build_index(item_ids, embeddings, config)
+    index = build_scann_index(item_ids, embeddings, config)
     build_seconds = time.perf_counter() - started
     settings = index.settings
     print(

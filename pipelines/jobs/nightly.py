@@ -18,34 +18,34 @@ def export_inputs(ctx: RunContext) -> dict[str, Any]:
 
 def embed_items(ctx: RunContext) -> dict[str, Any]:
     """Batch-predict the champion item tower over the catalog of ``ds``."""
-    from pipelines.serving import candidates
+    from pipelines.serving import embeddings
 
-    return candidates.embed_items(ctx.lake, ctx.ds, ctx.settings)
+    return embeddings.embed_items(ctx.lake, ctx.ds, ctx.settings)
 
 
 def build_index(ctx: RunContext) -> dict[str, Any]:
     """Build and recall-check the ScaNN index of ``ds``."""
-    from pipelines.serving import candidates
+    from pipelines.serving import index_store
 
-    return candidates.build_index(ctx.lake, ctx.ds, ctx.settings)
+    return index_store.index_items(ctx.lake, ctx.ds, ctx.settings)
 
 
 def plan_shards(ctx: RunContext) -> list[dict[str, Any]]:
     """One work item per candidate shard of ``ds``."""
-    from pipelines.serving import candidates
+    from pipelines.serving import shards
 
-    return candidates.plan_shards(ctx.lake, ctx.ds, ctx.settings)
+    return shards.plan_shards(ctx.lake, ctx.ds, ctx.settings)
 
 
 def candidates_for_shard(ctx: RunContext, shard: int, num_shards: int, staging: str) -> dict[str, Any]:
     """Compute one shard's candidate lists into the staging folder."""
-    from pipelines.serving import candidates
+    from pipelines.serving import shards
 
-    return candidates.candidates_for_shard(ctx.lake, ctx.ds, shard, num_shards, staging, ctx.settings)
+    return shards.candidates_for_shard(ctx.lake, ctx.ds, shard, num_shards, staging, ctx.settings)
 
 
 def publish_candidates(ctx: RunContext, staging: str, shard_results: list[dict[str, Any]]) -> dict[str, Any]:
     """Publish ``ds``'s candidates once every shard is written."""
-    from pipelines.serving import candidates
+    from pipelines.serving import shards
 
-    return candidates.publish_candidates(ctx.lake, ctx.ds, staging, list(shard_results), ctx.settings)
+    return shards.publish_candidates(ctx.lake, ctx.ds, staging, list(shard_results), ctx.settings)

@@ -1,18 +1,12 @@
-"""The nightly candidates on a tiny world: list invariants, atomic publishing, reruns, cold start, dry runs.
-
-One module fixture runs the real chain once (world -> features -> two-tower -> ranker -> inputs ->
-embeddings -> index -> shards -> publish); the tests read what it published.
-"""
+"""Candidate shards on the tiny world: the shard rule, atomic publishing, reruns, dry runs, the warehouse
+copy; and the models of the chain (promotion, tower reuse, retraining skipped)."""
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -22,68 +16,13 @@ from pipelines.core.errors import PermanentError
 from pipelines.core.lake import Lake, ManifestError
 from pipelines.core.params import overrides_from_params
 from pipelines.core.paths import LakePaths
-from pipelines.core.settings import WorldConfig
 from pipelines.core.warehouse import DuckDBWarehouse
-from pipelines.data.world import World, load_world, world_config
 from pipelines.jobs import run
 from pipelines.serving.inputs import read_input
 from pipelines.serving.shards import read_candidates, shard_of
-
-DS = dt.date(2026, 11, 22)
-TOP_K = 20
-SHARDS = 2
+from tests.pipelines.serving.nightly_world import DS, SHARDS
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("nightly")
-    env = {
-        "NIGHTFEED_DATA_DIR": str(root),
-        "NIGHTFEED_CANDIDATES__TOP_K": str(TOP_K),
-        "NIGHTFEED_CANDIDATES__TOP_N": "100",
-        "NIGHTFEED_CANDIDATES__NUM_SHARDS": str(SHARDS),
-        "NIGHTFEED_TWO_TOWER__EPOCHS": "2",
-        "NIGHTFEED_CANDIDATES__WAREHOUSE_TABLE": "nightly_candidates",
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in env.items():
-            mp.setenv(name, value)
-        settings = settings_with(None)
-        with DuckDBWarehouse(settings.duckdb_file) as warehouse:
-            generated = World(world_config("tiny", WorldConfig()), DS)
-            load_world(warehouse, generated)
-        for ds in generated.days():
-            run(jobs.BUILD_FEATURES, ds)
-        trained = run(jobs.TRAIN_TWO_TOWER, DS)
-        ranked = run(jobs.TRAIN_RANKER, DS)
-        published = run_nightly()
-        yield {
-            "lake": Lake(settings.lake_url),
-            "settings": settings,
-            "two_tower": trained,
-            "ranker": ranked,
-            "published": published,
-            "mp": mp,
-        }
-
-
-def run_nightly(ds: dt.date = DS) -> dict[str, Any]:
-    for job in (jobs.EXPORT_INPUTS, jobs.EMBED_ITEMS, jobs.BUILD_INDEX):
-        run(job, ds)
-    plan = run(jobs.PLAN_SHARDS, ds)
-    results = [run(jobs.CANDIDATES_FOR_SHARD, ds, **p) for p in plan]
-    return run(jobs.PUBLISH_CANDIDATES, ds, staging=plan[0]["staging"], shard_results=results)
-
-
-def _frames(lake: Lake) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    return (
-        read_candidates(lake, DS).to_pandas(),
-        read_input(lake, DS, "users").to_pandas(),
-        read_input(lake, DS, "items").to_pandas(),
-        read_input(lake, DS, "seen").to_pandas(),
-    )
 
 
 def test_both_models_were_promoted_and_used(world: dict[str, Any]) -> None:
@@ -100,44 +39,6 @@ def test_the_published_night_is_also_in_the_warehouse_partition_of_its_ds(world:
     assert set(loaded.column("ds").to_pylist()) == {DS}
     ordered = published.sort_by([("user_id", "ascending"), ("rank", "ascending")])
     assert loaded.drop_columns(["ds"]).to_pylist() == ordered.to_pylist()
-
-
-def test_every_published_list_obeys_the_invariants(world: dict[str, Any]) -> None:
-    """Checked here from the inputs, independently of the pipeline's own check."""
-    candidates, users, items, seen = _frames(world["lake"])
-    assert set(candidates.user_id) == set(users.user_id), "every user gets a list"
-    sizes = candidates.groupby("user_id").size()
-    assert (sizes == TOP_K).all(), "the catalog is large enough for a full list for everyone"
-    assert not candidates.duplicated(["user_id", "item_id"]).any()
-    assert set(candidates.item_id) <= set(items.item_id)
-    shown = candidates.merge(seen, on=["user_id", "item_id"])
-    assert shown.empty, f"seen posts recommended: {shown.head(3).to_dict('records')}"
-    joined = candidates.merge(users, on="user_id").merge(items, on="item_id", suffixes=("_user", ""))
-    blocked_tag = joined.apply(lambda r: bool(set(r.tags) & set(r.blocked_tags)), axis=1)
-    blocked_source = joined.apply(lambda r: r.source in set(r.blocked_sources), axis=1)
-    assert not blocked_tag.any() and not blocked_source.any()
-    assert ((joined.language == joined.language_user) | (joined.language == "en")).all()
-    for _, group in candidates.groupby("user_id"):
-        assert list(group["rank"]) == list(range(1, len(group) + 1))
-        assert (np.diff(group["score"].to_numpy()) <= 0).all(), "scores never increase down a list"
-    assert set(candidates.reason) <= {"ranked", "explore", "fallback"}
-    assert (candidates.reason == "explore").sum() >= 1
-
-
-def test_blocked_users_exist_in_the_fixture(world: dict[str, Any]) -> None:
-    """Guards the invariant test above against passing vacuously."""
-    _, users, _, seen = _frames(world["lake"])
-    assert (users.blocked_tags.map(len) > 0).sum() > 0
-    assert (users.blocked_sources.map(len) > 0).sum() > 0
-    assert len(seen) > 0
-
-
-def test_cold_start_users_get_a_full_list(world: dict[str, Any]) -> None:
-    candidates, users, _, _ = _frames(world["lake"])
-    cold = users[users.history.map(len) == 0].user_id
-    assert len(cold) > 0, "the tiny world has users who signed up without history"
-    sizes = candidates[candidates.user_id.isin(cold)].groupby("user_id").size()
-    assert len(sizes) == len(cold) and (sizes == TOP_K).all()
 
 
 def test_shards_split_users_stably() -> None:
@@ -235,18 +136,9 @@ def test_training_again_on_the_same_data_is_skipped_unless_forced(world: dict[st
 
 
 def test_a_dry_run_sample_is_seeded_and_the_same_for_every_shard(world: dict[str, Any]) -> None:
-    from pipelines.serving.candidates import dry_run_sample
+    from pipelines.serving.shards import dry_run_sample
 
     users = read_input(world["lake"], DS, "users")
     first, second = dry_run_sample(users, 7), dry_run_sample(users, 7)
     assert first.equals(second) and first.num_rows == 7
     assert first.column("user_id").to_pylist() != users.slice(0, 7).column("user_id").to_pylist()
-
-
-def test_posts_without_any_interaction_are_retrieved_through_their_content(world: dict[str, Any]) -> None:
-    candidates, _, items, _ = _frames(world["lake"])
-    untouched = items[(items.impressions_short == 0) & (items.engagements_lookback == 0)].item_id
-    assert len(untouched) > 0, "the tiny world has posts nobody has seen yet"
-    retrieved = candidates[candidates.item_id.isin(untouched) & (candidates.reason == "ranked")]
-    assert retrieved.item_id.nunique() > 0
-    assert np.isfinite(retrieved.retrieval_score).all()

@@ -1,0 +1,175 @@
+"""The serving context of a run date: the catalog, its item embeddings, the published index and the
+champion models, loaded once per shard from the lake, with the lookup structures every user batch shares."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.core.lake import Lake
+from pipelines.core.paths import RANKER, LakePaths
+from pipelines.core.settings import Settings
+from pipelines.core.tables import row_numbers
+from pipelines.serving.embeddings import read_embeddings
+from pipelines.serving.exploration import LanguagePool
+from pipelines.serving.filters import ENGLISH
+from pipelines.serving.inputs import read_input
+from pipelines.training import registry
+
+EXPLORATION_MAX_AGE_DAYS = 3.0
+FALLBACK_POOL = 2000
+
+
+@dataclasses.dataclass
+class ServingContext:
+    """Everything a shard needs that is the same for all users of ``ds``.
+
+    Item row ``j`` of ``items`` is datapoint ``j`` of the index and row ``j`` of ``item_vectors``. Lookup
+    structures derived from these fields (item id to row, per-language exploration pools, ...) are built
+    on first use and kept, so a shard pays for them once, not per user batch.
+    """
+
+    items: pa.Table
+    item_ids: np.ndarray
+    item_vectors: np.ndarray
+    item_language: np.ndarray
+    item_source: np.ndarray
+    item_author: np.ndarray
+    tag_indptr: np.ndarray
+    tag_codes: np.ndarray
+    languages: dict[str, int]
+    sources: dict[str, int]
+    tags: dict[str, int]
+    popular: np.ndarray
+    exploration: np.ndarray
+    index: Any
+    towers: Any
+    ranker: Any | None
+    two_tower_version: str
+    ranker_version: str | None
+
+    @functools.cached_property
+    def item_id_array(self) -> pa.Array:
+        """``item_ids`` as one Arrow string array."""
+        return pa.array(self.item_ids.tolist(), pa.string())
+
+    def item_rows(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """The post row of each id, -1 for ids not in the catalog."""
+        return row_numbers(ids, self.item_id_array, self._unique_item_ids)
+
+    @functools.cached_property
+    def _unique_item_ids(self) -> bool:
+        return pc.count_distinct(self.item_id_array, mode="all").as_py() == len(self.item_id_array)
+
+    @functools.cached_property
+    def unit_item_vectors(self) -> np.ndarray:
+        """``item_vectors`` normalised the way diversification does it, once for the catalog."""
+        from pipelines.serving.diversify import unit_rows
+
+        return unit_rows(self.item_vectors)
+
+    @functools.cached_property
+    def ranker_items(self) -> pa.Table:
+        """The post columns the ranker reads."""
+        from pipelines.training.ranker import ITEM_COLUMNS
+
+        return self.items.select(list(ITEM_COLUMNS))
+
+    @functools.cached_property
+    def source_width(self) -> int:
+        """One more than the largest source code (the stride of (user, source) keys)."""
+        return max(len(self.sources), int(self.item_source.max(initial=-1)) + 1)
+
+    @functools.cached_property
+    def tag_width(self) -> int:
+        """One more than the largest tag code (the stride of (user, tag) keys)."""
+        return max(len(self.tags), int(self.tag_codes.max(initial=-1)) + 1)
+
+    def exploration_for(self, language: int) -> LanguagePool:
+        """The exploration posts open to users of ``language`` (their language or English)."""
+        pools = self._language_pools
+        if language not in pools:
+            pools[language] = LanguagePool.build(self, language)
+        return pools[language]
+
+    @functools.cached_property
+    def _language_pools(self) -> dict[int, LanguagePool]:
+        return {}
+
+
+def _codes(values: pa.Array | pa.ChunkedArray, vocabulary: dict[str, int]) -> np.ndarray:
+    """The code of each value (null counts as ""), adding unseen values to ``vocabulary`` in order of
+    first appearance with the next free codes."""
+    values = pc.fill_null(values, "")
+    encoded = pc.dictionary_encode(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
+    first_seen = encoded.dictionary.to_pylist()
+    codes = np.fromiter(
+        (vocabulary.setdefault(v, len(vocabulary)) for v in first_seen), np.int64, len(first_seen)
+    )
+    return codes[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+
+
+def _serving_ranker(ranker: Any, settings: Settings) -> Any:
+    return ranker.compile() if settings.ranker.compiled_scoring else ranker
+
+
+def load_context(lake: Lake, ds: dt.date, settings: Settings) -> ServingContext:
+    """Load the catalog, embeddings, index and models of ``ds`` for serving."""
+    from pipelines.serving.index_store import load_index
+    from pipelines.training.ranker import load_ranker
+    from pipelines.training.two_tower import load_towers
+
+    items = read_input(lake, ds, "items")
+    embeddings, version = read_embeddings(lake, ds)
+    index = load_index(lake, LakePaths.index(ds))
+    item_ids = np.asarray(items.column("item_id").to_pylist(), dtype=object)
+    for name, ids in (("embeddings", embeddings.column("item_id")), ("index", index.item_ids)):
+        if not np.array_equal(
+            np.asarray(ids if isinstance(ids, np.ndarray) else ids.to_pylist(), object), item_ids
+        ):
+            raise RuntimeError(f"ds={ds}: the {name} do not cover the same posts in the same order as inputs")
+    flat = embeddings.column("embedding").combine_chunks().flatten().to_numpy().astype(np.float32)
+    vectors = flat.reshape(len(item_ids), -1)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    languages: dict[str, int] = {ENGLISH: 0}
+    sources: dict[str, int] = {}
+    tags: dict[str, int] = {}
+    authors: dict[str, int] = {}
+    tag_lists = items.column("tags")
+    tag_codes = _codes(pc.list_flatten(tag_lists), tags)
+    lengths = pc.fill_null(pc.list_value_length(tag_lists), 0).to_numpy()
+    engagements = items.column("engagements_short").to_numpy().astype(np.float64)
+    popular = np.argsort(-engagements, kind="stable")[:FALLBACK_POOL]
+    age = items.column("item_age_days").to_numpy()
+    impressions = items.column("impressions_short").to_numpy()
+    fresh = np.flatnonzero(age <= EXPLORATION_MAX_AGE_DAYS)
+    exploration = fresh[impressions[fresh] <= np.quantile(impressions[fresh], 0.25)] if len(fresh) else fresh
+
+    ranker_version = registry.champion_version(lake, RANKER)
+    return ServingContext(
+        items=items,
+        item_ids=item_ids,
+        item_vectors=vectors,
+        item_language=_codes(items.column("language"), languages),
+        item_source=_codes(items.column("source"), sources),
+        item_author=_codes(items.column("author"), authors),
+        tag_indptr=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        tag_codes=tag_codes,
+        languages=languages,
+        sources=sources,
+        tags=tags,
+        popular=popular,
+        exploration=exploration,
+        index=index,
+        towers=load_towers(lake, version),
+        ranker=_serving_ranker(load_ranker(lake, ranker_version), settings) if ranker_version else None,
+        two_tower_version=version,
+        ranker_version=ranker_version,
+    )

@@ -1,0 +1,73 @@
+"""Item embeddings: the champion item tower batch-predicted over the eligible catalog of a run date, published
+to ``embeddings/items/ds=…/`` with the model version that made them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.core.errors import PermanentError
+from pipelines.core.lake import Lake
+from pipelines.core.paths import TWO_TOWER, LakePaths
+from pipelines.core.settings import Settings
+from pipelines.serving.inputs import read_input
+from pipelines.training import registry
+
+log = logging.getLogger(__name__)
+
+EMBEDDINGS_FILE = "embeddings.parquet"
+
+
+class NoChampionError(PermanentError):
+    """No blessed two-tower model exists yet: train one before the nightly job."""
+
+
+def embed_items(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
+    """Embed the eligible catalog of ``ds`` with the champion item tower and publish the embeddings.
+
+    Raises:
+        NoChampionError: no two-tower champion has been promoted yet.
+    """
+    from pipelines.training.two_tower import load_towers
+
+    version = registry.champion_version(lake, TWO_TOWER)
+    if version is None:
+        raise NoChampionError("no two-tower champion: run the training DAG (or `python -m pipelines train`)")
+    items = read_input(lake, ds, "items")
+    started = time.perf_counter()
+    towers = load_towers(lake, version)
+    vectors = towers.embed_items(items).astype(np.float32)
+    seconds = time.perf_counter() - started
+    table = pa.table(
+        {
+            "item_id": items.column("item_id"),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1]),
+        }
+    )
+    dataset = LakePaths.embeddings(ds)
+    staging = lake.begin_publish(dataset)
+    lake.write_parquet(f"{staging}/{EMBEDDINGS_FILE}", table)
+    lake.publish(
+        dataset,
+        staging,
+        [EMBEDDINGS_FILE],
+        metadata={"model_version": version, "n_items": len(vectors), "dim": int(vectors.shape[1])},
+    )
+    log.info("embedded %d posts with two-tower %s in %.1fs", len(vectors), version, seconds)
+    return {
+        "model_version": version,
+        "n_items": len(vectors),
+        "items_per_s": round(len(vectors) / seconds, 1),
+    }
+
+
+def read_embeddings(lake: Lake, ds: dt.date) -> tuple[pa.Table, str]:
+    """The published item embeddings of ``ds`` and the two-tower version that made them."""
+    dataset = LakePaths.embeddings(ds)
+    manifest = lake.read_manifest(dataset)
+    return lake.read_parquet(lake.manifest_files(dataset)[0]), manifest["metadata"]["model_version"]
