@@ -20,7 +20,7 @@ from pipelines.core.paths import RANKER, TWO_TOWER, LakePaths
 COVERAGE_TOP = 10
 SCORE_BINS = 40
 SCORE_QUANTILES: tuple[float, ...] = (0.01, 0.1, 0.5, 0.9, 0.99)
-# Reasons a published row can carry (see pipelines.serving.candidates); always counted, zero or not.
+# Reasons a published row can carry (see pipelines.serving.lists); always counted, zero or not.
 LIST_REASONS: tuple[str, ...] = ("ranked", "retrieved", "explore", "fallback")
 
 
