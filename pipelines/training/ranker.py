@@ -39,6 +39,7 @@ from pipelines.core.lake import Lake
 from pipelines.core.paths import RANKER, LakePaths
 from pipelines.core.settings import RankerConfig
 from pipelines.core.tables import require_columns
+from pipelines.training.metrics import average_precision, graded_ndcg_at_k
 from pipelines.training.registry import check_version
 
 log = logging.getLogger(__name__)
@@ -482,95 +483,12 @@ class RankerResult:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-# -- metrics -------------------------------------------------------------------------------------------
-def _group_positions(scores: np.ndarray, group: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Order of rows by (group, score descending, row), and each row's 0-based position in its group."""
-    order = np.lexsort((-scores, group))
-    position = np.arange(len(order)) - starts[group[order]]
-    return order, position
-
-
-def _check_groups(labels: np.ndarray, group_sizes: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    group_sizes = np.asarray(group_sizes, dtype=np.int64)
-    if group_sizes.sum() != len(labels) or len(scores) != len(labels) or (group_sizes < 1).any():
-        raise ValueError(
-            f"group sizes sum to {group_sizes.sum()} (all must be >= 1), labels have {len(labels)} rows, "
-            f"scores {len(scores)}"
-        )
-    return group_sizes
-
-
-def ndcg_at_k(labels: np.ndarray, scores: np.ndarray, group_sizes: np.ndarray, k: int) -> np.ndarray:
-    """Per-group NDCG@k with graded gains ``2**label - 1`` (the gains lambdarank optimises).
-
-    Rows of one group are consecutive; within a group, rows are ordered by ``scores`` descending, ties
-    keeping row order. DCG sums ``gain / log2(position + 1)`` over the first ``k`` positions; NDCG divides
-    it by the DCG of the labels sorted best first. With 0/1 labels this equals the binary NDCG of
-    :func:`pipelines.training.evaluation.ndcg_at_k`.
-
-    Args:
-        labels: (n,) non-negative graded relevance.
-        scores: (n,) model scores.
-        group_sizes: rows per group, in row order.
-        k: cut-off (>= 1).
-
-    Returns:
-        (n_groups,) NDCG in [0, 1].
-
-    Raises:
-        ValueError: sizes disagree, ``k`` < 1, or a group has no positive label (NDCG is undefined).
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    labels = np.asarray(labels, dtype=np.float64)
-    sizes = _check_groups(labels, group_sizes, np.asarray(scores))
-    group = np.repeat(np.arange(len(sizes)), sizes)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    gain = np.exp2(labels) - 1.0
-
-    def dcg(order_scores: np.ndarray) -> np.ndarray:
-        order, position = _group_positions(order_scores, group, starts)
-        discount = np.where(position < k, 1.0 / np.log2(position + 2.0), 0.0)
-        return np.bincount(group[order], weights=gain[order] * discount, minlength=len(sizes))
-
-    ideal = dcg(labels)
-    empty = np.flatnonzero(ideal <= 0)
-    if len(empty):
-        raise ValueError(f"group {empty[0]} has no positive label; NDCG is undefined for it")
-    return dcg(np.asarray(scores, dtype=np.float64)) / ideal
-
-
-def average_precision(labels: np.ndarray, scores: np.ndarray, group_sizes: np.ndarray) -> np.ndarray:
-    """Per-group average precision over the whole group, a row being relevant when its label is > 0.
-
-    Raises:
-        ValueError: sizes disagree or a group has no relevant row.
-    """
-    relevant = np.asarray(labels) > 0
-    sizes = _check_groups(relevant, group_sizes, np.asarray(scores))
-    group = np.repeat(np.arange(len(sizes)), sizes)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    order, position = _group_positions(np.asarray(scores, dtype=np.float64), group, starts)
-    rel = relevant[order].astype(np.float64)
-    cum = np.cumsum(rel)
-    before_group = np.concatenate([[0.0], cum])[starts]
-    hits_so_far = cum - before_group[group[order]]
-    n_relevant = np.bincount(group, weights=relevant.astype(np.float64), minlength=len(sizes))
-    empty = np.flatnonzero(n_relevant == 0)
-    if len(empty):
-        raise ValueError(f"group {empty[0]} has no relevant row; average precision is undefined for it")
-    precision_sum = np.bincount(
-        group[order], weights=rel * hits_so_far / (position + 1), minlength=len(sizes)
-    )
-    return precision_sum / n_relevant
-
-
 def _order_metrics(
     prefix: str, labels: np.ndarray, scores: np.ndarray, sizes: np.ndarray
 ) -> dict[str, float]:
     return {
-        f"{prefix}ndcg_at_10": float(ndcg_at_k(labels, scores, sizes, 10).mean()),
-        f"{prefix}ndcg_at_5": float(ndcg_at_k(labels, scores, sizes, 5).mean()),
+        f"{prefix}ndcg_at_10": float(graded_ndcg_at_k(labels, scores, sizes, 10).mean()),
+        f"{prefix}ndcg_at_5": float(graded_ndcg_at_k(labels, scores, sizes, 5).mean()),
         f"{prefix}map": float(average_precision(labels, scores, sizes).mean()),
     }
 

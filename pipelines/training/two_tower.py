@@ -74,8 +74,9 @@ from pipelines.core.lake import Lake
 from pipelines.core.paths import TWO_TOWER, LakePaths
 from pipelines.core.settings import EvaluationConfig, TwoTowerConfig
 from pipelines.core.tables import as_table, first_true, require_columns
-from pipelines.training import evaluation
-from pipelines.training.evaluation import Holdout
+from pipelines.training.baselines import baseline_scorers
+from pipelines.training.evaluation import embedding_scorer, evaluate_models
+from pipelines.training.holdout import Holdout, build_holdout
 
 log = logging.getLogger(__name__)
 
@@ -886,7 +887,7 @@ def train_two_tower(
         ValueError: bad or missing input (the column or row is named), or no train/eval rows.
     """
     if holdout is None:
-        holdout = evaluation.build_holdout(examples, catalog, eval_config, users=eval_users)
+        holdout = build_holdout(examples, catalog, eval_config, USER_COLUMNS, users=eval_users)
     seed_everything(config.seed)
     started = time.perf_counter()
     data = prepare_training_data(examples, catalog, config)
@@ -932,10 +933,10 @@ def evaluate_towers(
     """
     user_embeddings = towers.embed_users(holdout.users)
     item_embeddings = towers.embed_items(holdout.catalog)
-    scorers = {"two_tower": evaluation.embedding_scorer(user_embeddings, item_embeddings)}
+    scorers = {"two_tower": embedding_scorer(user_embeddings, item_embeddings)}
     if with_baselines:
-        scorers.update(evaluation.baseline_scorers(holdout, eval_config))
-    return evaluation.evaluate_models(scorers, holdout, eval_config)
+        scorers.update(baseline_scorers(holdout, eval_config))
+    return evaluate_models(scorers, holdout, eval_config)
 
 
 def evaluate_version(
@@ -980,7 +981,7 @@ def ablate_two_tower(
     unknown = [v for v in variants if v not in ABLATIONS]
     if unknown:
         raise ValueError(f"unknown ablation variants {unknown}; choose from {sorted(ABLATIONS)}")
-    holdout = evaluation.build_holdout(examples, catalog, eval_config, users=eval_users)
+    holdout = build_holdout(examples, catalog, eval_config, USER_COLUMNS, users=eval_users)
     results: dict[str, dict[str, float]] = {}
     by_config: dict[str, dict[str, dict[str, float]]] = {}
     for variant in variants:

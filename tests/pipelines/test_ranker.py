@@ -11,17 +11,14 @@ import pytest
 from pipelines.core.lake import Lake
 from pipelines.core.paths import RANKER, LakePaths
 from pipelines.core.settings import RankerConfig
-from pipelines.training import evaluation
 from pipelines.training import ranker as ranker_module
 from pipelines.training.ranker import (
     FEATURE_NAMES,
     FEATURES_FILE,
     FeatureMismatchError,
     RankingPairs,
-    average_precision,
     evaluate_ranker,
     load_ranker,
-    ndcg_at_k,
     ranker_features,
     save_ranker,
     train_ranker,
@@ -245,39 +242,6 @@ def test_affinity_lists_of_different_lengths_name_the_user_row():
     pairs = RankingPairs.from_candidates(_candidates(), users, _items())
     with pytest.raises(ValueError, match=r"user row 0: 3 affinity_tags but 2 affinity_weights"):
         ranker_features(pairs, retrieval_depth=100)
-
-
-# -- metrics -------------------------------------------------------------------------------------------
-def test_ndcg_and_map_hand_computed():
-    # Group 0: rows (label, score) A(3, .1) B(0, .9) C(1, .5) -> order B, C, A; gains 2^l - 1 = 0, 1, 7.
-    #   DCG = 0/log2(2) + 1/log2(3) + 7/log2(4) = 0.630930 + 3.5 = 4.130930
-    #   ideal A, C, B = 7 + 0.630930 = 7.630930 -> NDCG@10 = 4.130930 / 7.630930 = 0.541340; @1: DCG 0 -> 0.
-    # Group 1: (0, .2) (2, .2), a tie keeps row order -> DCG = 3/log2(3) = 1.892789, ideal 3 -> 0.630930.
-    labels = np.array([3, 0, 1, 0, 2])
-    scores = np.array([0.1, 0.9, 0.5, 0.2, 0.2])
-    sizes = np.array([3, 2])
-    np.testing.assert_allclose(ndcg_at_k(labels, scores, sizes, 10), [0.541340, 0.630930], atol=1e-6)
-    np.testing.assert_allclose(ndcg_at_k(labels, scores, sizes, 1), [0.0, 0.0], atol=1e-12)
-    # AP, relevant = label > 0. Group 0 order B, C, A: precision at C = 1/2, at A = 2/3 -> 0.583333.
-    # Group 1 order (0), (2): precision at the second row = 1/2.
-    np.testing.assert_allclose(average_precision(labels, scores, sizes), [0.583333, 0.5], atol=1e-6)
-
-
-def test_ndcg_with_binary_labels_matches_the_retrieval_metric():
-    rng = np.random.default_rng(0)
-    labels = (rng.random((6, 12)) < 0.3).astype(int)
-    labels[:, 0] = 1
-    scores = rng.random((6, 12))
-    order = np.argsort(-scores, axis=1, kind="stable")
-    hits = np.take_along_axis(labels, order, axis=1).astype(bool)
-    expected = evaluation.ndcg_at_k(hits, labels.sum(axis=1), 5)
-    got = ndcg_at_k(labels.ravel(), scores.ravel(), np.full(6, 12), 5)
-    np.testing.assert_allclose(got, expected, rtol=1e-12)
-
-
-def test_ndcg_refuses_a_group_without_positive():
-    with pytest.raises(ValueError, match="group 1 has no positive label"):
-        ndcg_at_k(np.array([1, 0, 0, 0]), np.array([0.1, 0.2, 0.3, 0.4]), np.array([2, 2]), 10)
 
 
 # -- training ------------------------------------------------------------------------------------------
