@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.training.holdout import build_holdout
-from pipelines.training.two_tower import USER_COLUMNS
+from pipelines.training.two_tower.features import USER_COLUMNS
 from tests.pipelines.training.tiny_holdout import CATALOG, CONFIG, DAY0, STRINGS, tiny_examples
 
 
