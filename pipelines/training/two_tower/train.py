@@ -18,9 +18,9 @@ import pyarrow as pa
 
 from pipelines.core.lake import Lake
 from pipelines.core.settings import EvaluationConfig, TwoTowerConfig
-from pipelines.training.baselines import baseline_scorers
 from pipelines.training.evaluation import embedding_scorer, evaluate_models
 from pipelines.training.holdout import Holdout, build_holdout
+from pipelines.training.holdout_baselines import baseline_scorers
 from pipelines.training.two_tower.data import prepare_training_data, training_dataset
 from pipelines.training.two_tower.encoder import Vocabularies
 from pipelines.training.two_tower.export import load_towers

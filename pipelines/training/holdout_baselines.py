@@ -1,4 +1,4 @@
-"""The baselines every retrieval model must beat, as scorers over a :class:`Holdout`.
+"""The hold-out baselines every retrieval model must beat, as scorers over a :class:`Holdout`.
 
 * ``most_popular``: engagement counts in the ``popularity_window_days`` before the eval window;
 * ``item_knn``: item-item cosine similarity on the binary user-item matrix of the training window, a user

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.training.baselines import item_knn_scorer, popularity_scorer
 from pipelines.training.evaluation import evaluate_scorer
 from pipelines.training.holdout import build_holdout
+from pipelines.training.holdout_baselines import item_knn_scorer, popularity_scorer
 from pipelines.training.two_tower.features import USER_COLUMNS
 from tests.pipelines.training.tiny_holdout import CATALOG, CONFIG, tiny_examples
 
