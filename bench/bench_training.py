@@ -35,12 +35,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import tensorflow as tf
 
 from pipelines.core.settings import EvaluationConfig, TwoTowerConfig
-from pipelines.training import two_tower
+from pipelines.training.two_tower import ablate_two_tower, train_two_tower
+from pipelines.training.two_tower.data import TrainingData, prepare_training_data, training_dataset
+from pipelines.training.two_tower.fit import deterministic_ops, fit_model, seed_everything
+from pipelines.training.two_tower.model import TwoTowerModel
 
 REPO = Path(__file__).resolve().parent.parent
-tf = two_tower.tf
 log = logging.getLogger("bench_training")
 
 
@@ -71,7 +74,7 @@ def world_examples(data_dir: Path, ds: str, scale: str) -> tuple[pa.Table, pa.Ta
     return pq.read_table(examples_file), pq.read_table(catalog_file)
 
 
-def naive_dataset(data: two_tower.TrainingData, config: TwoTowerConfig) -> tf.data.Dataset:
+def naive_dataset(data: TrainingData, config: TwoTowerConfig) -> tf.data.Dataset:
     """One raw example at a time from Python, batched, encoded again on every batch of every epoch."""
     raw = data.raw_examples
     n = data.n_examples
@@ -109,12 +112,12 @@ def naive_dataset(data: two_tower.TrainingData, config: TwoTowerConfig) -> tf.da
 
 
 def time_fit(
-    data: two_tower.TrainingData, config: TwoTowerConfig, dataset: tf.data.Dataset, deterministic: bool
+    data: TrainingData, config: TwoTowerConfig, dataset: tf.data.Dataset, deterministic: bool
 ) -> dict:
-    two_tower.seed_everything(config.seed)
-    with two_tower.deterministic_ops(deterministic):
-        model = two_tower.TwoTowerModel(data, config)
-        losses, rates = two_tower.fit_model(model, dataset, config, data.n_examples)
+    seed_everything(config.seed)
+    with deterministic_ops(deterministic):
+        model = TwoTowerModel(data, config)
+        losses, rates = fit_model(model, dataset, config, data.n_examples)
     return {
         "examples_per_second": round(float(np.median(rates[1:] or rates))),
         "per_epoch": [round(r) for r in rates],
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     eval_config = EvaluationConfig()
 
     started = time.perf_counter()
-    data = two_tower.prepare_training_data(examples, catalog, config)
+    data = prepare_training_data(examples, catalog, config)
     prepare_seconds = time.perf_counter() - started
     report: dict[str, Any] = {
         "examples": data.n_examples,
@@ -154,8 +157,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "prepare_seconds": round(prepare_seconds, 2),
         "cpu_count": os.cpu_count(),
     }
-    report["tuned_deterministic"] = time_fit(data, config, two_tower.training_dataset(data, config), True)
-    report["tuned_nondeterministic"] = time_fit(data, config, two_tower.training_dataset(data, config), False)
+    report["tuned_deterministic"] = time_fit(data, config, training_dataset(data, config), True)
+    report["tuned_nondeterministic"] = time_fit(data, config, training_dataset(data, config), False)
     report["naive_generator"] = time_fit(data, config, naive_dataset(data, config), True)
     report["speedup_tuned_vs_naive"] = round(
         report["tuned_deterministic"]["examples_per_second"]
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         2,
     )
 
-    result = two_tower.train_two_tower(examples, catalog, config, eval_config)
+    result = train_two_tower(examples, catalog, config, eval_config)
     report["metrics"] = {
         name: {
             k: round(v, 4) for k, v in m.items() if k.startswith(("recall", "ndcg_at_10", "coverage_at_10"))
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     report["holdout"] = result.holdout.summary()
     if args.ablations:
-        ablations = two_tower.ablate_two_tower(examples, catalog, config, eval_config)
+        ablations = ablate_two_tower(examples, catalog, config, eval_config)
         report["ablations"] = {
             name: {
                 k: round(v, 4) for k, v in m.items() if k in ("recall_at_10", "recall_at_50", "ndcg_at_10")

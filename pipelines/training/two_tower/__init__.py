@@ -1,0 +1,40 @@
+"""Two-tower retrieval model: train on point-in-time engagements, evaluate on the hold-out, export, reload.
+
+A user tower and an item tower map raw features to L2-normalised embeddings whose dot product scores a
+(user, post) pair; retrieval is a nearest-neighbour search over the item embeddings. This package declares
+the entry points the other stages use.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+    raise ImportError(
+        "tensorflow was imported before TF_USE_LEGACY_KERAS=1 was set; tensorflow-recommenders needs Keras 2 "
+        "(tf-keras). Set TF_USE_LEGACY_KERAS=1 in the environment."
+    )
+# tensorflow-recommenders is written against Keras 2; TensorFlow picks the Keras flavour at import time.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from pipelines.training.two_tower.export import export_two_tower, load_towers
+from pipelines.training.two_tower.servers import Towers
+from pipelines.training.two_tower.train import (
+    ABLATIONS,
+    TrainResult,
+    ablate_two_tower,
+    evaluate_version,
+    train_two_tower,
+)
+
+__all__ = [
+    "ABLATIONS",
+    "Towers",
+    "TrainResult",
+    "ablate_two_tower",
+    "evaluate_version",
+    "export_two_tower",
+    "load_towers",
+    "train_two_tower",
+]
