@@ -63,10 +63,17 @@ def test_a_second_process_waits_for_the_writer_lock(tmp_path: Path) -> None:
     import time
 
     path = tmp_path / "w.duckdb"
+    # The holder says when it holds the file, so a slow start on a loaded machine cannot reverse the roles.
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(path)!r}); time.sleep(2)"]
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(2)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    time.sleep(0.8)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     started = time.monotonic()
     warehouse = DuckDBWarehouse(path, lock_timeout_s=30)
     waited = time.monotonic() - started
