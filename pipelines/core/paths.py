@@ -9,7 +9,10 @@ import datetime as dt
 
 TWO_TOWER = "two_tower"
 RANKER = "ranker"
-MODEL_KINDS: tuple[str, ...] = (TWO_TOWER, RANKER)
+ALS = "als"
+# The champion of kind ``system`` names the served system (retriever, models, list stages).
+SYSTEM = "system"
+MODEL_KINDS: tuple[str, ...] = (TWO_TOWER, RANKER, ALS)
 MANIFEST_NAME = "_MANIFEST.json"
 CHAMPION_NAME = "champion.json"
 FACTS_DIR = "facts"

@@ -54,7 +54,7 @@ def knn_scores(history: sp.csr_matrix, sims: sp.csr_matrix) -> sp.csr_matrix:
     return (history.astype(np.float32) @ sims).tocsr()
 
 
-def top_n(scores: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
+def best_per_row(scores: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``n`` best columns and scores, best first; rows with fewer are padded with -1 / -inf."""
     best = top_per_row(scores, n)
     rows = np.repeat(np.arange(best.shape[0]), np.diff(best.indptr))

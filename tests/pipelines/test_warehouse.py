@@ -68,7 +68,8 @@ def test_a_second_process_waits_for_the_writer_lock(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(2)",
+            f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('held', flush=True); "
+            "time.sleep(2)",
         ],
         stdout=subprocess.PIPE,
         text=True,

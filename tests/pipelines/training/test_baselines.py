@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from pipelines.core.lake import Lake
 from pipelines.training.als import AlsParams, load_als, save_als, train_als
 from pipelines.training.interactions import interaction_matrix
-from pipelines.training.item_knn import fit_item_knn, knn_scores, top_n, top_per_row
+from pipelines.training.item_knn import best_per_row, fit_item_knn, knn_scores, top_per_row
 from pipelines.training.popularity import popularity_scores
 
 T0 = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
@@ -66,7 +66,9 @@ def test_item_knn_cosine_on_hand_computed_co_occurrence() -> None:
     one = fit_item_knn(engaged, neighbors=1).toarray()
     assert (one > 0).sum(axis=1).tolist() == [1, 1, 1, 1] and one[2, 3] == pytest.approx(1 / np.sqrt(2))
     # A user who engaged with a only: b scores 1, c 0.5.
-    positions, values = top_n(knn_scores(sp.csr_matrix(np.array([[1.0, 0, 0, 0]])), sp.csr_matrix(sims)), 3)
+    positions, values = best_per_row(
+        knn_scores(sp.csr_matrix(np.array([[1.0, 0, 0, 0]])), sp.csr_matrix(sims)), 3
+    )
     assert positions.tolist() == [[1, 2, -1]] and values[0, :2].tolist() == pytest.approx([1.0, 0.5])
 
 

@@ -1,0 +1,164 @@
+"""Retrievers: the first stage of a list, the top-N posts of the catalog for a batch of users.
+
+Every retriever works in two steps, so the lists can compute the next batch's queries and search in a
+background thread: ``queries(users)`` (user tower embeddings, folded-in ALS factors, history rows) and
+``search(queries, top_n)`` (positions into the catalog rows, padded with -1, and scores, best first).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from pipelines.core.tables import row_numbers
+from pipelines.serving.exact_search import exact_top_k
+from pipelines.training.als import AlsModel
+from pipelines.training.interactions import interaction_matrix
+from pipelines.training.item_knn import best_per_row, fit_item_knn, knn_scores
+from pipelines.training.popularity import popularity_scores
+
+
+class Retriever(Protocol):
+    """Top-N catalog posts for users, in two steps (see the module docstring)."""
+
+    def queries(self, users: pa.Table) -> Any: ...
+
+    def search(self, queries: Any, top_n: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass
+class EmbeddingRetriever:
+    """Users embedded by a function (the user tower), posts found by a vector search (the index)."""
+
+    embed_users: Callable[[pa.Table], np.ndarray]
+    search_vectors: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+    def queries(self, users: pa.Table) -> np.ndarray:
+        return self.embed_users(users)
+
+    def search(self, queries: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.search_vectors(queries, top_n)
+
+
+@dataclass
+class UserHistory:
+    """Engagement counts of the served users: row ``u`` of ``counts`` is ``user_ids[u]``, columns are
+    ``item_ids`` (every post engaged with in the history window, catalog or not)."""
+
+    user_ids: pa.Array
+    item_ids: pa.Array
+    counts: sp.csr_matrix
+
+    @classmethod
+    def from_interactions(cls, interactions: pa.Table) -> UserHistory:
+        """From ``user_id, item_id, event_ts, n_events`` rows (the ``interactions`` input)."""
+        items = interactions.column("item_id").unique().sort()
+        matrix = interaction_matrix(interactions, items)
+        return cls(matrix.user_ids, items, matrix.counts)
+
+    def rows(self, users: pa.Table) -> sp.csr_matrix:
+        """The history rows of ``users`` (empty rows for users without engagements)."""
+        found = row_numbers(users.column("user_id"), self.user_ids, unique=True)
+        picked = self.counts[np.maximum(found, 0)]
+        return sp.diags((found >= 0).astype(np.float32)) @ picked
+
+    def columns_in(self, item_ids: pa.Array) -> np.ndarray:
+        """The history column of each post of ``item_ids``, -1 for posts nobody engaged with."""
+        return row_numbers(item_ids, self.item_ids, unique=True)
+
+
+def _catalog_slice(history_columns: np.ndarray, n_history: int) -> sp.csr_matrix:
+    """(history posts x catalog posts) 0/1 selection: catalog post ``j`` is history column ``c[j]``."""
+    known = np.flatnonzero(history_columns >= 0)
+    return sp.csr_matrix(
+        (np.ones(len(known), np.float32), (history_columns[known], known)),
+        shape=(n_history, len(history_columns)),
+    )
+
+
+@dataclass
+class PopularityRetriever:
+    """The same list for everyone: the catalog by recent engagement, most popular first."""
+
+    scores: np.ndarray
+
+    @classmethod
+    def fit(
+        cls, interactions: pa.Table, catalog_ids: pa.Array, as_of: dt.datetime, window_days: int | None
+    ) -> PopularityRetriever:
+        return cls(popularity_scores(interactions, catalog_ids, as_of, window_days))
+
+    def queries(self, users: pa.Table) -> int:
+        return users.num_rows
+
+    def search(self, queries: int, top_n: int) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(-self.scores, kind="stable")[:top_n]
+        positions = np.tile(order, (queries, 1))
+        return positions, np.tile(self.scores[order].astype(np.float32), (queries, 1))
+
+
+@dataclass
+class ItemKnnRetriever:
+    """Posts similar to the user's history, among the catalog (see :mod:`pipelines.training.item_knn`)."""
+
+    history: UserHistory
+    sims: sp.csr_matrix  # (history posts x catalog posts)
+
+    @classmethod
+    def fit(cls, history: UserHistory, catalog_ids: pa.Array, neighbors: int) -> ItemKnnRetriever:
+        engaged = history.counts.copy()
+        engaged.data[:] = 1.0
+        sims = fit_item_knn(engaged, neighbors)
+        selection = _catalog_slice(history.columns_in(catalog_ids), len(history.item_ids))
+        return cls(history, (sims @ selection).tocsr())
+
+    def queries(self, users: pa.Table) -> sp.csr_matrix:
+        rows = self.history.rows(users)
+        rows.data[:] = 1.0
+        return rows
+
+    def search(self, queries: sp.csr_matrix, top_n: int) -> tuple[np.ndarray, np.ndarray]:
+        return best_per_row(knn_scores(queries, self.sims), top_n)
+
+
+@dataclass
+class AlsRetriever:
+    """Users folded in against the ALS post factors, posts found by exact inner-product search."""
+
+    history: UserHistory
+    model: AlsModel
+    history_to_model: sp.csr_matrix  # (history posts x model posts) selection
+    catalog_rows: np.ndarray  # catalog row of each searchable post
+    factors: np.ndarray  # factors of the searchable posts
+
+    @classmethod
+    def build(cls, history: UserHistory, model: AlsModel, catalog_ids: pa.Array) -> AlsRetriever:
+        model_of_history = row_numbers(history.item_ids, model.item_ids, unique=True)
+        known = np.flatnonzero(model_of_history >= 0)
+        to_model = sp.csr_matrix(
+            (np.ones(len(known), np.float32), (known, model_of_history[known])),
+            shape=(len(history.item_ids), len(model.item_ids)),
+        )
+        model_of_catalog = row_numbers(catalog_ids, model.item_ids, unique=True)
+        searchable = np.flatnonzero(model_of_catalog >= 0)
+        return cls(history, model, to_model, searchable, model.item_factors[model_of_catalog[searchable]])
+
+    def queries(self, users: pa.Table) -> np.ndarray:
+        return self.model.user_vectors((self.history.rows(users) @ self.history_to_model).tocsr())
+
+    def search(self, queries: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.catalog_rows) == 0:
+            return np.full((len(queries), top_n), -1, np.int64), np.full((len(queries), top_n), -np.inf)
+        positions, scores = exact_top_k(self.factors, np.ascontiguousarray(queries, np.float32), top_n)
+        mapped = np.where(positions >= 0, self.catalog_rows[np.maximum(positions, 0)], -1)
+        if mapped.shape[1] < top_n:
+            pad = top_n - mapped.shape[1]
+            mapped = np.pad(mapped, ((0, 0), (0, pad)), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        return mapped, scores
