@@ -43,3 +43,8 @@ def parse_run_date(value: str | dt.date, origin: str = "ds") -> dt.date:
 def date_range(first: dt.date, last: dt.date) -> list[dt.date]:
     """Every day from ``first`` to ``last``, both included (empty when ``last`` is earlier)."""
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def end_of_day(ds: dt.date) -> dt.datetime:
+    """The first instant after ``ds`` (midnight UTC): data of ``ds`` is everything before it."""
+    return dt.datetime.combine(ds + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)

@@ -32,7 +32,6 @@ QUALITY_SUMMARY = "quality/quality_summary"
 QUARANTINE_ROWS = "quality/quarantine_rows"
 RETRIEVAL_DATASET = "training/retrieval_dataset"
 RANKING_DATASET = "training/ranking_dataset"
-INTERACTIONS = "training/interactions"
 
 # The nightly snapshot: each query's rows become one Parquet file of the published ``inputs/ds=…``.
 SERVING_INPUTS: dict[str, str] = {
@@ -40,6 +39,7 @@ SERVING_INPUTS: dict[str, str] = {
     "items": "serving/items",
     "seen": "serving/seen",
     "profiles": "serving/profiles",
+    "interactions": "serving/interactions",
 }
 
 QUARANTINE_REASONS: tuple[str, ...] = (

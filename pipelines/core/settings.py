@@ -140,7 +140,12 @@ class CandidatesConfig(_Section):
     num_shards: int = Field(4, ge=1, le=4096)
     top_n: int = Field(500, ge=1, description="retrieved per user before filtering")
     top_k: int = Field(100, ge=1, description="published per user")
-    max_item_age_days: int = Field(30, ge=1)
+    max_item_age_days: int | None = Field(
+        None,
+        ge=1,
+        description="a cap on the age of the posts exported each night (None: every live post); the served "
+        "system may list only fresher ones",
+    )
     seen_horizon_days: int | None = Field(
         None, ge=1, description="posts seen within this many days are never listed again; None: ever seen"
     )

@@ -50,7 +50,7 @@ def training_catalog(warehouse: Warehouse, ctx: RunContext) -> pa.Table:
         SERVING_INPUTS["items"],
         ctx.ds,
         **sql_params(ctx.settings),
-        max_item_age_days=ctx.settings.features.lookback_days * 100,
+        max_item_age_days=0,
     )
 
 

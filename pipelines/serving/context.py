@@ -1,5 +1,6 @@
-"""The serving context of a run date: the catalog, its item embeddings, the published index and the
-champion models, loaded once per shard from the lake, with the lookup structures every user batch shares."""
+"""The serving context of a run date: the catalog, its item embeddings, the served system's retriever and
+ranker, loaded once per shard from the lake (or built in memory for a replayed night), with the lookup
+structures every user batch shares."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ import pyarrow.compute as pc
 
 from pipelines.core.lake import Lake
 from pipelines.core.paths import RANKER, LakePaths
+from pipelines.core.run_date import end_of_day
 from pipelines.core.settings import Settings
 from pipelines.core.tables import row_numbers
-from pipelines.serving.embeddings import read_embeddings
+from pipelines.serving.embeddings import NoChampionError, read_embeddings
 from pipelines.serving.exploration import LanguagePool
 from pipelines.serving.filters import ENGLISH
 from pipelines.serving.inputs import read_input
-from pipelines.training import registry
+from pipelines.serving.retrievers import Retriever
+from pipelines.serving.system import TWO_TOWER_RETRIEVER, ServedSystem, served_system
 
 EXPLORATION_MAX_AGE_DAYS = 3.0
 FALLBACK_POOL = 2000
@@ -48,11 +51,10 @@ class ServingContext:
     tags: dict[str, int]
     popular: np.ndarray
     exploration: np.ndarray
-    index: Any
-    towers: Any
+    item_age_days: np.ndarray
+    retriever: Retriever
     ranker: Any | None
-    two_tower_version: str
-    ranker_version: str | None
+    system: ServedSystem
 
     @functools.cached_property
     def item_id_array(self) -> pa.Array:
@@ -80,6 +82,12 @@ class ServingContext:
         from pipelines.training.ranker import ITEM_COLUMNS
 
         return self.items.select(list(ITEM_COLUMNS))
+
+    @functools.cached_property
+    def too_old(self) -> np.ndarray:
+        """Posts older than the system's ``max_item_age_days``: never listed."""
+        limit = self.system.max_item_age_days
+        return self.item_age_days > limit if limit is not None else np.zeros(len(self.item_ids), bool)
 
     @functools.cached_property
     def source_width(self) -> int:
@@ -115,29 +123,13 @@ def _codes(values: pa.Array | pa.ChunkedArray, vocabulary: dict[str, int]) -> np
     return codes[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
 
 
-def _serving_ranker(ranker: Any, settings: Settings) -> Any:
-    return ranker.compile() if settings.ranker.compiled_scoring else ranker
-
-
-def load_context(lake: Lake, ds: dt.date, settings: Settings) -> ServingContext:
-    """Load the catalog, embeddings, index and models of ``ds`` for serving."""
-    from pipelines.serving.index_store import load_index
-    from pipelines.training.ranker import load_ranker
-    from pipelines.training.two_tower import load_towers
-
-    items = read_input(lake, ds, "items")
-    embeddings, version = read_embeddings(lake, ds)
-    index = load_index(lake, LakePaths.index(ds))
+def build_context(
+    items: pa.Table, item_vectors: np.ndarray, retriever: Retriever, ranker: Any | None, system: ServedSystem
+) -> ServingContext:
+    """The context of a catalog (``items`` rows; ``item_vectors`` row by row, for diversification)."""
     item_ids = np.asarray(items.column("item_id").to_pylist(), dtype=object)
-    for name, ids in (("embeddings", embeddings.column("item_id")), ("index", index.item_ids)):
-        if not np.array_equal(
-            np.asarray(ids if isinstance(ids, np.ndarray) else ids.to_pylist(), object), item_ids
-        ):
-            raise RuntimeError(f"ds={ds}: the {name} do not cover the same posts in the same order as inputs")
-    flat = embeddings.column("embedding").combine_chunks().flatten().to_numpy().astype(np.float32)
-    vectors = flat.reshape(len(item_ids), -1)
+    vectors = np.array(item_vectors, dtype=np.float32, copy=True).reshape(len(item_ids), -1)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
     languages: dict[str, int] = {ENGLISH: 0}
     sources: dict[str, int] = {}
     tags: dict[str, int] = {}
@@ -151,8 +143,6 @@ def load_context(lake: Lake, ds: dt.date, settings: Settings) -> ServingContext:
     impressions = items.column("impressions_short").to_numpy()
     fresh = np.flatnonzero(age <= EXPLORATION_MAX_AGE_DAYS)
     exploration = fresh[impressions[fresh] <= np.quantile(impressions[fresh], 0.25)] if len(fresh) else fresh
-
-    ranker_version = registry.champion_version(lake, RANKER)
     return ServingContext(
         items=items,
         item_ids=item_ids,
@@ -167,9 +157,54 @@ def load_context(lake: Lake, ds: dt.date, settings: Settings) -> ServingContext:
         tags=tags,
         popular=popular,
         exploration=exploration,
-        index=index,
-        towers=load_towers(lake, version),
-        ranker=_serving_ranker(load_ranker(lake, ranker_version), settings) if ranker_version else None,
-        two_tower_version=version,
-        ranker_version=ranker_version,
+        item_age_days=np.asarray(age, dtype=np.float64),
+        retriever=retriever,
+        ranker=ranker,
+        system=system,
     )
+
+
+def load_context(lake: Lake, ds: dt.date, settings: Settings) -> ServingContext:
+    """Load the catalog, embeddings and the served system's retriever and ranker of ``ds``.
+
+    Raises:
+        pipelines.serving.embeddings.NoChampionError: no system (no two-tower champion) yet.
+    """
+    from pipelines.serving.index_store import load_index
+    from pipelines.serving.model_store import ModelStore
+    from pipelines.serving.retrieval import make_retriever
+
+    system = served_system(lake)
+    if system is None:
+        raise NoChampionError("no two-tower champion: run the training DAG (or `python -m pipelines train`)")
+    items = read_input(lake, ds, "items")
+    embeddings, version = read_embeddings(lake, ds)
+    item_ids = np.asarray(items.column("item_id").to_pylist(), dtype=object)
+    if not np.array_equal(np.asarray(embeddings.column("item_id").to_pylist(), object), item_ids):
+        raise RuntimeError(f"ds={ds}: the embeddings do not cover the same posts in the same order as inputs")
+    if version != system.two_tower_version:
+        raise RuntimeError(
+            f"ds={ds}: embeddings of two-tower {version}, the served system needs {system.two_tower_version}"
+        )
+    flat = embeddings.column("embedding").combine_chunks().flatten().to_numpy().astype(np.float32)
+    vectors = flat.reshape(len(item_ids), -1)
+    index = None
+    if system.retriever == TWO_TOWER_RETRIEVER:
+        index = load_index(lake, LakePaths.index(ds))
+        if not np.array_equal(np.asarray(index.item_ids, object), item_ids):
+            raise RuntimeError(
+                f"ds={ds}: the index does not cover the same posts in the same order as inputs"
+            )
+    models = ModelStore(lake, compiled_ranker=settings.ranker.compiled_scoring)
+    retriever = make_retriever(
+        system,
+        models,
+        items,
+        vectors,
+        read_input(lake, ds, "interactions"),
+        end_of_day(ds),
+        settings.index,
+        index=index,
+    )
+    ranker = models.get(RANKER, system.ranker_version) if system.ranker_version else None
+    return build_context(items, vectors, retriever, ranker, system)

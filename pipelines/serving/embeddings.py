@@ -13,10 +13,10 @@ import pyarrow as pa
 
 from pipelines.core.errors import PermanentError
 from pipelines.core.lake import Lake
-from pipelines.core.paths import TWO_TOWER, LakePaths
+from pipelines.core.paths import LakePaths
 from pipelines.core.settings import Settings
 from pipelines.serving.inputs import read_input
-from pipelines.training import registry
+from pipelines.serving.system import served_system
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +28,15 @@ class NoChampionError(PermanentError):
 
 
 def embed_items(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
-    """Embed the eligible catalog of ``ds`` with the champion item tower and publish the embeddings.
+    """Embed the eligible catalog of ``ds`` with the served system's item tower and publish the embeddings.
 
     Raises:
         NoChampionError: no two-tower champion has been promoted yet.
     """
     from pipelines.training.two_tower import load_towers
 
-    version = registry.champion_version(lake, TWO_TOWER)
+    system = served_system(lake)
+    version = system.two_tower_version if system else None
     if version is None:
         raise NoChampionError("no two-tower champion: run the training DAG (or `python -m pipelines train`)")
     items = read_input(lake, ds, "items")

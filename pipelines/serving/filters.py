@@ -1,5 +1,5 @@
-"""Which posts a user may be shown: not seen, not in a blocked source, without a blocked tag, and in the
-user's language or English."""
+"""Which posts a user may be shown: not seen, not in a blocked source, without a blocked tag, in the user's
+language or English, and not older than the served system allows."""
 
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ ENGLISH = "en"
 def allowed(ctx: ServingContext, batch: UserBatch, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """Which (user, post) pairs may be shown: ``rows[i]`` is a user row, ``positions[i, j]`` a post row.
 
-    A post is out when it was already seen, is in a blocked source or has a blocked tag, or is in a
-    language other than the user's and English. Negative positions (index padding) are out too.
+    A post is out when it was already seen, is in a blocked source or has a blocked tag, is in a language
+    other than the user's and English, or is too old for the system. Negative positions (padding) are out.
     """
     ok = positions >= 0
     p = np.maximum(positions, 0)
+    ok &= ~ctx.too_old[p]
     language = ctx.item_language[p]
     ok &= (language == batch.language[rows][:, None]) | (language == ctx.languages[ENGLISH])
     ok &= ~batch.has_seen(rows[:, None] * len(ctx.item_ids) + p)

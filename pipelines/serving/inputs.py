@@ -31,7 +31,7 @@ def export_inputs(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Setti
     """
     from pipelines.core.sql_params import sql_params
 
-    params = {**sql_params(settings), "max_item_age_days": settings.candidates.max_item_age_days}
+    params = {**sql_params(settings), "max_item_age_days": settings.candidates.max_item_age_days or 0}
     dataset = LakePaths.inputs(ds)
     staging = lake.begin_publish(dataset)
     rows = {}

@@ -1,5 +1,7 @@
-"""The candidate lists of a batch of users: user tower, ScaNN top-N, filters, LightGBM rank, diversify and
-top-K, with a fallback of popular allowed posts for users whose list would come out short."""
+"""The candidate lists of a batch of users: the served system's retriever (top-N), filters, LightGBM rank,
+diversify and top-K, with a fallback of popular allowed posts for users whose list would come out short.
+Reasons a published row carries: ``ranked`` or ``retrieved`` (with or without a ranker), ``explore`` (the
+exploration slot) and ``fallback``."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.core.schema import CANDIDATES
-from pipelines.core.settings import Settings
+from pipelines.core.settings import DiversifyConfig, Settings
 from pipelines.serving.arrays import concat_ranges
 from pipelines.serving.batch import UserBatch
 from pipelines.serving.context import ServingContext
@@ -25,18 +27,18 @@ from pipelines.serving.timing import StageTimer
 def lists_for(ctx: ServingContext, batch: UserBatch, settings: Settings, timer: StageTimer) -> pa.Table:
     """The lists of ``batch``'s users, ``user_batch_size`` users at a time.
 
-    The next batch's user tower and retrieval run in a background thread while a batch is filtered,
-    ranked and diversified: both are multi-threaded native code that releases the GIL, so they use the
-    cores the single-threaded numpy steps leave idle. Batches are independent, so the lists are those of
-    one batch after the other.
+    The next batch's retriever queries (the user tower, for the two-tower) and search run in a background
+    thread while a batch is filtered, ranked and diversified: both are mostly native code that releases the
+    GIL, so they use the cores the single-threaded numpy steps leave idle. Batches are independent, so the
+    lists are those of one batch after the other.
 
     Returns:
         The lists as rows of the ``CANDIDATES`` schema, user after user in the order of ``batch.users``.
     """
     spans = list(_batches(batch.users.num_rows, settings.candidates.user_batch_size))
     top_n = min(settings.candidates.top_n, len(ctx.item_ids))
-    embed = timer.background("embed_users", ctx.towers.embed_users)
-    search = timer.background("retrieve", ctx.index.search_positions)
+    embed = timer.background("embed_users", ctx.retriever.queries)
+    search = timer.background("retrieve", ctx.retriever.search)
     parts = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval") as worker:
 
@@ -114,13 +116,15 @@ def _batch_lists(
         rng = np.random.default_rng(
             [settings.diversify.seed, zlib.crc32(batch.users.column("user_id")[0].as_py().encode())]
         )
+        config = settings.diversify if ctx.system.diversify else _score_order(settings, k)
+        explore = ctx.system.diversify and config.exploration_slot is not None and len(ctx.exploration)
         chosen = diversify_lists(
             lists,
             ctx.unit_item_vectors,
             ctx.item_source,
             ctx.item_author,
-            settings.diversify,
-            ExplorationPools(ctx, batch) if len(ctx.exploration) else None,
+            config,
+            ExplorationPools(ctx, batch) if explore else None,
             rng,
             k,
             unit_vectors=True,
@@ -142,6 +146,13 @@ def _batch_lists(
             },
             schema=CANDIDATES,
         )
+
+
+def _score_order(settings: Settings, k: int) -> DiversifyConfig:
+    """A diversification that changes nothing: pure relevance, no caps, no exploration slot."""
+    return settings.diversify.model_copy(
+        update={"mmr_lambda": 1.0, "max_per_source_top": k, "max_per_author_top": k, "exploration_slot": None}
+    )
 
 
 @dataclasses.dataclass

@@ -90,8 +90,7 @@ def candidates_for_shard(
         "seconds": {key: round(v, 3) for key, v in timer.seconds.items()},
         "overlapped_seconds": {key: round(v, 3) for key, v in timer.overlapped.items()},
         "total_seconds": round(elapsed, 2),
-        "two_tower_version": ctx.two_tower_version,
-        "ranker_version": ctx.ranker_version,
+        "system": ctx.system.to_json(),
     }
     log.info(
         "shard %d/%d: %d users, %d rows, %s",
@@ -124,8 +123,7 @@ def publish_candidates(
         "rows": sum(r["rows"] for r in shard_results),
         "num_shards": len(shards),
         "top_k": settings.candidates.top_k,
-        "two_tower_version": shard_results[0]["two_tower_version"] if shard_results else None,
-        "ranker_version": shard_results[0]["ranker_version"] if shard_results else None,
+        "system": shard_results[0]["system"] if shard_results else None,
         "shards": {
             r["shard"]: {"users": r["users"], "rows": r["rows"], "seconds": r["seconds"]}
             for r in shard_results

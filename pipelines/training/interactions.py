@@ -40,7 +40,8 @@ def interaction_matrix(
     """Count each user's engagements with each post of ``item_ids`` in ``[since, before)``.
 
     Args:
-        interactions: ``user_id, item_id, event_ts`` rows (one per engagement).
+        interactions: ``user_id, item_id, event_ts`` rows, one per engagement, or with ``n_events``
+            engagements each (``event_ts`` is then the last of them).
         item_ids: the columns (distinct); engagements with other posts are left out.
         user_ids: the rows (distinct); None: every user with an engagement kept, in sorted order.
         since: first instant counted (None: no bound).
@@ -65,9 +66,11 @@ def interaction_matrix(
     user_ids = user_ids.combine_chunks() if isinstance(user_ids, pa.ChunkedArray) else user_ids
     user = row_numbers(rows.column("user_id"), user_ids, unique=True)
     known = user >= 0
-    counts = sp.csr_matrix(
-        (np.ones(int(known.sum()), np.float32), (user[known], item[known])),
-        shape=(len(user_ids), len(item_ids)),
+    weights = (
+        pc.cast(rows.column("n_events"), pa.float32()).to_numpy(zero_copy_only=False)
+        if "n_events" in rows.column_names
+        else np.ones(rows.num_rows, np.float32)
     )
+    counts = sp.csr_matrix((weights[known], (user[known], item[known])), shape=(len(user_ids), len(item_ids)))
     counts.sum_duplicates()
     return InteractionMatrix(user_ids, item_ids, counts)

@@ -31,7 +31,6 @@ def _params(settings: Settings) -> dict[str, int]:
         **sql_params(settings),
         "train_days": 14,
         "eval_days": 3,
-        "days_back": 30,
         "max_item_age_days": 30,
     }
 
@@ -54,8 +53,8 @@ def test_render_names_the_file_on_an_undefined_parameter(tmp_path: Path) -> None
 
 def test_render_rejects_unsafe_parameter_values(tmp_path: Path) -> None:
     warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
-    with pytest.raises(SqlError, match=r"sql/queries/training/interactions.sql: .*unsafe value"):
-        warehouse.render("queries/training/interactions.sql", DAY2, days_back="1; drop table raw_events")
+    with pytest.raises(SqlError, match=r"sql/queries/serving/interactions.sql: .*unsafe value"):
+        warehouse.render("queries/serving/interactions.sql", DAY2, history_days="1; drop table raw_events")
 
 
 @pytest.fixture(scope="module")

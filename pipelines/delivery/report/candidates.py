@@ -106,5 +106,7 @@ def candidates_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
         "catalog": catalog,
         f"distinct_items_top_{COVERAGE_TOP}": len(listed_top),
         "distinct_items": len(listed),
-        "served": {kind: metadata.get(f"{kind}_version") for kind in (TWO_TOWER, RANKER)},
+        "served": {
+            kind: (metadata.get("system") or {}).get(f"{kind}_version") for kind in (TWO_TOWER, RANKER)
+        },
     }

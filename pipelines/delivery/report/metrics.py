@@ -60,7 +60,7 @@ def collect_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
     if publish is not None:
         with reading(fact_uri(PUBLISH_CANDIDATES)):
             for kind in (TWO_TOWER, RANKER):
-                served.setdefault(kind, publish.get(f"{kind}_version"))
+                served.setdefault(kind, (publish.get("system") or {}).get(f"{kind}_version"))
 
     models: dict[str, Any] = {}
     for kind, job, training in (

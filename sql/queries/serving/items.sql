@@ -1,5 +1,5 @@
--- The eligible catalog on ds: posts not deleted and not older than max_item_age_days, with the content
--- the item tower embeds and the statistics the ranker uses.
+-- The eligible catalog on ds: posts not deleted (and not older than max_item_age_days when that is set
+-- above 0), with the content the item tower embeds and the statistics the ranker uses.
 select
     item_id,
     title,
@@ -22,5 +22,7 @@ select
 from {{ ref('item_features') }}
 where ds = date '{{ ds }}'
     and not deleted
+{% if params.max_item_age_days > 0 %}
     and item_age_days <= {{ params.max_item_age_days }}
+{% endif %}
 order by item_id

@@ -107,8 +107,7 @@ PUBLISH_FACT = {
     "users": 3,
     "rows": 26,
     "top_k": 12,
-    "two_tower_version": TT_CHAMPION,
-    "ranker_version": RANKER_VERSION,
+    "system": {"retriever": "two_tower", "two_tower_version": TT_CHAMPION, "ranker_version": RANKER_VERSION},
     "shards": {
         "0": {"users": 2, "rows": 23, "seconds": {"load": 1.0, "rank": 0.5}},
         "1": {"users": 1, "rows": 3, "seconds": {"load": 2.0, "rank": 0.25}},
@@ -194,7 +193,13 @@ def publish_inputs_and_candidates(lake: Lake) -> None:
         dataset,
         staging,
         ["shard=000.parquet", "shard=001.parquet"],
-        metadata={"two_tower_version": TT_CHAMPION, "ranker_version": RANKER_VERSION},
+        metadata={
+            "system": {
+                "retriever": "two_tower",
+                "two_tower_version": TT_CHAMPION,
+                "ranker_version": RANKER_VERSION,
+            }
+        },
     )
 
 

@@ -27,8 +27,9 @@ pytestmark = pytest.mark.slow
 
 def test_both_models_were_promoted_and_used(world: dict[str, Any]) -> None:
     assert world["two_tower"]["promoted"] and world["ranker"]["promoted"]
-    assert world["published"]["two_tower_version"] == world["two_tower"]["version"]
-    assert world["published"]["ranker_version"] == world["ranker"]["version"]
+    system = world["published"]["system"]
+    assert system["two_tower_version"] == world["two_tower"]["version"]
+    assert system["ranker_version"] == world["ranker"]["version"]
 
 
 def test_the_published_night_is_also_in_the_warehouse_partition_of_its_ds(world: dict[str, Any]) -> None:

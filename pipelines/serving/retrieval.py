@@ -1,0 +1,70 @@
+"""The retriever a served system names, built for one catalog: the same code serves a published night and
+a replayed one."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.core.paths import ALS, TWO_TOWER
+from pipelines.core.settings import IndexConfig
+from pipelines.serving.index import ItemIndex, build_scann_index
+from pipelines.serving.model_store import ModelStore
+from pipelines.serving.retrievers import (
+    AlsRetriever,
+    EmbeddingRetriever,
+    ItemKnnRetriever,
+    PopularityRetriever,
+    Retriever,
+    UserHistory,
+)
+from pipelines.serving.system import (
+    ALS_RETRIEVER,
+    KNN_RETRIEVER,
+    POPULAR_RETRIEVER,
+    TWO_TOWER_RETRIEVER,
+    ServedSystem,
+)
+
+
+def make_retriever(
+    system: ServedSystem,
+    models: ModelStore,
+    items: pa.Table,
+    item_vectors: np.ndarray,
+    interactions: pa.Table,
+    as_of: dt.datetime,
+    index_config: IndexConfig,
+    index: ItemIndex | None = None,
+) -> Retriever:
+    """The retriever of ``system`` over the catalog ``items``.
+
+    Args:
+        system: what is served.
+        models: where the system's models come from.
+        items: the catalog rows (the ``items`` input).
+        item_vectors: the two-tower item embeddings of ``items``, row by row.
+        interactions: the ``interactions`` input (user histories, recent engagement counts).
+        as_of: the end of the served day (popularity windows end here).
+        index_config: how to build the vector index when none is given.
+        index: the published index over ``item_vectors`` (built in memory when None).
+    """
+    catalog_ids = items.column("item_id").combine_chunks()
+    if system.retriever == TWO_TOWER_RETRIEVER:
+        assert system.two_tower_version
+        towers = models.get(TWO_TOWER, system.two_tower_version)
+        if index is None:
+            ids = np.asarray(catalog_ids.to_pylist(), dtype=object)
+            index = build_scann_index(ids, np.asarray(item_vectors, np.float32), index_config)
+        return EmbeddingRetriever(towers.embed_users, index.search_positions)
+    if system.retriever == POPULAR_RETRIEVER:
+        return PopularityRetriever.fit(interactions, catalog_ids, as_of, system.popularity_window_days)
+    history = UserHistory.from_interactions(interactions)
+    if system.retriever == KNN_RETRIEVER:
+        return ItemKnnRetriever.fit(history, catalog_ids, system.knn_neighbors)
+    if system.retriever == ALS_RETRIEVER:
+        assert system.als_version
+        return AlsRetriever.build(history, models.get(ALS, system.als_version), catalog_ids)
+    raise ValueError(f"unknown retriever {system.retriever!r}")
