@@ -84,13 +84,12 @@ class TwoTowerConfig(_Section):
     batch_size: int = Field(512, ge=8)
     epochs: int = Field(4, ge=1)
     learning_rate: float = Field(0.01, gt=0, description="Adam")
-    train_days: int = Field(21, ge=1)
-    eval_days: int = Field(3, ge=1)
+    train_days: int = Field(21, ge=1, description="days of retrieval examples the model learns from")
     max_examples_per_user: int = Field(200, ge=1, description="most recent training examples kept per user")
     logq_correction: bool = Field(
         False,
-        description="subtract log(sampling probability) from each candidate logit; off by default because on "
-        "the synthetic world it lowered eval Recall@50 (stale posts popular in the training window win)",
+        description="subtract log(sampling probability) from each candidate logit "
+        "(selection.two_tower_variants decides on replayed nights whether it helps on the data at hand)",
     )
     remove_accidental_hits: bool = True
     mixed_negatives: int = Field(256, ge=0, description="extra uniformly sampled corpus items per batch")
@@ -99,25 +98,68 @@ class TwoTowerConfig(_Section):
     seed: int = 42
 
 
-class EvaluationConfig(_Section):
+class SelectionConfig(_Section):
+    """How the served system is chosen: candidate systems replayed on past nights exactly as they would
+    have been served, scored on what users did next, and gated against the champion and the baselines."""
+
+    validation_nights: int = Field(2, ge=1, description="earlier nights the candidates are chosen on")
+    window_days: int | None = Field(
+        None, ge=1, description="days after a night whose engagements count; None: sized by the data"
+    )
+    window_choices: list[int] = Field(
+        default_factory=lambda: [1, 2, 3, 7, 14, 28, 56],
+        description="window lengths tried, shortest first, when window_days is None",
+    )
+    min_eval_users: int = Field(
+        200, ge=1, description="the window is the shortest choice with at least this many evaluated users"
+    )
+    max_eval_users: int = Field(3000, ge=10, description="a seeded sample is evaluated beyond this")
     ks: list[int] = Field(default_factory=lambda: [10, 50, 100])
-    popularity_window_days: int = Field(7, ge=1, description="most-popular baseline counts this window")
-    max_eval_users: int = Field(2000, ge=10, description="a seeded sample is evaluated beyond this")
-    knn_neighbors: int = Field(100, ge=1, description="item-kNN baseline keeps this many neighbours per item")
+    metric: str = Field("recall_at_50", description="what systems are chosen by")
+    gate_metrics: list[str] = Field(
+        default_factory=lambda: ["recall_at_50", "ndcg_at_10"],
+        description="metrics a challenger must not lose on against the best baseline (paired CI)",
+    )
+    tolerance: float = Field(
+        0.01, ge=0, description="the lower end of the paired 95% interval may reach -tolerance"
+    )
+    fresh_days: float = Field(2.0, gt=0, description="posts younger than this at the night count as fresh")
+    resamples: int = Field(1000, ge=100, description="bootstrap resamples of the users")
+    two_tower_variants: list[dict[str, Any]] = Field(
+        default_factory=lambda: [
+            {},
+            {"logq_correction": True},
+            {"train_days": 90},
+            {"train_days": 90, "logq_correction": True},
+        ],
+        description="two-tower settings tried on top of two_tower (each a set of overrides)",
+    )
+    min_train_examples: int = Field(
+        200, ge=1, description="a two-tower variant whose window holds fewer examples is not tried"
+    )
+    popularity_windows: list[int | None] = Field(
+        default_factory=lambda: [1, 3, 7, 30, None], description="most-popular windows tried (None: all)"
+    )
+    knn_neighbors: list[int] = Field(default_factory=lambda: [20, 100])
+    als_factors: list[int] = Field(default_factory=lambda: [16, 64])
+    max_item_age_choices: list[float | None] = Field(
+        default_factory=lambda: [None, 30.0, 7.0, 3.0],
+        description="age limits tried for each retriever (None: no limit)",
+    )
     seed: int = 13
 
     @model_validator(mode="after")
-    def _check_ks(self) -> EvaluationConfig:
+    def _check(self) -> SelectionConfig:
         if not self.ks or min(self.ks) < 1:
-            raise ValueError(f"evaluation.ks must be a non-empty list of positive cut-offs, got {self.ks}")
+            raise ValueError(f"selection.ks must be a non-empty list of positive cut-offs, got {self.ks}")
         self.ks = sorted(set(self.ks))
+        named = {f"{m}_at_{k}" for m in ("recall", "ndcg") for k in self.ks}
+        unknown = [m for m in [self.metric, *self.gate_metrics] if m not in named]
+        if unknown:
+            raise ValueError(f"selection metrics {unknown} are not among {sorted(named)}")
+        if not self.two_tower_variants:
+            raise ValueError("selection.two_tower_variants needs at least one variant ({} for the defaults)")
         return self
-
-
-class BlessingConfig(_Section):
-    metric: str = "recall_at_50"
-    tolerance: float = Field(0.01, ge=0, description="a challenger may trail the champion by this much")
-    floor: float = Field(0.02, ge=0, description="absolute minimum of the metric for any model")
 
 
 class IndexConfig(_Section):
@@ -158,16 +200,6 @@ class CandidatesConfig(_Section):
     )
 
 
-class RankerBlessingConfig(BlessingConfig):
-    """The ranker's champion gate: eval NDCG@10 on logged impressions (user-day groups with a positive)."""
-
-    metric: str = "ndcg_at_10"
-    tolerance: float = Field(0.005, ge=0, description="a challenger may trail the champion by this much")
-    floor: float = Field(
-        0.5, ge=0, description="absolute minimum; a random order scores about 0.48 on the default world"
-    )
-
-
 class RankerConfig(_Section):
     """LightGBM lambdarank ranker: tree shape, boosting schedule, training window and threads."""
 
@@ -190,7 +222,6 @@ class RankerConfig(_Section):
         description="serve with the trees compiled to native code (lleaves); false scores with LightGBM",
     )
     seed: int = 42
-    blessing: RankerBlessingConfig = Field(default_factory=RankerBlessingConfig)
 
 
 class DiversifyConfig(_Section):
@@ -257,8 +288,7 @@ class Settings(BaseSettings):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     two_tower: TwoTowerConfig = Field(default_factory=TwoTowerConfig)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    blessing: BlessingConfig = Field(default_factory=BlessingConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
     ranker: RankerConfig = Field(default_factory=RankerConfig)

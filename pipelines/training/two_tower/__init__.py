@@ -1,4 +1,4 @@
-"""Two-tower retrieval model: train on point-in-time engagements, evaluate on the hold-out, export, reload.
+"""Two-tower retrieval model: train on point-in-time engagements, export, reload.
 
 A user tower and an item tower map raw features to L2-normalised embeddings whose dot product scores a
 (user, post) pair; retrieval is a nearest-neighbour search over the item embeddings. This package declares
@@ -20,21 +20,6 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from pipelines.training.two_tower.export import export_two_tower, load_towers
 from pipelines.training.two_tower.servers import Towers
-from pipelines.training.two_tower.train import (
-    ABLATIONS,
-    TrainResult,
-    ablate_two_tower,
-    evaluate_version,
-    train_two_tower,
-)
+from pipelines.training.two_tower.train import TrainResult, train_two_tower
 
-__all__ = [
-    "ABLATIONS",
-    "Towers",
-    "TrainResult",
-    "ablate_two_tower",
-    "evaluate_version",
-    "export_two_tower",
-    "load_towers",
-    "train_two_tower",
-]
+__all__ = ["Towers", "TrainResult", "export_two_tower", "load_towers", "train_two_tower"]

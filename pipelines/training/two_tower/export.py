@@ -52,7 +52,6 @@ def export_two_tower(result: TrainResult, lake: Lake, version: str) -> str:
             "kind": TWO_TOWER,
             "version": version,
             "two_tower": result.config.model_dump(),
-            "evaluation": result.eval_config.model_dump(),
             "embedding_dim": result.config.embedding_dim,
             "n_train_examples": result.n_train_examples,
         },

@@ -6,7 +6,7 @@ import pytest
 
 from pipelines.training.two_tower.train import train_two_tower
 from tests.pipelines.training.retrieval_world import make_world
-from tests.pipelines.training.two_tower.fast import EVAL, FAST
+from tests.pipelines.training.two_tower.fast import FAST
 
 
 @pytest.fixture(scope="module")
@@ -16,4 +16,4 @@ def world():
 
 @pytest.fixture(scope="module")
 def trained(world):
-    return train_two_tower(world.examples, world.catalog, FAST, EVAL)
+    return train_two_tower(world.examples, world.catalog, FAST)

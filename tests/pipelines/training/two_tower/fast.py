@@ -1,9 +1,7 @@
-"""The small, fast two-tower and evaluation configs the two-tower tests train with."""
+"""The small, fast two-tower config the two-tower tests train with."""
 
 from __future__ import annotations
 
-from pipelines.core.settings import EvaluationConfig, TwoTowerConfig
+from pipelines.core.settings import TwoTowerConfig
 
 FAST = TwoTowerConfig(batch_size=128, epochs=4, mixed_negatives=64, logq_correction=True)
-
-EVAL = EvaluationConfig()
