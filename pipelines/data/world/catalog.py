@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from pipelines.core.schema import CONTENT_TYPES, PARTITION_COLUMN, POST_TYPES, RAW_ITEMS
 from pipelines.core.settings import WorldConfig
+from pipelines.data.world.regimes import Regime
 from pipelines.data.world.sampling import pick_in_group
 from pipelines.data.world.vocabulary import (
     LANGUAGE_WEIGHTS,
@@ -24,11 +25,13 @@ from pipelines.data.world.vocabulary import (
 
 
 class Catalog:
-    """Every post of a world ending on ``end``, with the history of posts before its first day ``start``."""
+    """Every post of a world ending on ``end``, with the history of posts before its first day ``start``
+    (``regime`` sets the length of that history and the spread of quality)."""
 
     def __init__(
         self,
         config: WorldConfig,
+        regime: Regime,
         n_topics: int,
         start: dt.date,
         end: dt.date,
@@ -36,15 +39,15 @@ class Catalog:
         text_rng: np.random.Generator,
     ) -> None:
         self.config, self.n_topics, self.start = config, n_topics, start
-        self.history_start = start - dt.timedelta(days=30)
-        self._draw_items(rng, end)
+        self.history_start = start - dt.timedelta(days=regime.history_days)
+        self._draw_items(rng, end, regime.quality_sigma)
         self._draw_text(text_rng)
 
-    def _draw_items(self, rng: np.random.Generator, end: dt.date) -> None:
+    def _draw_items(self, rng: np.random.Generator, end: dt.date, quality_sigma: float) -> None:
         cfg, n = self.config, self.config.n_items
         topic_pop = rng.dirichlet(np.full(self.n_topics, 2.0))
         self.topic = rng.choice(self.n_topics, size=n, p=topic_pop)
-        self.quality = rng.lognormal(0.0, 0.8, size=n)
+        self.quality = rng.lognormal(0.0, quality_sigma, size=n)
         n_sources = max(5, min(200, n // 40))
         self.n_sources = n_sources
         source_topic = rng.integers(0, self.n_topics, size=n_sources)

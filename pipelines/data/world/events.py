@@ -18,7 +18,8 @@ class Interactions:
     """One day's interactions, one entry per event, in no particular order.
 
     ``ts`` is in seconds since the start of the post history; ``position`` is None when the events were
-    not shown in a feed.
+    not shown in a feed. ``bad_rows`` is how many rows to make bad (None: ``bad_row_fraction`` of them,
+    rounded); a sparse log sets it so that the share holds over the days even when a day has few rows.
     """
 
     user: np.ndarray
@@ -26,6 +27,7 @@ class Interactions:
     kind: np.ndarray  # event type names (object)
     ts: np.ndarray
     position: np.ndarray | None
+    bad_rows: int | None = None
 
 
 def event_table(
@@ -40,7 +42,7 @@ def event_table(
 
     Args:
         history_start: the time ``found.ts`` counts from.
-        bad_row_fraction: share of the rows to make bad.
+        bad_row_fraction: share of the rows to make bad (unless ``found.bad_rows`` says how many).
     """
     eu, ei, et, ets = found.user, found.item, found.kind, found.ts
     epos = found.position if found.position is not None else np.zeros(len(eu), np.int64)
@@ -59,7 +61,8 @@ def event_table(
         "event_ts": ts_us,
         "position": epos.astype(np.int64),
     }
-    table = corrupt(table, rng, day, bad_row_fraction)
+    n_bad = round(len(eu) * bad_row_fraction) if found.bad_rows is None else found.bad_rows
+    table = corrupt(table, rng, day, n_bad)
     n = len(table["event_id"])
     position = pa.array(table["position"], type=pa.int64())
     if found.position is None:
@@ -81,15 +84,14 @@ def event_table(
 
 
 def corrupt(
-    table: dict[str, np.ndarray], rng: np.random.Generator, day: dt.date, bad_row_fraction: float
+    table: dict[str, np.ndarray], rng: np.random.Generator, day: dt.date, n_bad: int
 ) -> dict[str, np.ndarray]:
-    """Make ``bad_row_fraction`` of the rows bad in one of the ways real logs go bad.
+    """Make ``n_bad`` of the rows bad in one of the ways real logs go bad.
 
     Returns:
         The columns with the bad rows (a copy; ``table`` itself when there is nothing to corrupt).
     """
     n = len(table["event_id"])
-    n_bad = round(n * bad_row_fraction)
     if n_bad == 0:
         return table
     table = {k: v.copy() for k, v in table.items()}

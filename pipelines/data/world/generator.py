@@ -1,5 +1,6 @@
-"""The world: a catalog, its users and their day-by-day interactions ending on a date, and the raw
-partitions (``raw_events``, ``raw_items``, ``raw_users``) of each day. Deterministic for a seed."""
+"""The world: a catalog, its users and their day-by-day interactions (a logged feed, or a ratings log)
+in the configured regime, ending on a date, and the raw partitions (``raw_events``, ``raw_items``,
+``raw_users``) of each day. Deterministic for a seed."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ import pyarrow as pa
 from pipelines.core.schema import RAW_EVENTS
 from pipelines.core.settings import WorldConfig
 from pipelines.data.world.catalog import Catalog
+from pipelines.data.world.communities import Communities
 from pipelines.data.world.events import event_table
 from pipelines.data.world.feed import Feed
+from pipelines.data.world.ratings import RatingsLog
+from pipelines.data.world.regimes import REGIMES
 from pipelines.data.world.users import Users
 from pipelines.data.world.vocabulary import TOPIC_TAGS
 
@@ -27,9 +31,14 @@ log = logging.getLogger(__name__)
 class WorldTruth:
     """The hidden structure behind the world, for tests and benchmarks (never read by the pipeline)."""
 
+    regime: str
     user_topic_pref: np.ndarray  # (n_users, n_topics), rows sum to 1
     item_topic: np.ndarray  # (n_items,)
     item_quality: np.ndarray  # (n_items,)
+    user_community: np.ndarray | None = None  # (n_users,), collaborative regime only
+    item_community: np.ndarray | None = None  # (n_items,), collaborative regime only
+    user_factors: np.ndarray | None = None  # ratings regime only: taste = row-wise dot product with
+    item_factors: np.ndarray | None = None  # the item factors
 
 
 @dataclass(frozen=True)
@@ -47,27 +56,58 @@ class World:
 
     def __init__(self, config: WorldConfig, end_ds: dt.date) -> None:
         self.config = config
+        self.regime = REGIMES[config.regime]
         self.end = end_ds
         self.start = self.end - dt.timedelta(days=config.n_days - 1)
         self.n_topics = min(config.n_topics, len(TOPIC_TAGS))
         rng = np.random.default_rng(config.seed)
         self.catalog = Catalog(
-            config, self.n_topics, self.start, self.end, rng, np.random.default_rng([config.seed, 1])
+            config,
+            self.regime,
+            self.n_topics,
+            self.start,
+            self.end,
+            rng,
+            np.random.default_rng([config.seed, 1]),
         )
         self.users = Users(
             config,
+            self.regime,
             self.n_topics,
             self.catalog.n_sources,
             self.start,
             rng,
             np.random.default_rng([config.seed, 2]),
         )
-        self._feed = Feed(self.catalog, self.users)
+        # Streams of their own ([seed, 0, k]: no day's stream [seed, i] is the same).
+        self.communities = None
+        if self.regime.n_communities:
+            self.communities = Communities.draw(
+                config.n_users,
+                config.n_items,
+                self.regime.n_communities,
+                np.random.default_rng([config.seed, 0, 3]),
+            )
+        self._log: Feed | RatingsLog
+        if self.regime.feed is None:
+            self._log = RatingsLog(self.catalog, self.users, np.random.default_rng([config.seed, 0, 4]))
+        else:
+            self._log = Feed(self.catalog, self.users, self.regime.feed, self.communities)
 
     @property
     def truth(self) -> WorldTruth:
         """The hidden structure (never read by the pipeline)."""
-        return WorldTruth(self.users.pref, self.catalog.topic, self.catalog.quality)
+        communities, ratings = self.communities, self._log if isinstance(self._log, RatingsLog) else None
+        return WorldTruth(
+            regime=self.config.regime,
+            user_topic_pref=self.users.pref,
+            item_topic=self.catalog.topic,
+            item_quality=self.catalog.quality,
+            user_community=None if communities is None else communities.user,
+            item_community=None if communities is None else communities.item,
+            user_factors=None if ratings is None else ratings.user_factors,
+            item_factors=None if ratings is None else ratings.item_factors,
+        )
 
     def days(self) -> list[dt.date]:
         """The days of the window, first to last."""
@@ -90,7 +130,7 @@ class World:
             yield day
 
     def _events(self, i: int, ds: dt.date, rng: np.random.Generator) -> pa.Table:
-        found = self._feed.day(i, rng)
+        found = self._log.day(i, rng)
         if found is None:
             return RAW_EVENTS.empty_table()
         return event_table(found, i, ds, self.catalog.history_start, self.config.bad_row_fraction, rng)

@@ -11,15 +11,17 @@ import pyarrow as pa
 
 from pipelines.core.schema import DIGEST_FREQUENCIES, PARTITION_COLUMN, RAW_USERS
 from pipelines.core.settings import WorldConfig
+from pipelines.data.world.regimes import Regime
 from pipelines.data.world.vocabulary import LANGUAGE_WEIGHTS, LANGUAGES, TIMEZONES, TOPIC_TAGS, user_id
 
 
 class Users:
-    """Every user of a world whose first day is ``start``."""
+    """Every user of a world whose first day is ``start`` (``regime`` sets the share signed up before)."""
 
     def __init__(
         self,
         config: WorldConfig,
+        regime: Regime,
         n_topics: int,
         n_sources: int,
         start: dt.date,
@@ -27,10 +29,10 @@ class Users:
         profile_rng: np.random.Generator,
     ) -> None:
         self.config, self.n_topics, self.n_sources, self.start = config, n_topics, n_sources, start
-        self._draw_users(rng)
+        self._draw_users(rng, regime.existing_users)
         self._draw_profiles(profile_rng)
 
-    def _draw_users(self, rng: np.random.Generator) -> None:
+    def _draw_users(self, rng: np.random.Generator, existing: float) -> None:
         cfg, n = self.config, self.config.n_users
         alpha = np.full(self.n_topics, 0.25)
         self.pref = rng.dirichlet(alpha, size=n)
@@ -38,7 +40,7 @@ class Users:
         self.activity = rng.lognormal(0.0, 0.7, size=n)
         # Most users exist before the window; some sign up during it (cold start on their first days).
         signup_day = np.where(
-            rng.random(n) < 0.85, -rng.integers(1, 400, size=n), rng.integers(0, cfg.n_days, size=n)
+            rng.random(n) < existing, -rng.integers(1, 400, size=n), rng.integers(0, cfg.n_days, size=n)
         )
         self.signup_day = signup_day
         self.signup_s = rng.integers(0, 86400, size=n)
