@@ -43,14 +43,14 @@ class Feed:
             return None
         ts = None
         if p.sessions:
-            u, item, position, ts = self._sessions(i, active, rng)
+            u, item, position, ts = self._sessions(i, active, live, rng)
         else:
             per_user = cfg.impressions_per_active_user_day
             u = np.repeat(active, per_user)
             position = np.tile(np.arange(per_user), len(active))
             age_days = np.maximum(0.0, (day_start_s + 43200 - posts.created_s[live]) / 86400.0)
             item = self._shown(u, live, posts.quality[live] * np.exp(-age_days / p.decay_days), rng)
-        # Language: users see their language or English.
+        # Language: users see their language or English; and each post once.
         keep = (posts.language[item] == people.language[u]) | (posts.language[item] == 0)
         keep = keep.nonzero()[0]
         keep = keep[
@@ -103,9 +103,10 @@ class Feed:
         return np.where(rng.random(len(u)) < p.popular_share, popular, matched)
 
     def _sessions(
-        self, i: int, active: np.ndarray, rng: np.random.Generator
+        self, i: int, active: np.ndarray, live: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Impressions when each active user visits once, in a random hour, and sees posts created before it.
+        """Impressions when each active user visits once, in a random hour, and sees the ``live`` posts
+        created before that hour.
 
         Returns:
             User, post, position and time (seconds since the post history's start) of each impression.
@@ -114,7 +115,6 @@ class Feed:
         day_start_s = posts.day_start_s(i)
         hour = rng.integers(0, 24, size=len(active))
         visit = hour * 3600 + rng.integers(0, 2400, size=len(active))
-        live = posts.live(i)
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         for h in np.unique(hour):
             pool = live[posts.created_s[live] < day_start_s + h * 3600]

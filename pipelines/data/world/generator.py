@@ -29,16 +29,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WorldTruth:
-    """The hidden structure behind the world, for tests and benchmarks (never read by the pipeline)."""
+    """The hidden structure behind the world, for tests and benchmarks (never read by the pipeline).
+
+    The communities are set in the collaborative regime only, the taste factors in the ratings regime only
+    (a user's taste for a post is the dot product of the user's and the post's rows).
+    """
 
     regime: str
     user_topic_pref: np.ndarray  # (n_users, n_topics), rows sum to 1
     item_topic: np.ndarray  # (n_items,)
     item_quality: np.ndarray  # (n_items,)
-    user_community: np.ndarray | None = None  # (n_users,), collaborative regime only
-    item_community: np.ndarray | None = None  # (n_items,), collaborative regime only
-    user_factors: np.ndarray | None = None  # ratings regime only: taste = row-wise dot product with
-    item_factors: np.ndarray | None = None  # the item factors
+    user_community: np.ndarray | None = None  # (n_users,)
+    item_community: np.ndarray | None = None  # (n_items,)
+    user_factors: np.ndarray | None = None  # (n_users, n_topics + 8)
+    item_factors: np.ndarray | None = None  # (n_items, n_topics + 8)
 
 
 @dataclass(frozen=True)
