@@ -18,8 +18,7 @@ class Interactions:
     """One day's interactions, one entry per event, in no particular order.
 
     ``ts`` is in seconds since the start of the post history; ``position`` is None when the events were
-    not shown in a feed. ``bad_rows`` is how many rows to make bad (None: ``bad_row_fraction`` of them,
-    rounded); a sparse log sets it so that the share holds over the days even when a day has few rows.
+    not shown in a feed.
     """
 
     user: np.ndarray
@@ -27,7 +26,6 @@ class Interactions:
     kind: np.ndarray  # event type names (object)
     ts: np.ndarray
     position: np.ndarray | None
-    bad_rows: int | None = None
 
 
 def event_table(
@@ -42,7 +40,7 @@ def event_table(
 
     Args:
         history_start: the time ``found.ts`` counts from.
-        bad_row_fraction: share of the rows to make bad (unless ``found.bad_rows`` says how many).
+        bad_row_fraction: share of the day's rows to make bad (rounded: a day with few rows has none).
     """
     eu, ei, et, ets = found.user, found.item, found.kind, found.ts
     epos = found.position if found.position is not None else np.zeros(len(eu), np.int64)
@@ -61,8 +59,7 @@ def event_table(
         "event_ts": ts_us,
         "position": epos.astype(np.int64),
     }
-    n_bad = round(len(eu) * bad_row_fraction) if found.bad_rows is None else found.bad_rows
-    table = corrupt(table, rng, day, n_bad)
+    table = corrupt(table, rng, day, round(len(eu) * bad_row_fraction))
     n = len(table["event_id"])
     position = pa.array(table["position"], type=pa.int64())
     if found.position is None:

@@ -44,12 +44,7 @@ class RatingsLog:
         order = np.argsort(day, kind="stable")
         self._user, self._ts, self._item = user[order], ts[order], item[order]
         self._stars = self._draw_stars(self._user, self._item, rng)
-        n_days = catalog.config.n_days
-        self._day_bounds = np.searchsorted(day[order], np.arange(n_days + 1))
-        # Bad rows rounded cumulatively: days with few rows must not round the share away.
-        rows = np.diff(self._day_bounds) + np.bincount(day[order][self._stars >= 4], minlength=n_days)
-        bad = np.round(np.concatenate([[0], np.cumsum(rows)]) * catalog.config.bad_row_fraction)
-        self._bad_rows = np.diff(bad).astype(np.int64)
+        self._day_bounds = np.searchsorted(day[order], np.arange(catalog.config.n_days + 1))
 
     def taste(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
         """The hidden taste of each ``user`` for the matching ``item`` (about standard normal)."""
@@ -72,7 +67,6 @@ class RatingsLog:
             kind=np.array(["click"] * n_click + ["upvote"] * n_up, dtype=object),
             ts=np.concatenate([ts, ts[high] + 1]),
             position=None,
-            bad_rows=int(self._bad_rows[i]),
         )
 
     def _draw_taste(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
