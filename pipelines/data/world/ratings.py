@@ -1,6 +1,6 @@
 """The ``ratings`` regime's log: a MovieLens-like record of ratings with no feed and no impressions.
 
-Each user rates a heavy-tailed number of posts (about 60 on average) in a few sessions spread over the
+Each user rates a heavy-tailed number of posts (about 50 on average) in a few sessions spread over the
 days from their signup to the end of the window; about a fifth of the days are quiet (no ratings at
 all). Posts are released over time and never lose appeal: a rating picks among the posts released by
 then, first by popularity (the heavy-tailed quality), then by latent taste (a topic part plus 8 hidden

@@ -2,17 +2,17 @@
 engagement (``WorldConfig.regime``), each combinable with the sizes of any scale.
 
 - default: topic match (visible in tags) plus quality and freshness; the logged feed is half popular,
-  half topic-matched.
-- popularity: very heavy-tailed post quality; 85% of the feed is drawn by global appeal and clicks
-  follow quality, barely preference, so a few recent hits take most engagement whatever the user.
-- collaborative: users and posts belong to latent communities drawn independently of every visible
-  field; clicks follow community membership (not topic), so only co-occurrence reveals them.
-- content: three times as many posts, nearly all created during the window, shown while fresh; clicks
-  follow topic match strongly, so most engagement lands on posts nobody engaged with on an earlier day.
-- freshness: three times as many posts, nearly all new; appeal and clicks fall steeply with age (exact
-  to the second: users visit at one time of day), topic and quality matter little.
-- ratings: no feed; a MovieLens-like ratings log over 200 days: long-lived posts released over time,
-  heavy-tailed popularity plus latent taste, long user histories, quiet days (see ``ratings``).
+  half topic-matched; ages are taken at noon.
+- popularity: very heavy-tailed quality (sigma 2.2); 85% of the feed is drawn by global appeal (decaying
+  over 3 days) and clicks follow quality, barely preference: a few recent hits take most engagement.
+- collaborative: 12 latent communities of users and posts, drawn apart from every visible field; 40% of
+  the feed comes from the user's community and clicks follow membership (+3 logit), not topic.
+- content: 8 times the posts, nearly all created in the window and shown for a day or two; clicks follow
+  topic match strongly, so most engagement lands on posts nobody engaged with on an earlier day.
+- freshness: 3 times the posts, nearly all new; appeal decays over 0.8 days and each day of age costs
+  1 logit of clicking (ages exact: users visit at one time of day); topic and quality matter little.
+- ratings: no feed; a MovieLens-like log over 200 days: long-lived posts released over time, heavy-tailed
+  popularity plus latent taste, long user histories, quiet days (see ``ratings``).
 """
 
 from __future__ import annotations
