@@ -25,12 +25,13 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from pipelines.core import jobs
 from pipelines.core.errors import PermanentError
 from pipelines.core.params import DRY_RUN_USERS, FORCE_RETRAIN, NUM_SHARDS, SKIP_DIGESTS, TOP_K, RunParam
 from pipelines.core.run_date import BadRunDate, date_range, parse_run_date
+from pipelines.core.settings import WorldRegime
 
 if TYPE_CHECKING:
     from pipelines.core.context import RunContext
@@ -66,7 +67,7 @@ def cmd_world(args: argparse.Namespace) -> None:
     from pipelines.data.world import World, load_world, world_config
 
     settings = settings_with(None)
-    config = world_config(args.scale, settings.world)
+    config = world_config(args.scale, settings.world, args.regime)
     if args.seed is not None:
         config = config.model_copy(update={"seed": args.seed})
     world = World(config, args.end_date)
@@ -74,7 +75,8 @@ def cmd_world(args: argparse.Namespace) -> None:
     with open_warehouse(settings) as warehouse:
         totals = load_world(warehouse, world, progress=True)
     elapsed = time.perf_counter() - started
-    _print({"days": [world.days()[0], world.days()[-1]], "rows": totals, "seconds": round(elapsed, 1)})
+    days = [world.days()[0], world.days()[-1]]
+    _print({"days": days, "regime": config.regime, "rows": totals, "seconds": round(elapsed, 1)})
 
 
 def cmd_import(args: argparse.Namespace) -> None:
@@ -289,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--scale", default="default", choices=["tiny", "default", "medium", "large"])
             p.add_argument("--end-date", type=_date, required=True, help="last day of the world")
             p.add_argument("--seed", type=int, default=None)
+            p.add_argument(
+                "--regime", choices=get_args(WorldRegime), default=None, help="default: the configured regime"
+            )
         elif name == "import":
             p.add_argument("--events")
             p.add_argument("--items")

@@ -30,6 +30,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+WorldRegime = Literal["default", "popularity", "collaborative", "content", "freshness", "ratings"]
+
+
 class WorldConfig(_Section):
     """Size and shape of the synthetic developer-news world."""
 
@@ -41,6 +44,11 @@ class WorldConfig(_Section):
     daily_active_fraction: float = Field(0.35, gt=0, le=1)
     bad_row_fraction: float = Field(0.002, ge=0, lt=1, description="share of raw rows made malformed")
     seed: int = 7
+    regime: WorldRegime = Field(
+        "default",
+        description="which signal drives engagement: topic match and freshness (default), global "
+        "popularity, latent communities, content of new posts, freshness, or a ratings log without a feed",
+    )
 
 
 class QualityConfig(_Section):
