@@ -12,19 +12,18 @@ staging models run, so nothing downstream is built from it; a day with no events
 from __future__ import annotations
 
 import datetime as dt
-
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pipelines.core.errors import PermanentError
 from pipelines.core.lake import Lake
 from pipelines.core.paths import LakePaths
 from pipelines.core.schema import QUALITY_SUMMARY, QUARANTINE_ROWS
+from pipelines.core.settings import Settings
 from pipelines.core.sql_catalog import load_catalog
 from pipelines.core.sql_params import sql_params
-from pipelines.core.settings import Settings
-from pipelines.core.errors import PermanentError
 from pipelines.core.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,6 @@ class FeaturesReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
 
 
 def build_features(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Settings) -> FeaturesReport:

@@ -14,6 +14,11 @@ def _kinds(tables: dict) -> list[str]:
     return sorted(tables["raw_events"].column("event_type").to_pylist())
 
 
+def _by_item(tables: dict, column: str) -> dict:
+    items = tables["raw_items"]
+    return dict(zip(items.column("item_id").to_pylist(), items.column(column).to_pylist(), strict=True))
+
+
 def test_the_100k_layout(tmp_path: Path) -> None:
     (tmp_path / "u.data").write_text("1\t10\t5\t881250949\n1\t20\t3\t881250950\n2\t10\t4\t881350949\n")
     flags_a = "|".join(["0"] * 3 + ["1", "1", "1"] + ["0"] * 13)  # animation, children, comedy
@@ -25,8 +30,10 @@ def test_the_100k_layout(tmp_path: Path) -> None:
     tables = read_movielens(tmp_path)
     # Every rating is a click; 5 and 4 stars are also upvotes; no impression is made up.
     assert _kinds(tables) == ["click", "click", "click", "upvote", "upvote"]
-    tags = dict(zip(*(tables["raw_items"].column(c).to_pylist() for c in ("item_id", "tags")), strict=True))
-    assert tags == {"ml-i10": ["animation", "children", "comedy"], "ml-i20": ["action", "adventure"]}
+    assert _by_item(tables, "tags") == {
+        "ml-i10": ["animation", "children", "comedy"],
+        "ml-i20": ["action", "adventure"],
+    }
     users = tables["raw_users"]
     assert users.column("user_id").to_pylist() == ["ml-u1", "ml-u2"]
     # A user signs up at their first rating; a movie is created at its first rating.
@@ -42,19 +49,25 @@ def test_the_dat_layout_of_1m(tmp_path: Path) -> None:
     )
     tables = read_movielens(tmp_path)
     assert _kinds(tables) == ["click", "click", "upvote"]
-    tags = dict(zip(*(tables["raw_items"].column(c).to_pylist() for c in ("item_id", "tags")), strict=True))
-    assert tags == {"ml-i1193": ["drama"], "ml-i661": ["animation", "children's", "musical"]}
+    assert _by_item(tables, "tags") == {
+        "ml-i1193": ["drama"],
+        "ml-i661": ["animation", "children's", "musical"],
+    }
 
 
 def test_the_csv_layout_of_the_latest_releases(tmp_path: Path) -> None:
-    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,3.5,964981247\n")
+    (tmp_path / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,3.5,964981247\n"
+    )
     (tmp_path / "movies.csv").write_text(
         'movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n3,"Grumpier Old Men, The (1995)",'
         "(no genres listed)\n"
     )
     tables = read_movielens(tmp_path)
     assert _kinds(tables) == ["click", "click", "upvote"]
-    titles = dict(zip(*(tables["raw_items"].column(c).to_pylist() for c in ("item_id", "title")), strict=True))
+    titles = dict(
+        zip(*(tables["raw_items"].column(c).to_pylist() for c in ("item_id", "title")), strict=True)
+    )
     assert titles == {"ml-i1": "Toy Story (1995)", "ml-i3": "Grumpier Old Men, The (1995)"}
     assert tables["raw_items"].column("tags").to_pylist() == [["adventure", "animation"], []]
 
