@@ -1,14 +1,16 @@
 """
 ### Nightfeed training
 
-Trains the two-tower retrieval model, then the LightGBM ranker (which is trained on candidates from the
-two-tower **champion**, so it runs second). Each challenger is evaluated against its champion and promoted
-only when blessed; a rejected challenger is a successful task (`promoted: false` and the reason in its
-XCom) and the champion stays.
+Chooses the system the nightly job serves (`train_system`). Candidate systems (two-tower variants with or
+without a LightGBM ranker, most popular, item-kNN and ALS, each with an age limit and diversification or
+not) are trained on the data before past nights and their lists replayed exactly as served; the best on
+the validation nights is checked on a later test night against the tuned baselines and the champion
+(paired bootstrap intervals) and promoted only if it does not lose. A candidate that is not promoted is a
+successful task (`promoted: false` and the reason in its XCom) and the champion stays.
 
 **Schedule.** Weekly, Sundays 03:00 UTC, after Saturday's features; the run's logical date is the start
 of the one-day interval before it fires, so it trains on data up to `ds` = Saturday. Also run on demand.
-Both tasks run in the pool `nightfeed_training` (one slot), so training never competes with itself:
+The task runs in the pool `nightfeed_training` (one slot), so training never competes with itself:
 `airflow pools set nightfeed_training 1 "Nightfeed model training: one at a time"`.
 
 **Manual runs.** `run_date` picks the last day of training data; `force_retrain` trains even when the
@@ -49,21 +51,14 @@ TRAINING_POOL = "nightfeed_training"
     params=dag_params(FORCE_RETRAIN),
 )
 def nightfeed_training():
-    @task(task_id=jobs.TRAIN_TWO_TOWER.name, outlets=[MODELS])
-    def train_two_tower() -> dict:
-        """Train, evaluate and maybe promote the two-tower model."""
-        result = run_job(jobs.TRAIN_TWO_TOWER)
-        mark_outlet(MODELS, model="two_tower", version=result["version"], promoted=result["promoted"])
-        return result
+    @task(task_id=jobs.TRAIN_SYSTEM.name, outlets=[MODELS])
+    def train_system() -> dict:
+        """Replay candidate systems on past nights and promote the one that wins the gate."""
+        result = run_job(jobs.TRAIN_SYSTEM)
+        mark_outlet(MODELS, model="system", version=result["version"], promoted=result["promoted"])
+        return {key: result[key] for key in ("version", "promoted", "reason")}
 
-    @task(task_id=jobs.TRAIN_RANKER.name, outlets=[MODELS])
-    def train_ranker() -> dict:
-        """Train, evaluate and maybe promote the ranker on the two-tower champion's candidates."""
-        result = run_job(jobs.TRAIN_RANKER)
-        mark_outlet(MODELS, model="ranker", version=result["version"], promoted=result["promoted"])
-        return result
-
-    train_two_tower() >> train_ranker()
+    train_system()
 
 
 nightfeed_training()

@@ -4,8 +4,7 @@ Commands:
     world       generate the synthetic world and load it into the raw tables
     import      load your own events/items/users files (CSV or Parquet), or MovieLens files
     features    build the feature tables for one date or a date range
-    train       train the two-tower model and the ranker; each is promoted only if blessed
-    ablate      train two-tower variants (without log-Q, accidental-hit removal, mixed negatives)
+    train       choose the served system on replayed past nights; promoted only if it wins the gate
     nightly     run the nightly stages in this process: inputs, embeddings, index, shards, publish
     digests     render and publish the digest e-mails of a date
     digest-preview  render one user's digest to an HTML file
@@ -37,6 +36,8 @@ if TYPE_CHECKING:
     from pipelines.core.context import RunContext
 
 log = logging.getLogger("pipelines")
+# The metrics `train` prints per system of the test night (the run report has them all).
+SHOWN_METRICS = ("recall_at_50", "ndcg_at_10", "coverage_at_10", "fresh_share_at_10", "n_users")
 
 
 def _date(value: str) -> dt.date:
@@ -152,29 +153,15 @@ def _first_raw_day() -> dt.date:
 def cmd_train(args: argparse.Namespace) -> None:
     from pipelines.jobs import run_in
 
-    ctx = _context(args)
-    results = {}
-    if args.model in ("two_tower", "both"):
-        results["two_tower"] = run_in(ctx, jobs.TRAIN_TWO_TOWER)
-    if args.model in ("ranker", "both"):
-        results["ranker"] = run_in(ctx, jobs.TRAIN_RANKER)
-    _print({name: {k: r[k] for k in ("version", "promoted", "reason")} for name, r in results.items()})
-
-
-def cmd_ablate(args: argparse.Namespace) -> None:
-    from pipelines.core.schema import RETRIEVAL_DATASET
-    from pipelines.jobs.training import training_catalog
-    from pipelines.training import two_tower
-
-    ctx = _context(args)
-    cfg = ctx.settings.two_tower
-    with ctx.warehouse() as warehouse:
-        examples = warehouse.run_query(
-            RETRIEVAL_DATASET, ctx.ds, train_days=cfg.train_days, eval_days=cfg.eval_days
-        )
-        catalog = training_catalog(warehouse, ctx)
-    variants = tuple(args.variants or two_tower.ABLATIONS)
-    _print(two_tower.ablate_two_tower(examples, catalog, cfg, ctx.settings.evaluation, variants))
+    result = run_in(_context(args), jobs.TRAIN_SYSTEM)
+    summary = {key: result[key] for key in ("version", "promoted", "reason")}
+    selection = result.get("selection")
+    if selection:
+        summary["test_night"] = {
+            name: {k: round(v, 4) for k, v in row["summary"].items() if k in SHOWN_METRICS}
+            for name, row in selection["test"].items()
+        }
+    _print(summary)
 
 
 def _digests(ctx: RunContext) -> dict[str, Any]:
@@ -258,8 +245,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
     "world": (cmd_world, "generate the synthetic world into the raw tables"),
     "import": (cmd_import, "load your own data files or MovieLens files into the raw tables"),
     "features": (cmd_features, "build the feature tables for a date or a date range"),
-    "train": (cmd_train, "train the two-tower model and the ranker (promoted only if blessed)"),
-    "ablate": (cmd_ablate, "train two-tower variants with one loss option switched off"),
+    "train": (cmd_train, "choose the served system on replayed past nights (promoted if it wins the gate)"),
     "nightly": (cmd_nightly, "run the nightly stages in this process"),
     "digests": (cmd_digests, "render and publish the digest e-mails of a date"),
     "digest-preview": (cmd_digest_preview, "render one user's digest to an HTML file"),
@@ -309,13 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--ds", type=_date, required=True)
         for param in COMMAND_PARAMS.get(name, ()):
             _add_param(p, param)
-        if name == "train":
-            p.add_argument("--model", choices=["two_tower", "ranker", "both"], default="both")
-        elif name == "ablate":
-            p.add_argument(
-                "--variants", nargs="+", default=None, help="default: every variant the model defines"
-            )
-        elif name == "digest-preview":
+        if name == "digest-preview":
             p.add_argument("--user", required=True)
             p.add_argument("--out", required=True, help="HTML file to write")
     return parser

@@ -40,11 +40,11 @@ class Job:
 BUILD_FEATURES = Job(
     "build_features", "features", "feature SQL of ds, quality gate and quarantine", records_fact=True
 )
-TRAIN_TWO_TOWER = Job(
-    "train_two_tower", "training", "train a two-tower challenger; promote it if blessed", records_fact=True
-)
-TRAIN_RANKER = Job(
-    "train_ranker", "training", "train a LightGBM ranker challenger; promote it if blessed", records_fact=True
+TRAIN_SYSTEM = Job(
+    "train_system",
+    "training",
+    "train candidate systems on past nights, replay their lists, promote the one that wins the gate",
+    records_fact=True,
 )
 EXPORT_INPUTS = Job("export_inputs", "nightly", "snapshot the serving inputs of ds", records_fact=True)
 EMBED_ITEMS = Job(
@@ -65,8 +65,7 @@ WRITE_REPORT = Job("write_report", "report", "build and publish the run report o
 
 JOBS: tuple[Job, ...] = (
     BUILD_FEATURES,
-    TRAIN_TWO_TOWER,
-    TRAIN_RANKER,
+    TRAIN_SYSTEM,
     EXPORT_INPUTS,
     EMBED_ITEMS,
     BUILD_INDEX,

@@ -119,7 +119,7 @@ class SelectionConfig(_Section):
         description="window lengths tried, shortest first, when window_days is None",
     )
     min_eval_users: int = Field(
-        200, ge=1, description="the window is the shortest choice with at least this many evaluated users"
+        500, ge=1, description="the window is the shortest choice with at least this many evaluated users"
     )
     max_eval_users: int = Field(3000, ge=10, description="a seeded sample is evaluated beyond this")
     ks: list[int] = Field(default_factory=lambda: [10, 50, 100])

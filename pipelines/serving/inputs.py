@@ -20,6 +20,23 @@ class EmptyInputsError(PermanentError):
     """The day has no users or no eligible posts: nothing meaningful can be published."""
 
 
+def query_inputs(warehouse: Warehouse, ds: dt.date, settings: Settings) -> dict[str, pa.Table]:
+    """The serving inputs of ``ds`` from the warehouse: what a night serves from (published or replayed).
+
+    Raises:
+        EmptyInputsError: no users, or no eligible posts, on ``ds``.
+    """
+    from pipelines.core.sql_params import sql_params
+
+    params = {**sql_params(settings), "max_item_age_days": settings.candidates.max_item_age_days or 0}
+    tables = {}
+    for name, query in SERVING_INPUTS.items():
+        tables[name] = warehouse.run_query(query, ds, **params)
+        if name in ("users", "items") and tables[name].num_rows == 0:
+            raise EmptyInputsError(f"ds={ds}: no {name} to serve (sql/queries/{query}.sql returned no rows)")
+    return tables
+
+
 def export_inputs(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
     """Snapshot the serving inputs of ``ds`` from the warehouse into the lake.
 
@@ -29,19 +46,13 @@ def export_inputs(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Setti
     Raises:
         EmptyInputsError: no users, or no eligible posts, on ``ds`` (nothing is published).
     """
-    from pipelines.core.sql_params import sql_params
-
-    params = {**sql_params(settings), "max_item_age_days": settings.candidates.max_item_age_days or 0}
+    tables = query_inputs(warehouse, ds, settings)
     dataset = LakePaths.inputs(ds)
     staging = lake.begin_publish(dataset)
-    rows = {}
-    for name, query in SERVING_INPUTS.items():
-        table = warehouse.run_query(query, ds, **params)
-        if name in ("users", "items") and table.num_rows == 0:
-            raise EmptyInputsError(f"ds={ds}: no {name} to serve (sql/queries/{query}.sql returned no rows)")
+    for name, table in tables.items():
         lake.write_parquet(f"{staging}/{name}.parquet", table)
-        rows[name] = table.num_rows
-    lake.publish(dataset, staging, [f"{name}.parquet" for name in SERVING_INPUTS], metadata={"rows": rows})
+    rows = {name: table.num_rows for name, table in tables.items()}
+    lake.publish(dataset, staging, [f"{name}.parquet" for name in tables], metadata={"rows": rows})
     return {"dataset": lake.uri(dataset), "rows": rows}
 
 

@@ -59,6 +59,33 @@ def lists_for(ctx: ServingContext, batch: UserBatch, settings: Settings, timer: 
     return pa.concat_tables(parts) if parts else CANDIDATES.empty_table()
 
 
+def retrieved_pairs(ctx: ServingContext, batch: UserBatch, settings: Settings) -> pa.Table:
+    """The filtered retrieval of ``batch``'s users, before ranking: what the ranker would re-order.
+
+    Returns:
+        ``user_id, item_id, retrieval_score, retrieval_rank`` (the post's 1-based place in the user's
+        retrieval, as the ranker sees it), user after user.
+    """
+    top_n = min(settings.candidates.top_n, len(ctx.item_ids))
+    parts = []
+    for start, size in _batches(batch.users.num_rows, settings.candidates.user_batch_size):
+        part = batch.rows(start, start + size, ctx)
+        positions, scores = ctx.retriever.search(ctx.retriever.queries(part.users), top_n)
+        ok = allowed(ctx, part, np.arange(size), positions)
+        user, slot = np.nonzero(ok)
+        parts.append(
+            pa.table(
+                {
+                    "user_id": part.users.column("user_id").take(pa.array(user)),
+                    "item_id": ctx.item_id_array.take(pa.array(positions[user, slot])),
+                    "retrieval_score": pa.array(scores[user, slot].astype(np.float64)),
+                    "retrieval_rank": pa.array((slot + 1).astype(np.float64)),
+                }
+            )
+        )
+    return pa.concat_tables(parts) if parts else pa.table({"user_id": pa.array([], pa.string())})
+
+
 def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:
     for start in range(0, n, size):
         yield start, min(size, n - start)

@@ -30,7 +30,7 @@ class ServedSystem:
         retriever: ``two_tower`` (user tower + index), ``als`` (folded-in user factors), ``item_knn``
             (similar posts to the user's history) or ``most_popular`` (recent engagement counts).
         two_tower_version: the two-tower model whose item embeddings the lists are diversified with (and
-            that retrieves, for ``two_tower``).
+            that retrieves, for ``two_tower``); may be None for an undiversified baseline.
         ranker_version: the LightGBM ranker that re-orders the retrieved posts; None keeps retrieval order.
         als_version: the ALS model, for ``als``.
         diversify: MMR, source and author caps and the exploration slot; False publishes the top posts in
@@ -52,8 +52,8 @@ class ServedSystem:
     def __post_init__(self) -> None:
         if self.retriever not in RETRIEVERS:
             raise ValueError(f"retriever must be one of {RETRIEVERS}, got {self.retriever!r}")
-        if self.retriever == TWO_TOWER_RETRIEVER and not self.two_tower_version:
-            raise ValueError("a two-tower system needs its two_tower_version")
+        if (self.retriever == TWO_TOWER_RETRIEVER or self.diversify) and not self.two_tower_version:
+            raise ValueError("a two-tower or diversified system needs its two_tower_version")
         if self.retriever == ALS_RETRIEVER and not self.als_version:
             raise ValueError("an ALS system needs its als_version")
 

@@ -1,0 +1,172 @@
+"""Recipes: how to build a candidate system for any night (which models to train on the data before it,
+which list stages to use), so the same candidate can be replayed night after night and then served."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from pipelines.core.settings import Settings
+from pipelines.evaluation.night_models import NightModels, Trained
+from pipelines.evaluation.replay import Replay
+from pipelines.serving.system import (
+    ALS_RETRIEVER,
+    KNN_RETRIEVER,
+    POPULAR_RETRIEVER,
+    TWO_TOWER_RETRIEVER,
+    ServedSystem,
+)
+
+NO_RANKER = "none"
+IMPRESSIONS_RANKER = "impressions"
+RETRIEVAL_RANKER = "retrieval"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A candidate system, independent of the night.
+
+    Attributes:
+        family: the retriever (``two_tower``, ``most_popular``, ``item_knn``, ``als``).
+        variant: the two-tower settings overrides, as sorted ``(name, value)`` pairs.
+        popularity_window_days: for most popular (None: all history).
+        knn_neighbors: for item-kNN.
+        als_factors: for ALS.
+        ranker: ``none``, ``impressions`` (logged feed) or ``retrieval`` (an earlier night's retrieved
+            posts labelled by what users did next); two-tower only.
+        max_item_age_days: the age limit (None: none).
+        diversify: MMR, caps and the exploration slot.
+    """
+
+    family: str
+    variant: tuple[tuple[str, Any], ...] = ()
+    popularity_window_days: int | None = None
+    knn_neighbors: int = 100
+    als_factors: int = 32
+    ranker: str = NO_RANKER
+    max_item_age_days: float | None = None
+    diversify: bool = False
+
+    @property
+    def name(self) -> str:
+        if self.family == TWO_TOWER_RETRIEVER:
+            base = "two-tower" + (
+                "" if not self.variant else " " + ",".join(f"{k}={v}" for k, v in self.variant)
+            )
+        elif self.family == POPULAR_RETRIEVER:
+            window = "all" if self.popularity_window_days is None else f"{self.popularity_window_days}d"
+            base = f"most popular {window}"
+        elif self.family == KNN_RETRIEVER:
+            base = f"item-kNN k={self.knn_neighbors}"
+        else:
+            base = f"ALS f={self.als_factors}"
+        stages = []
+        if self.ranker != NO_RANKER:
+            stages.append(f"ranker ({self.ranker})")
+        if self.max_item_age_days is not None:
+            stages.append(f"age<={self.max_item_age_days:g}d")
+        if self.diversify:
+            stages.append("diversified")
+        return " + ".join([base, *stages])
+
+    @property
+    def retrieval_only(self) -> Recipe:
+        """The same retriever without any list stage (what a retrieval-trained ranker learns from)."""
+        return dataclasses.replace(self, ranker=NO_RANKER, max_item_age_days=None, diversify=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "variant": dict(self.variant), "name": self.name}
+
+
+def retriever_recipes(settings: Settings) -> list[Recipe]:
+    """Every retriever candidate of ``selection`` (no stages)."""
+    config = settings.selection
+    recipes = [Recipe(TWO_TOWER_RETRIEVER, tuple(sorted(v.items()))) for v in config.two_tower_variants]
+    recipes += [Recipe(POPULAR_RETRIEVER, popularity_window_days=w) for w in config.popularity_windows]
+    recipes += [Recipe(KNN_RETRIEVER, knn_neighbors=k) for k in config.knn_neighbors]
+    recipes += [Recipe(ALS_RETRIEVER, als_factors=f) for f in config.als_factors]
+    return recipes
+
+
+class Kitchen:
+    """Builds recipes into systems night by night, training each model once.
+
+    ``nights`` are the replayed nights in order; a retrieval-trained ranker for a night learns from the
+    night before it in that order.
+    """
+
+    def __init__(self, models: NightModels, replays: dict[dt.date, Replay], nights: list[dt.date]) -> None:
+        self.models, self.replays, self.nights = models, replays, nights
+        self._two_tower: dict[tuple[dt.date, tuple], Trained | None] = {}
+        self._als: dict[tuple[dt.date, int], Trained | None] = {}
+        self._ranker: dict[tuple[dt.date, Recipe], Trained | None] = {}
+        self._vectors: dict[dt.date, str | None] = {}
+
+    def two_tower(self, night: dt.date, variant: tuple[tuple[str, Any], ...]) -> Trained | None:
+        key = (night, variant)
+        if key not in self._two_tower:
+            self._two_tower[key] = self.models.two_tower(night, dict(variant))
+        return self._two_tower[key]
+
+    def vectors(self, night: dt.date, preferred: tuple[tuple[str, Any], ...] = ()) -> str | None:
+        """A two-tower model of ``night`` whose embeddings diversify baseline lists (trained on demand)."""
+        trained = self.two_tower(night, preferred)
+        if trained is not None:
+            return trained.version
+        for variant in self.models.settings.selection.two_tower_variants:
+            trained = self.two_tower(night, tuple(sorted(variant.items())))
+            if trained is not None:
+                return trained.version
+        return None
+
+    def _ranker_for(self, night: dt.date, recipe: Recipe, two_tower_version: str) -> Trained | None:
+        key = (night, dataclasses.replace(recipe.retrieval_only, ranker=recipe.ranker))
+        if key in self._ranker:
+            return self._ranker[key]
+        trained = None
+        if recipe.ranker == IMPRESSIONS_RANKER:
+            trained = self.models.ranker_from_impressions(night, two_tower_version)
+        elif recipe.ranker == RETRIEVAL_RANKER:
+            at = self.nights.index(night)
+            if at > 0:
+                earlier = self.nights[at - 1]
+                system = self.system(earlier, recipe.retrieval_only)
+                if system is not None:
+                    rows, scores = self.replays[earlier].ranking_rows(system)
+                    trained = self.models.ranker_from_replay(
+                        self.replays[earlier].night.served_day, rows, scores
+                    )
+        self._ranker[key] = trained
+        return trained
+
+    def system(self, night: dt.date, recipe: Recipe) -> ServedSystem | None:
+        """The system ``recipe`` makes for ``night``; None when a model it needs cannot be trained."""
+        stages = {"max_item_age_days": recipe.max_item_age_days, "diversify": recipe.diversify}
+        if recipe.family == TWO_TOWER_RETRIEVER:
+            trained = self.two_tower(night, recipe.variant)
+            if trained is None:
+                return None
+            ranker_version = None
+            if recipe.ranker != NO_RANKER:
+                ranker = self._ranker_for(night, recipe, trained.version)
+                if ranker is None:
+                    return None
+                ranker_version = ranker.version
+            return ServedSystem(TWO_TOWER_RETRIEVER, trained.version, ranker_version=ranker_version, **stages)
+        vectors = self.vectors(night)
+        if recipe.diversify and vectors is None:
+            return None
+        if recipe.family == POPULAR_RETRIEVER:
+            return ServedSystem(
+                POPULAR_RETRIEVER, vectors, popularity_window_days=recipe.popularity_window_days, **stages
+            )
+        if recipe.family == KNN_RETRIEVER:
+            return ServedSystem(KNN_RETRIEVER, vectors, knn_neighbors=recipe.knn_neighbors, **stages)
+        key = (night, recipe.als_factors)
+        if key not in self._als:
+            interactions = self.replays[night].night.inputs["interactions"]
+            self._als[key] = self.models.als(night, interactions, recipe.als_factors)
+        if self._als[key] is None:
+            return None
+        return ServedSystem(ALS_RETRIEVER, vectors, als_version=self._als[key].version, **stages)

@@ -1,0 +1,236 @@
+"""Choose the system to serve: candidates replayed on validation nights, the winner checked on the test
+night against the tuned baselines and the champion.
+
+1. On each validation night every retriever candidate (:func:`~.recipes.retriever_recipes`) is trained on
+   the data before the night and its lists are replayed as served; each family keeps its best.
+2. The list stages are chosen on the validation nights too, one at a time: a ranker for the two-tower
+   (trained on logged impressions, or on the previous night's retrieved posts labelled by what users did
+   next), an age limit, then diversification; a stage stays only if the lists get better.
+3. The candidate is the family best that scores highest. On the test night, never looked at before, it is
+   replayed with models trained on the data before that night next to every family's best and the
+   champion, and the gate decides (:mod:`.gate`).
+
+Choices compare recipes on the validation nights where all of them can be built (a retrieval-trained
+ranker needs an earlier night), pooling the users of those nights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+from pipelines.core.lake import Lake
+from pipelines.core.settings import Settings
+from pipelines.core.warehouse import Warehouse
+from pipelines.evaluation.gate import (
+    BASELINE,
+    CANDIDATE,
+    CHAMPION,
+    MODEL,
+    STAGE,
+    Candidate,
+    GateDecision,
+    decide,
+)
+from pipelines.evaluation.night_models import NightModels, Trained
+from pipelines.evaluation.nights import NightPlan, choose_window, plan_nights
+from pipelines.evaluation.recipes import (
+    IMPRESSIONS_RANKER,
+    NO_RANKER,
+    RETRIEVAL_RANKER,
+    Kitchen,
+    Recipe,
+    retriever_recipes,
+)
+from pipelines.evaluation.replay import Replay, load_night
+from pipelines.evaluation.scoring import ListScores, combine
+from pipelines.serving.model_store import ModelStore
+from pipelines.serving.system import TWO_TOWER_RETRIEVER, ServedSystem
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Selection:
+    """What a training run measured and decided; ``exports`` are the new models the served system needs."""
+
+    plan: NightPlan
+    nights: list[dict[str, Any]]
+    trials: list[dict[str, Any]]
+    chosen: Recipe
+    test: dict[str, ListScores]
+    candidates: dict[str, Candidate]
+    decision: GateDecision
+    exports: list[Trained]
+    seconds: dict[str, float]
+
+
+class _Protocol:
+    """One selection run: the nights, their replays, the kitchen and every score, computed once."""
+
+    def __init__(self, warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Settings) -> None:
+        self.settings, self.config = settings, settings.selection
+        window = choose_window(warehouse, ds, self.config, settings.candidates.seen_horizon_days or 0)
+        self.plan = plan_nights(ds, window, self.config.validation_nights)
+        self.nights = [*self.plan.validation, self.plan.test]
+        self.store = ModelStore(lake, compiled_ranker=settings.ranker.compiled_scoring)
+        self.models = NightModels(warehouse, settings, self.store)
+        self.replays = {
+            night: Replay(load_night(warehouse, night, window, settings), settings, self.store)
+            for night in self.nights
+        }
+        self.kitchen = Kitchen(self.models, self.replays, self.nights)
+        self._scores: dict[tuple[dt.date, Recipe], ListScores | None] = {}
+        self.trials: list[dict[str, Any]] = []
+
+    def score(self, night: dt.date, recipe: Recipe) -> ListScores | None:
+        key = (night, recipe)
+        if key not in self._scores:
+            system = self.kitchen.system(night, recipe)
+            self._scores[key] = None if system is None else self.replays[night].evaluate(system)
+        return self._scores[key]
+
+    def choose(self, step: str, options: list[Recipe]) -> Recipe | None:
+        """The option with the highest pooled validation metric, on the nights where all of the
+        options that can be built on the last validation night can be built."""
+        last = self.plan.validation[-1]
+        options = [o for o in options if self.score(last, o) is not None]
+        if not options:
+            return None
+        nights = [n for n in self.plan.validation if all(self.score(n, o) is not None for o in options)]
+        values = {}
+        for option in options:
+            pooled = combine([self.score(n, option) for n in nights])
+            values[option] = pooled.means()
+        best = max(options, key=lambda o: values[o][self.config.metric])
+        self.trials.append(
+            {
+                "step": step,
+                "nights": [n.isoformat() for n in nights],
+                "options": {o.name: values[o] for o in options},
+                "chosen": best.name,
+            }
+        )
+        log.info("%s: %s (%s %.4f)", step, best.name, self.config.metric, values[best][self.config.metric])
+        return best
+
+
+def _test_candidates(
+    protocol: _Protocol, finals: dict[str, Recipe], chosen: Recipe, champion: ServedSystem | None
+) -> dict[str, Candidate]:
+    test = protocol.plan.test
+    candidates: dict[str, Candidate] = {}
+
+    def add(recipe: Recipe, role: str) -> None:
+        system = protocol.kitchen.system(test, recipe)
+        if system is not None and recipe.name not in candidates:
+            candidates[recipe.name] = Candidate(recipe.name, recipe.family, system, role, recipe.to_json())
+
+    add(chosen, CANDIDATE)
+    for family, recipe in finals.items():
+        add(recipe, MODEL if family == TWO_TOWER_RETRIEVER else BASELINE)
+    # What each stage of the candidate adds, measured on the test night too.
+    if chosen.ranker != NO_RANKER:
+        add(dataclasses.replace(chosen, ranker=NO_RANKER), STAGE)
+    if chosen.diversify:
+        add(dataclasses.replace(chosen, diversify=False), STAGE)
+    if champion is not None:
+        candidates[CHAMPION] = Candidate(CHAMPION, champion.retriever, champion, CHAMPION)
+    return candidates
+
+
+def select_system(
+    warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Settings, champion: ServedSystem | None
+) -> Selection:
+    """Run the selection protocol for the training run of ``ds`` (see the module docstring).
+
+    Raises:
+        pipelines.evaluation.nights.NotEnoughHistory: the data cannot hold the nights.
+        ValueError: no candidate could be built on the last validation night.
+    """
+    started = time.perf_counter()
+    protocol = _Protocol(warehouse, lake, ds, settings)
+    seconds = {"nights": time.perf_counter() - started}
+    finals: dict[str, Recipe] = {}
+    by_family: dict[str, list[Recipe]] = {}
+    for recipe in retriever_recipes(settings):
+        by_family.setdefault(recipe.family, []).append(recipe)
+    for family, recipes in by_family.items():
+        best = protocol.choose(f"{family}: retriever", recipes)
+        if best is None:
+            continue
+        if family == TWO_TOWER_RETRIEVER:
+            rankers = [dataclasses.replace(best, ranker=r) for r in (IMPRESSIONS_RANKER, RETRIEVAL_RANKER)]
+            best = protocol.choose(f"{family}: ranker", [best, *rankers]) or best
+        ages = [dataclasses.replace(best, max_item_age_days=a) for a in protocol.config.max_item_age_choices]
+        best = protocol.choose(f"{family}: age limit", ages) or best
+        best = (
+            protocol.choose(f"{family}: diversification", [best, dataclasses.replace(best, diversify=True)])
+            or best
+        )
+        finals[family] = best
+    seconds["validation"] = time.perf_counter() - started - seconds["nights"]
+    chosen = protocol.choose("system", list(finals.values()))
+    if chosen is None:
+        raise ValueError(f"no candidate system could be built for the night {protocol.plan.validation[-1]}")
+    test_started = time.perf_counter()
+    candidates = _test_candidates(protocol, finals, chosen, champion)
+    replay = protocol.replays[protocol.plan.test]
+    scores = {name: replay.evaluate(candidate.system) for name, candidate in candidates.items()}
+    seconds["test"] = time.perf_counter() - test_started
+    decision = decide(candidates, scores, chosen.name, protocol.config)
+    exports = []
+    if decision.promoted and decision.system is not None:
+        wanted = {
+            decision.system.two_tower_version,
+            decision.system.ranker_version,
+            decision.system.als_version,
+        }
+        exports = [t for t in protocol.models.trained.values() if t.version in wanted]
+    seconds["total"] = time.perf_counter() - started
+    return Selection(
+        plan=protocol.plan,
+        nights=[protocol.replays[n].night.summary() for n in protocol.nights],
+        trials=protocol.trials,
+        chosen=chosen,
+        test=scores,
+        candidates=candidates,
+        decision=decision,
+        exports=exports,
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+    )
+
+
+def selection_facts(selection: Selection, seed: int = 0) -> dict[str, Any]:
+    """Everything the run report shows of a selection, JSON-ready: the nights, every validation trial,
+    the test night's table with bootstrap intervals and paired differences, and the decision."""
+    test = {}
+    for name, scores in selection.test.items():
+        candidate = selection.candidates[name]
+        test[name] = {
+            "role": candidate.role,
+            "family": candidate.family,
+            "system": candidate.system.to_json(),
+            "label": candidate.system.label,
+            "summary": scores.summary(),
+            "intervals": {m: i.to_json() for m, i in scores.intervals(seed=seed).items()},
+        }
+    served = selection.decision.served
+    differences = {
+        name: {m: i.to_json() for m, i in selection.test[served].difference(scores, seed=seed).items()}
+        for name, scores in selection.test.items()
+        if name != served
+    }
+    return {
+        "plan": selection.plan.to_json(),
+        "nights": selection.nights,
+        "trials": selection.trials,
+        "chosen": selection.chosen.to_json(),
+        "test": test,
+        "differences_from_served": differences,
+        "decision": selection.decision.to_json(),
+        "seconds": selection.seconds,
+    }
