@@ -1,105 +1,215 @@
-"""Quality benchmark: two-tower, ranker and baselines on the temporal hold-out, same run, same data.
+"""Quality of the lists users receive: the training job's replay of a held-out night, on several data sets.
 
-    python bench/bench_quality.py --scale default --run-date 2026-11-22
-    python bench/bench_quality.py --movielens path/to/ml-100k [--train-days 60 --eval-days 7]
+    python bench/bench_quality.py default popularity collaborative content freshness ratings \\
+        movielens:/path/to/ml-100k movielens:/path/to/ml-latest-small [--run-date 2026-11-22]
 
-Builds a fresh data folder under ``--workdir``, loads the synthetic world (or imports MovieLens-format
-files: ``u.data``, ``u.item``, ``u.user``), builds the feature history, trains the two-tower model and the
-ranker with the real jobs, and prints Recall@K / NDCG@10 / coverage of the two-tower next to most-popular
-and item-kNN, and NDCG of the ranker next to the retrieval-only and logged orders.
+For each data set (a synthetic world regime, or MovieLens files: ``u.data``/``ratings.dat``/
+``ratings.csv`` layouts), in a fresh data folder under ``--workdir`` and a child process of its own: load
+the data, build the feature history, and run the real training job (``train_system``) with the default
+settings. That job chooses the system on validation nights and replays the test night, a night no choice
+looked at, exactly as the nightly job would publish its lists; the bench prints that night's table and
+checks the targets:
+
+* the served lists against the best tuned baseline: the lower end of the paired 95% interval of
+  (served - baseline) on Recall@50 and NDCG@10 is >= -0.01 (the served system may be a baseline);
+* the two-tower path (retrieval and its chosen stages) against ALS on the ``ratings`` regime: better;
+* on the ``default`` world, the served Recall@50 is >= 1.5x the best baseline's.
+
+MovieLens data is run as of its last day (``--movielens-end`` cuts it earlier); the feature history
+starts ``--history-days`` before the first validation night, which is all the models look at.
+``--json FILE`` writes every figure. The load average is printed next to the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+REGIMES = ("default", "popularity", "collaborative", "content", "freshness", "ratings")
+METRICS = ("recall_at_50", "ndcg_at_10")
+SHOWN = ("recall_at_10", "recall_at_50", "recall_at_100", "ndcg_at_10", "coverage_at_10")
+FLOOR = -0.01
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", default="default", choices=["tiny", "default", "medium"])
-    parser.add_argument("--run-date", default="2026-11-22", help="last day of the synthetic world")
-    parser.add_argument("--movielens", help="folder with u.data, u.item, u.user instead of the world")
-    parser.add_argument("--train-days", type=int, default=None)
-    parser.add_argument("--eval-days", type=int, default=None)
-    parser.add_argument("--workdir", default="/tmp/nightfeed-quality")
-    args = parser.parse_args()
-
-    work = Path(args.workdir)
-    shutil.rmtree(work, ignore_errors=True)
-    os.environ.update(
-        {
-            "NIGHTFEED_DATA_DIR": str(work),
-            "TF_USE_LEGACY_KERAS": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            # MovieLens posts are years old: keep every post eligible.
-            **({"NIGHTFEED_CANDIDATES__MAX_ITEM_AGE_DAYS": "100000"} if args.movielens else {}),
-        }
-    )
-    for section in ("TWO_TOWER", "RANKER"):
-        if args.train_days:
-            os.environ[f"NIGHTFEED_{section}__TRAIN_DAYS"] = str(args.train_days)
-        if args.eval_days:
-            os.environ[f"NIGHTFEED_{section}__EVAL_DAYS"] = str(args.eval_days)
-    sys.path.insert(0, str(REPO))
-
-    from pipelines.core import jobs
+def _load(dataset: str, run_date: dt.date, movielens_end: dt.date | None) -> dt.date:
+    """Load ``dataset`` into the warehouse of ``NIGHTFEED_DATA_DIR``; return the run date to train for."""
     from pipelines.core.context import settings_with
-    from pipelines.core.errors import PermanentError
     from pipelines.core.warehouse import open_warehouse
-    from pipelines.data.movielens import import_movielens
-    from pipelines.data.world import World, load_world, world_config
-    from pipelines.jobs import run
 
     settings = settings_with(None)
     with open_warehouse(settings) as warehouse:
-        if args.movielens:
-            import_movielens(warehouse, args.movielens)
-        else:
-            load_world(
-                warehouse,
-                World(world_config(args.scale, settings.world), dt.date.fromisoformat(args.run_date)),
-            )
-        days = warehouse.partitions("raw_events")
-    source = f"MovieLens files in {args.movielens}" if args.movielens else f"synthetic world ({args.scale})"
-    ds = days[-1]
-    built = 0
-    for day in days:
+        if dataset.startswith("movielens:"):
+            from pipelines.data.movielens import import_movielens
+
+            import_movielens(warehouse, dataset.split(":", 1)[1])
+            days = warehouse.partitions("raw_events")
+            return min(days[-1], movielens_end) if movielens_end else days[-1]
+        from pipelines.data.world import World, load_world, world_config
+
+        config = world_config("default", settings.world, dataset)
+        load_world(warehouse, World(config, run_date))
+    return run_date
+
+
+def run_one(dataset: str, run_date: dt.date, movielens_end: dt.date | None, history_days: int) -> dict:
+    """Load, build features, train: the training job's facts with the timings (in this process)."""
+    from pipelines.core import jobs
+    from pipelines.core.context import settings_with
+    from pipelines.core.warehouse import open_warehouse
+    from pipelines.data.features import NoEventsError
+    from pipelines.jobs import run
+
+    started = time.perf_counter()
+    ds = _load(dataset, run_date, movielens_end)
+    loaded = time.perf_counter()
+    settings = settings_with(None)
+    with open_warehouse(settings) as warehouse:
+        days = [d for d in warehouse.partitions("raw_events") if d <= ds]
+    first = ds - dt.timedelta(days=history_days)
+    gaps = 0
+    for day in [d for d in days if d >= first]:
         try:
             run(jobs.BUILD_FEATURES, day)
-            built += 1
-        except PermanentError as exc:  # a day without events in an imported data set
-            print(f"skipped {day}: {exc}", file=sys.stderr)
-    two_tower = run(jobs.TRAIN_TWO_TOWER, ds)
-    ranker = run(jobs.TRAIN_RANKER, ds)
-    report(source, ds, built, two_tower, ranker)
+        except NoEventsError:
+            gaps += 1
+    featured = time.perf_counter()
+    trained = run(jobs.TRAIN_SYSTEM, ds)
+    return {
+        "dataset": dataset,
+        "ds": ds.isoformat(),
+        "feature_days": len([d for d in days if d >= first]) - gaps,
+        "seconds": {
+            "load": round(loaded - started, 1),
+            "features": round(featured - loaded, 1),
+            "train": round(time.perf_counter() - featured, 1),
+        },
+        "train": trained,
+    }
 
 
-def report(source: str, ds: dt.date, days: int, two_tower: dict[str, Any], ranker: dict[str, Any]) -> None:
-    print(f"# Quality on the temporal hold-out: {source}, last day {ds}, {days} days of features")
+def _interval(i: dict[str, float]) -> str:
+    return f"{i['mean']:+.3f} [{i['low']:+.3f}, {i['high']:+.3f}]"
+
+
+def targets(result: dict[str, Any]) -> dict[str, Any]:
+    """The bench's targets on one data set's test night: served vs the best baseline, and more."""
+    selection = result["train"]["selection"]
+    test, served = selection["test"], selection["decision"]["served"]
+    baselines = [n for n, row in test.items() if row["role"] == "baseline"]
+    others = [n for n in baselines if n != served]
+    checks: dict[str, Any] = {"served": served}
+    if others:
+        best = max(others, key=lambda n: test[n]["summary"]["recall_at_50"])
+        diff = selection["differences_from_served"][best]
+        checks["best_baseline"] = best
+        checks["vs_best_baseline"] = {m: diff[m] for m in METRICS}
+        checks["matches_best_baseline"] = all(diff[m]["low"] >= FLOOR for m in METRICS)
+        checks["recall_at_50_ratio"] = test[served]["summary"]["recall_at_50"] / max(
+            test[best]["summary"]["recall_at_50"], 1e-12
+        )
+    model = selection.get("model")
+    als = [n for n in baselines if test[n]["family"] == "als"]
+    if model and als:
+        checks["model"] = model
+        checks["model_vs_als"] = {m: selection["model_differences"][als[0]][m] for m in METRICS}
+    return checks
+
+
+def print_result(result: dict[str, Any], checks: dict[str, Any]) -> None:
+    selection = result["train"]["selection"]
+    plan, test = selection["plan"], selection["test"]
+    users = {n["night"]: n["eval_users"] for n in selection["nights"]}
+    print(f"\n## {result['dataset']} (run date {result['ds']}, {result['feature_days']} feature days)")
+    print(
+        f"test night {plan['test']} ({users[plan['test']]} users), validation nights "
+        f"{', '.join(plan['validation'])}, window {plan['window_days']} days; seconds {result['seconds']}"
+    )
+    print("\n| system | role | " + " | ".join(SHOWN) + " |\n|---|---|" + "---|" * len(SHOWN))
+    order = sorted(test, key=lambda n: -test[n]["summary"]["recall_at_50"])
+    for name in order:
+        row = test[name]
+        cells = []
+        for metric in SHOWN:
+            interval = row["intervals"].get(metric)
+            value = row["summary"][metric]
+            cells.append(
+                f"{value:.3f}" + (f" [{interval['low']:.3f}, {interval['high']:.3f}]" if interval else "")
+            )
+        mark = " **served**" if name == checks["served"] else ""
+        print(f"| {name}{mark} | {row['role']} | " + " | ".join(cells) + " |")
+    print(f"\ndecision: {selection['decision']['reason']}")
+    if "best_baseline" in checks:
+        diffs = ", ".join(f"{m} {_interval(i)}" for m, i in checks["vs_best_baseline"].items())
+        verdict = "met" if checks["matches_best_baseline"] else "MISSED"
+        print(f"served - best other baseline ({checks['best_baseline']}): {diffs} -> target {verdict}")
+        print(f"served / best other baseline Recall@50: {checks['recall_at_50_ratio']:.2f}x")
+    if "model_vs_als" in checks:
+        diffs = ", ".join(f"{m} {_interval(i)}" for m, i in checks["model_vs_als"].items())
+        print(f"two-tower path ({checks['model']}) - ALS: {diffs}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("datasets", nargs="+", help=f"regimes {REGIMES} or movielens:DIR")
+    parser.add_argument("--run-date", type=dt.date.fromisoformat, default=dt.date(2026, 11, 22))
+    parser.add_argument("--movielens-end", type=dt.date.fromisoformat, default=None)
+    parser.add_argument("--history-days", type=int, default=400)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/nightfeed-quality"))
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for dataset in args.datasets:
+        if dataset not in REGIMES and not dataset.startswith("movielens:"):
+            parser.error(f"unknown data set {dataset!r}: a regime {REGIMES} or movielens:DIR")
+    if args.child:
+        result = run_one(args.datasets[0], args.run_date, args.movielens_end, args.history_days)
+        print(json.dumps(result, default=str))
+        return
+
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"two-tower trained on {two_tower['n_train_examples']} examples\n")
-    cols = ("recall_at_10", "recall_at_50", "recall_at_100", "ndcg_at_10", "coverage_at_10")
-    print("| model | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
-    metrics = two_tower["metrics"]
-    for name in ("two_tower", "most_popular", "item_knn"):
-        print(f"| {name} | " + " | ".join(f"{metrics[name].get(c, float('nan')):.4f}" for c in cols) + " |")
-    ratio = metrics["two_tower"]["recall_at_50"] / max(metrics["most_popular"]["recall_at_50"], 1e-12)
-    print(f"\ntwo-tower / most-popular Recall@50: {ratio:.2f}x")
-    m = ranker["metrics"]
-    print("\n| order | ndcg_at_5 | ndcg_at_10 | map |\n|---|---|---|---|")
-    for label, prefix in (("ranker", ""), ("retrieval only", "retrieval_"), ("logged feed", "logged_")):
-        if f"{prefix}ndcg_at_10" in m:
-            values = (m[f"{prefix}ndcg_at_5"], m[f"{prefix}ndcg_at_10"], m[f"{prefix}map"])
-            print(f"| {label} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
+    results = []
+    for dataset in args.datasets:
+        work = args.workdir / dataset.replace("movielens:", "ml-").replace("/", "_")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        env = {
+            **os.environ,
+            "NIGHTFEED_DATA_DIR": str(work),
+            "PYTHONPATH": str(REPO),
+            "TF_USE_LEGACY_KERAS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        load_before = os.getloadavg()[0]
+        command = [sys.executable, __file__, dataset, "--child", "--run-date", str(args.run_date)]
+        command += ["--history-days", str(args.history_days)]
+        if args.movielens_end:
+            command += ["--movielens-end", str(args.movielens_end)]
+        with open(work / "bench.log", "w") as log:
+            proc = subprocess.run(
+                command, env=env, stdout=subprocess.PIPE, stderr=log, text=True, check=False
+            )
+        if proc.returncode != 0:
+            print(f"\n## {dataset}: FAILED (exit {proc.returncode}); log: {work / 'bench.log'}")
+            continue
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+        checks = targets(result)
+        result["targets"] = checks
+        print_result(result, checks)
+        print(f"load average before / after: {result['load_average']}")
+        results.append(result)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
 
 
 if __name__ == "__main__":

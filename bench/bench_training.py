@@ -1,4 +1,4 @@
-"""Two-tower training benchmark: throughput of the tuned tf.data pipeline against a naive one, and quality.
+"""Two-tower training benchmark: throughput of the tuned tf.data pipeline against a naive one.
 
 Builds (or reuses) the synthetic world's retrieval examples, then in one run:
 
@@ -6,13 +6,13 @@ Builds (or reuses) the synthetic world's retrieval examples, then in one run:
    batches gathered from memory, prefetch), with deterministic TF ops on and off;
 2. trains the same model with a naive pipeline: a Python generator yielding one raw example at a time,
    batched, with the lookups and text vectorisation re-run on every batch of every epoch;
-3. prints steady-state examples/s (median epoch after the first, which traces the graph) and the
-   hold-out metrics of the model next to the most-popular and item-kNN baselines;
-4. with ``--ablations``, trains each ablation variant on the same hold-out.
+3. prints steady-state examples/s (median epoch after the first, which traces the graph).
+
+How good the lists of a trained model are is measured by replaying them (``bench/bench_quality.py``).
 
 Usage (from the repo root, with TF_USE_LEGACY_KERAS=1 and PYTHONPATH=.):
 
-    python bench/bench_training.py [--data-dir DIR] [--ds 2026-11-20] [--scale default] [--ablations]
+    python bench/bench_training.py [--data-dir DIR] [--ds 2026-11-20] [--scale default]
     python bench/bench_training.py --examples ex.parquet --catalog catalog.parquet
 """
 
@@ -37,8 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from pipelines.core.settings import EvaluationConfig, TwoTowerConfig
-from pipelines.training.two_tower import ablate_two_tower, train_two_tower
+from pipelines.core.settings import TwoTowerConfig
 from pipelines.training.two_tower.data import TrainingData, prepare_training_data, training_dataset
 from pipelines.training.two_tower.fit import deterministic_ops, fit_model, seed_everything
 from pipelines.training.two_tower.model import TwoTowerModel
@@ -59,16 +58,16 @@ def world_examples(data_dir: Path, ds: str, scale: str) -> tuple[pa.Table, pa.Ta
             )
         os.environ["NIGHTFEED_DATA_DIR"] = str(data_dir)
         from pipelines.core.context import RunContext
-        from pipelines.core.schema import RETRIEVAL_DATASET
-        from pipelines.jobs.training import training_catalog
+        from pipelines.core.schema import RETRIEVAL_DATASET, SERVING_INPUTS
+        from pipelines.core.sql_params import sql_params
 
         ctx = RunContext.create(ds)
         cfg = ctx.settings.two_tower
         with ctx.warehouse() as warehouse:
-            examples = warehouse.run_query(
-                RETRIEVAL_DATASET, ctx.ds, train_days=cfg.train_days, eval_days=cfg.eval_days
+            examples = warehouse.run_query(RETRIEVAL_DATASET, ctx.ds, train_days=cfg.train_days, eval_days=0)
+            catalog = warehouse.run_query(
+                SERVING_INPUTS["items"], ctx.ds, **sql_params(ctx.settings), max_item_age_days=0
             )
-            catalog = training_catalog(warehouse, ctx)
         pq.write_table(examples, examples_file)
         pq.write_table(catalog, catalog_file)
     return pq.read_table(examples_file), pq.read_table(catalog_file)
@@ -133,7 +132,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--examples", type=Path, help="parquet of retrieval examples (skips the world)")
     parser.add_argument("--catalog", type=Path, help="parquet of the catalog (with --examples)")
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--ablations", action="store_true", help="also train every ablation variant")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -144,7 +142,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data_dir.mkdir(parents=True, exist_ok=True)
         examples, catalog = world_examples(data_dir, args.ds, args.scale)
     config = TwoTowerConfig(epochs=args.epochs)
-    eval_config = EvaluationConfig()
 
     started = time.perf_counter()
     data = prepare_training_data(examples, catalog, config)
@@ -166,22 +163,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         2,
     )
 
-    result = train_two_tower(examples, catalog, config, eval_config)
-    report["metrics"] = {
-        name: {
-            k: round(v, 4) for k, v in m.items() if k.startswith(("recall", "ndcg_at_10", "coverage_at_10"))
-        }
-        for name, m in result.metrics.items()
-    }
-    report["holdout"] = result.holdout.summary()
-    if args.ablations:
-        ablations = ablate_two_tower(examples, catalog, config, eval_config)
-        report["ablations"] = {
-            name: {
-                k: round(v, 4) for k, v in m.items() if k in ("recall_at_10", "recall_at_50", "ndcg_at_10")
-            }
-            for name, m in ablations.items()
-        }
     print(json.dumps(report, indent=2))
     return report
 

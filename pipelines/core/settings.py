@@ -30,6 +30,21 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+TWO_TOWER_RETRIEVER = "two_tower"
+ALS_RETRIEVER = "als"
+KNN_RETRIEVER = "item_knn"
+POPULAR_RETRIEVER = "most_popular"
+RETRIEVERS: tuple[str, ...] = (TWO_TOWER_RETRIEVER, ALS_RETRIEVER, KNN_RETRIEVER, POPULAR_RETRIEVER)
+"""The ways the nightly lists can be retrieved (``pipelines.serving.retrievers``)."""
+
+NO_RANKER = "none"
+IMPRESSIONS_RANKER = "impressions"
+RETRIEVAL_RANKER = "retrieval"
+RANKER_SOURCES: tuple[str, ...] = (NO_RANKER, IMPRESSIONS_RANKER, RETRIEVAL_RANKER)
+"""A two-tower system's ranker: none, trained on the logged feed's impressions, or trained on an earlier
+night's retrieved posts labelled by what users did next."""
+
+
 WorldRegime = Literal["default", "popularity", "collaborative", "content", "freshness", "ratings"]
 
 
@@ -133,6 +148,17 @@ class SelectionConfig(_Section):
     )
     fresh_days: float = Field(2.0, gt=0, description="posts younger than this at the night count as fresh")
     resamples: int = Field(1000, ge=100, description="bootstrap resamples of the users")
+    retrievers: list[str] = Field(
+        default_factory=lambda: list(RETRIEVERS),
+        description="retriever families tried; the gate compares the chosen one with the best of the others",
+    )
+    rankers: list[str] = Field(
+        default_factory=lambda: list(RANKER_SOURCES),
+        description="rankers tried on the two-tower's lists (none, impressions, retrieval)",
+    )
+    diversify_choices: list[bool] = Field(
+        default_factory=lambda: [False, True], description="diversification tried off and on"
+    )
     two_tower_variants: list[dict[str, Any]] = Field(
         default_factory=lambda: [
             {},
@@ -165,6 +191,14 @@ class SelectionConfig(_Section):
         unknown = [m for m in [self.metric, *self.gate_metrics] if m not in named]
         if unknown:
             raise ValueError(f"selection metrics {unknown} are not among {sorted(named)}")
+        for name, chosen, known in (
+            ("retrievers", self.retrievers, RETRIEVERS),
+            ("rankers", self.rankers, RANKER_SOURCES),
+        ):
+            if not chosen or set(chosen) - set(known):
+                raise ValueError(f"selection.{name} must be a non-empty list of {known}, got {chosen}")
+        if not self.diversify_choices or not self.max_item_age_choices:
+            raise ValueError("selection.diversify_choices and max_item_age_choices need at least one choice")
         if not self.two_tower_variants:
             raise ValueError("selection.two_tower_variants needs at least one variant ({} for the defaults)")
         return self

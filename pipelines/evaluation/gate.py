@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pipelines.core.settings import SelectionConfig
+from pipelines.core.settings import TWO_TOWER_RETRIEVER, SelectionConfig
 from pipelines.evaluation.scoring import ListScores
-from pipelines.serving.system import TWO_TOWER_RETRIEVER, ServedSystem
+from pipelines.serving.system import ServedSystem
 
 CANDIDATE = "candidate"
 BASELINE = "baseline"

@@ -10,6 +10,7 @@ users had something to find, so sparse data (a ratings log) gets a long one and 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -20,6 +21,10 @@ from pipelines.core.settings import SelectionConfig
 from pipelines.core.warehouse import Warehouse
 
 TRUTH_QUERY = "evaluation/truth"
+# Days of data a window must leave before its first validation night (models train on them).
+MIN_DAYS_BEFORE = 7
+
+log = logging.getLogger(__name__)
 
 
 class NotEnoughHistory(PermanentError):
@@ -59,19 +64,40 @@ def night_truth(warehouse: Warehouse, night: dt.date, window_days: int, seen_hor
 def choose_window(warehouse: Warehouse, ds: dt.date, config: SelectionConfig, seen_horizon_days: int) -> int:
     """The configured window, or the shortest choice whose test night has ``min_eval_users`` users.
 
+    When no choice reaches ``min_eval_users`` (a small or sparse log), the choice with the most users
+    whose nights still leave a week of data before the first validation night is used, and a warning
+    says so: a short log is evaluated on the users it has, with wider intervals.
+
     Raises:
-        NotEnoughHistory: no choice reaches ``min_eval_users`` users.
+        NotEnoughHistory: no choice has a single user with an engagement to find.
     """
     if config.window_days is not None:
         return config.window_days
+    days = warehouse.partitions("raw_events")
     counts = {}
     for window in sorted(config.window_choices):
-        night = ds - dt.timedelta(days=window - 1)
+        plan = plan_nights(ds, window, config.validation_nights)
+        if days and plan.validation[0] - dt.timedelta(days=MIN_DAYS_BEFORE) < days[0]:
+            break
+        night = plan.test
         truth = night_truth(warehouse, night, window, seen_horizon_days)
         counts[window] = len(pc.unique(truth.column("user_id")))
         if counts[window] >= config.min_eval_users:
             return window
-    raise NotEnoughHistory(
-        f"no evaluation window ending on {ds} has {config.min_eval_users} users with an engagement to find "
-        f"(users per window length in days: {counts}); lower selection.min_eval_users or load more data"
+    if not counts or max(counts.values()) == 0:
+        raise NotEnoughHistory(
+            f"no evaluation window ending on {ds} has a user with an engagement to find, or leaves "
+            f"{MIN_DAYS_BEFORE} days of data before its first validation night (users per window length "
+            f"in days: {counts}); load more data"
+        )
+    window = max(counts, key=lambda w: (counts[w], -w))
+    log.warning(
+        "no evaluation window ending on %s has %d users (users per window length in days: %s); "
+        "using %d days with %d users",
+        ds,
+        config.min_eval_users,
+        counts,
+        window,
+        counts[window],
     )
+    return window

@@ -7,20 +7,19 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from pipelines.core.settings import Settings
+from pipelines.core.settings import (
+    ALS_RETRIEVER,
+    IMPRESSIONS_RANKER,
+    KNN_RETRIEVER,
+    NO_RANKER,
+    POPULAR_RETRIEVER,
+    RETRIEVAL_RANKER,
+    TWO_TOWER_RETRIEVER,
+    Settings,
+)
 from pipelines.evaluation.night_models import NightModels, Trained
 from pipelines.evaluation.replay import Replay
-from pipelines.serving.system import (
-    ALS_RETRIEVER,
-    KNN_RETRIEVER,
-    POPULAR_RETRIEVER,
-    TWO_TOWER_RETRIEVER,
-    ServedSystem,
-)
-
-NO_RANKER = "none"
-IMPRESSIONS_RANKER = "impressions"
-RETRIEVAL_RANKER = "retrieval"
+from pipelines.serving.system import ServedSystem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,13 +79,19 @@ class Recipe:
 
 
 def retriever_recipes(settings: Settings) -> list[Recipe]:
-    """Every retriever candidate of ``selection`` (no stages)."""
+    """Every retriever candidate (no stages) of the families in ``selection.retrievers``, in that order."""
     config = settings.selection
-    recipes = [Recipe(TWO_TOWER_RETRIEVER, tuple(sorted(v.items()))) for v in config.two_tower_variants]
-    recipes += [Recipe(POPULAR_RETRIEVER, popularity_window_days=w) for w in config.popularity_windows]
-    recipes += [Recipe(KNN_RETRIEVER, knn_neighbors=k) for k in config.knn_neighbors]
-    recipes += [Recipe(ALS_RETRIEVER, als_factors=f) for f in config.als_factors]
-    return recipes
+    by_family = {
+        TWO_TOWER_RETRIEVER: [
+            Recipe(TWO_TOWER_RETRIEVER, tuple(sorted(v.items()))) for v in config.two_tower_variants
+        ],
+        POPULAR_RETRIEVER: [
+            Recipe(POPULAR_RETRIEVER, popularity_window_days=w) for w in config.popularity_windows
+        ],
+        KNN_RETRIEVER: [Recipe(KNN_RETRIEVER, knn_neighbors=k) for k in config.knn_neighbors],
+        ALS_RETRIEVER: [Recipe(ALS_RETRIEVER, als_factors=f) for f in config.als_factors],
+    }
+    return [recipe for family in config.retrievers for recipe in by_family[family]]
 
 
 class Kitchen:

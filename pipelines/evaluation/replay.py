@@ -25,6 +25,7 @@ from pipelines.core.warehouse import Warehouse
 from pipelines.evaluation.nights import night_truth
 from pipelines.evaluation.scoring import ListScores, score_lists
 from pipelines.serving.batch import UserBatch
+from pipelines.serving.checks import check_lists
 from pipelines.serving.context import ServingContext, build_context
 from pipelines.serving.inputs import query_inputs
 from pipelines.serving.lists import lists_for, retrieved_pairs
@@ -147,9 +148,16 @@ class Replay:
         return UserBatch.build(users, seen, ctx)
 
     def lists(self, system: ServedSystem) -> pa.Table:
-        """The lists ``system`` would have published for the evaluated users."""
+        """The lists ``system`` would have published for the evaluated users, checked as published lists are.
+
+        Raises:
+            pipelines.serving.checks.ListInvariantError: a list breaks a rule of published lists.
+        """
         ctx = self.context(system)
-        return lists_for(ctx, self._batch(ctx), self.settings, StageTimer())
+        batch = self._batch(ctx)
+        lists = lists_for(ctx, batch, self.settings, StageTimer())
+        check_lists(lists, ctx, batch, self.settings.candidates.top_k)
+        return lists
 
     def score(self, lists: pa.Table) -> ListScores:
         """Recall@K, NDCG@K, coverage and fresh share of ``lists`` on this night."""

@@ -23,7 +23,11 @@ import time
 from typing import Any
 
 from pipelines.core.lake import Lake
-from pipelines.core.settings import Settings
+from pipelines.core.settings import (
+    NO_RANKER,
+    TWO_TOWER_RETRIEVER,
+    Settings,
+)
 from pipelines.core.warehouse import Warehouse
 from pipelines.evaluation.gate import (
     BASELINE,
@@ -36,19 +40,13 @@ from pipelines.evaluation.gate import (
     decide,
 )
 from pipelines.evaluation.night_models import NightModels, Trained
-from pipelines.evaluation.nights import NightPlan, choose_window, plan_nights
-from pipelines.evaluation.recipes import (
-    IMPRESSIONS_RANKER,
-    NO_RANKER,
-    RETRIEVAL_RANKER,
-    Kitchen,
-    Recipe,
-    retriever_recipes,
-)
+from pipelines.evaluation.nights import NightPlan, NotEnoughHistory, choose_window, plan_nights
+from pipelines.evaluation.recipes import Kitchen, Recipe, retriever_recipes
 from pipelines.evaluation.replay import Replay, load_night
 from pipelines.evaluation.scoring import ListScores, combine
+from pipelines.serving.inputs import EmptyInputsError
 from pipelines.serving.model_store import ModelStore
-from pipelines.serving.system import TWO_TOWER_RETRIEVER, ServedSystem
+from pipelines.serving.system import ServedSystem
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +76,26 @@ class _Protocol:
         self.nights = [*self.plan.validation, self.plan.test]
         self.store = ModelStore(lake, compiled_ranker=settings.ranker.compiled_scoring)
         self.models = NightModels(warehouse, settings, self.store)
-        self.replays = {
-            night: Replay(load_night(warehouse, night, window, settings), settings, self.store)
-            for night in self.nights
-        }
+        self.replays = {night: self._replay(warehouse, night) for night in self.nights}
         self.kitchen = Kitchen(self.models, self.replays, self.nights)
         self._scores: dict[tuple[dt.date, Recipe], ListScores | None] = {}
         self.trials: list[dict[str, Any]] = []
+
+    def _replay(self, warehouse: Warehouse, night: dt.date) -> Replay:
+        plan = f"nights {[n.isoformat() for n in self.nights]} with a {self.plan.window_days}-day window"
+        try:
+            loaded = load_night(warehouse, night, self.plan.window_days, self.settings)
+        except EmptyInputsError as exc:
+            raise NotEnoughHistory(
+                f"the selection replays the {plan}, but {exc}; load more history or lower "
+                "selection.validation_nights or selection.window_days"
+            ) from exc
+        if len(loaded.eval_users) == 0:
+            raise NotEnoughHistory(
+                f"the selection replays the {plan}, but no user engaged after the night {night}; "
+                "lower selection.min_eval_users or set a longer selection.window_days"
+            )
+        return Replay(loaded, self.settings, self.store)
 
     def score(self, night: dt.date, recipe: Recipe) -> ListScores | None:
         key = (night, recipe)
@@ -148,7 +159,8 @@ def select_system(
     """Run the selection protocol for the training run of ``ds`` (see the module docstring).
 
     Raises:
-        pipelines.evaluation.nights.NotEnoughHistory: the data cannot hold the nights.
+        pipelines.evaluation.nights.NotEnoughHistory: the data cannot hold the nights, or a night has no
+            user to evaluate.
         ValueError: no candidate could be built on the last validation night.
     """
     started = time.perf_counter()
@@ -163,14 +175,12 @@ def select_system(
         if best is None:
             continue
         if family == TWO_TOWER_RETRIEVER:
-            rankers = [dataclasses.replace(best, ranker=r) for r in (IMPRESSIONS_RANKER, RETRIEVAL_RANKER)]
-            best = protocol.choose(f"{family}: ranker", [best, *rankers]) or best
+            rankers = [dataclasses.replace(best, ranker=r) for r in protocol.config.rankers]
+            best = protocol.choose(f"{family}: ranker", rankers) or best
         ages = [dataclasses.replace(best, max_item_age_days=a) for a in protocol.config.max_item_age_choices]
         best = protocol.choose(f"{family}: age limit", ages) or best
-        best = (
-            protocol.choose(f"{family}: diversification", [best, dataclasses.replace(best, diversify=True)])
-            or best
-        )
+        diversified = [dataclasses.replace(best, diversify=d) for d in protocol.config.diversify_choices]
+        best = protocol.choose(f"{family}: diversification", diversified) or best
         finals[family] = best
     seconds["validation"] = time.perf_counter() - started - seconds["nights"]
     chosen = protocol.choose("system", list(finals.values()))
@@ -206,7 +216,8 @@ def select_system(
 
 def selection_facts(selection: Selection, seed: int = 0) -> dict[str, Any]:
     """Everything the run report shows of a selection, JSON-ready: the nights, every validation trial,
-    the test night's table with bootstrap intervals and paired differences, and the decision."""
+    the test night's table with bootstrap intervals, the paired differences of the served system and of
+    the best two-tower system (``model``) against the others, and the decision."""
     test = {}
     for name, scores in selection.test.items():
         candidate = selection.candidates[name]
@@ -224,6 +235,20 @@ def selection_facts(selection: Selection, seed: int = 0) -> dict[str, Any]:
         for name, scores in selection.test.items()
         if name != served
     }
+    # The two-tower path against every baseline, whatever is served: is the model worth its cost here?
+    model = next(
+        (
+            n
+            for n, c in selection.candidates.items()
+            if c.family == TWO_TOWER_RETRIEVER and c.role in (CANDIDATE, MODEL)
+        ),
+        None,
+    )
+    model_differences = {
+        name: {m: i.to_json() for m, i in selection.test[model].difference(scores, seed=seed).items()}
+        for name, scores in selection.test.items()
+        if model is not None and selection.candidates[name].role == BASELINE
+    }
     return {
         "plan": selection.plan.to_json(),
         "nights": selection.nights,
@@ -231,6 +256,8 @@ def selection_facts(selection: Selection, seed: int = 0) -> dict[str, Any]:
         "chosen": selection.chosen.to_json(),
         "test": test,
         "differences_from_served": differences,
+        "model": model,
+        "model_differences": model_differences,
         "decision": selection.decision.to_json(),
         "seconds": selection.seconds,
     }

@@ -16,14 +16,14 @@ import pyarrow.compute as pc
 from pipelines.core.lake import Lake
 from pipelines.core.paths import RANKER, LakePaths
 from pipelines.core.run_date import end_of_day
-from pipelines.core.settings import Settings
+from pipelines.core.settings import TWO_TOWER_RETRIEVER, Settings
 from pipelines.core.tables import row_numbers
 from pipelines.serving.embeddings import NoChampionError, read_embeddings
 from pipelines.serving.exploration import LanguagePool
 from pipelines.serving.filters import ENGLISH
 from pipelines.serving.inputs import read_input
 from pipelines.serving.retrievers import Retriever
-from pipelines.serving.system import TWO_TOWER_RETRIEVER, ServedSystem, served_system
+from pipelines.serving.system import ServedSystem, served_system
 
 EXPLORATION_MAX_AGE_DAYS = 3.0
 FALLBACK_POOL = 2000

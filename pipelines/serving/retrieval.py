@@ -9,7 +9,13 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.core.paths import ALS, TWO_TOWER
-from pipelines.core.settings import IndexConfig
+from pipelines.core.settings import (
+    ALS_RETRIEVER,
+    KNN_RETRIEVER,
+    POPULAR_RETRIEVER,
+    TWO_TOWER_RETRIEVER,
+    IndexConfig,
+)
 from pipelines.serving.index import ItemIndex, build_scann_index
 from pipelines.serving.model_store import ModelStore
 from pipelines.serving.retrievers import (
@@ -20,13 +26,7 @@ from pipelines.serving.retrievers import (
     Retriever,
     UserHistory,
 )
-from pipelines.serving.system import (
-    ALS_RETRIEVER,
-    KNN_RETRIEVER,
-    POPULAR_RETRIEVER,
-    TWO_TOWER_RETRIEVER,
-    ServedSystem,
-)
+from pipelines.serving.system import ServedSystem
 
 
 def make_retriever(

@@ -13,13 +13,8 @@ from typing import Any
 
 from pipelines.core.lake import Lake
 from pipelines.core.paths import RANKER, SYSTEM, TWO_TOWER
+from pipelines.core.settings import ALS_RETRIEVER, RETRIEVERS, TWO_TOWER_RETRIEVER
 from pipelines.training import registry
-
-TWO_TOWER_RETRIEVER = "two_tower"
-ALS_RETRIEVER = "als"
-KNN_RETRIEVER = "item_knn"
-POPULAR_RETRIEVER = "most_popular"
-RETRIEVERS: tuple[str, ...] = (TWO_TOWER_RETRIEVER, ALS_RETRIEVER, KNN_RETRIEVER, POPULAR_RETRIEVER)
 
 
 @dataclass(frozen=True)

@@ -92,15 +92,16 @@ def train_als(counts: sp.csr_matrix, item_ids: pa.Array, params: AlsParams) -> A
     if counts.shape[1] != len(item_ids):
         raise ValueError(f"{counts.shape[1]} post columns but {len(item_ids)} post ids")
     started = time.perf_counter()
-    model = AlternatingLeastSquares(
-        factors=params.factors,
-        regularization=params.regularization,
-        alpha=params.alpha,
-        iterations=params.iterations,
-        random_state=params.seed,
-        num_threads=1,
-    )
+    # Single-threaded BLAS inside implicit's own threads (it checks, and warns, when the model is made).
     with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=params.factors,
+            regularization=params.regularization,
+            alpha=params.alpha,
+            iterations=params.iterations,
+            random_state=params.seed,
+            num_threads=1,
+        )
         model.fit(counts.tocsr().astype(np.float32), show_progress=False)
     log.info(
         "ALS: %d users x %d posts, %d engagements, %d factors in %.1f s",

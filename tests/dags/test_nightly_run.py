@@ -1,5 +1,5 @@
 """The three DAGs for real, through ``airflow dags test``, on a tiny world: features for the run date,
-training (both models promoted), then the nightly DAG with run params, checked by what it PUBLISHED.
+training (a system promoted), then the nightly DAG with run params, checked by what it PUBLISHED.
 
 Feature history before the run date is built with the CLI (the same job the features DAG runs), to keep
 the Airflow start-up cost to one run per DAG.
@@ -40,18 +40,26 @@ def nightly(airflow_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         NIGHTFEED_CANDIDATES__NUM_SHARDS="2",
         NIGHTFEED_CANDIDATES__TOP_K="20",
         NIGHTFEED_CANDIDATES__TOP_N="100",
-        # A short training window keeps this under a few minutes: 6 + 2 days of examples, 2 epochs.
+        # A small selection keeps this under a few minutes: one candidate per retriever, 2 epochs, nights
+        # two days apart, every model trained on the 8 days before its night.
         NIGHTFEED_TWO_TOWER__EPOCHS="2",
-        NIGHTFEED_TWO_TOWER__TRAIN_DAYS="6",
-        NIGHTFEED_TWO_TOWER__EVAL_DAYS="2",
+        NIGHTFEED_TWO_TOWER__TRAIN_DAYS="8",
         NIGHTFEED_RANKER__TRAIN_DAYS="6",
         NIGHTFEED_RANKER__EVAL_DAYS="2",
+        NIGHTFEED_SELECTION__WINDOW_DAYS="2",
+        NIGHTFEED_SELECTION__MIN_TRAIN_EXAMPLES="10",
+        NIGHTFEED_SELECTION__TWO_TOWER_VARIANTS="[{}]",
+        NIGHTFEED_SELECTION__POPULARITY_WINDOWS="[7]",
+        NIGHTFEED_SELECTION__KNN_NEIGHBORS="[20]",
+        NIGHTFEED_SELECTION__ALS_FACTORS="[16]",
+        NIGHTFEED_SELECTION__MAX_ITEM_AGE_CHOICES="[null]",
+        NIGHTFEED_SELECTION__RANKERS='["none", "impressions"]',
     )
     day = dt.date.fromisoformat(DS)
     history = [
         "features",
         "--start",
-        str(day - dt.timedelta(days=7)),
+        str(day - dt.timedelta(days=14)),
         "--end",
         str(day - dt.timedelta(days=1)),
     ]
@@ -113,10 +121,15 @@ def test_every_nightly_task_succeeded_with_one_mapped_task_per_shard(nightly: di
     }
 
 
-def test_training_promoted_both_champions(nightly: dict[str, Any]) -> None:
+def test_training_promoted_the_system_the_nightly_served(nightly: dict[str, Any]) -> None:
     lake = nightly["lake"]
-    for kind in ("two_tower", "ranker"):
-        assert lake.read_pointer(LakePaths.champion(kind)).content, f"no {kind} champion"
+    champion = lake.read_pointer(LakePaths.champion("system")).content
+    assert champion, "no system champion"
+    system = champion["system"]
+    for kind in ("two_tower", "ranker", "als"):
+        if system[f"{kind}_version"]:
+            assert lake.exists(f"{LakePaths.model_dir(kind, system[f'{kind}_version'])}/config.json"), kind
+    assert lake.read_manifest(LakePaths.candidates(DAY))["metadata"]["system"] == system
 
 
 def test_candidates_are_published_in_the_requested_shards(nightly: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ def save_ranker(result: RankerResult, lake: Lake, version: str) -> str:
     """Export a trained ranker to ``models/ranker/<version>/``, ``config.json`` last.
 
     The folder follows the registry's export contract: a version without ``config.json`` is an
-    unfinished export, and only :func:`pipelines.training.registry.promote_if_blessed` makes it the champion.
+    unfinished export, and only :func:`pipelines.training.registry.promote` makes it a champion.
 
     Args:
         result: from :func:`pipelines.training.ranker.train.train_ranker`.

@@ -44,8 +44,7 @@ def test_every_job_function_is_in_the_catalog() -> None:
 def test_the_night_facts_are_the_jobs_that_record_one() -> None:
     assert [job.name for job in jobs.NIGHT_FACTS] == [
         "build_features",
-        "train_two_tower",
-        "train_ranker",
+        "train_system",
         "export_inputs",
         "embed_items",
         "build_index",

@@ -1,5 +1,5 @@
 """Serving test fixtures: the nightly chain run once per test module on a tiny world (world -> features ->
-two-tower -> ranker -> inputs -> embeddings -> index -> shards -> publish), and the clustered catalog and
+system selection -> inputs -> embeddings -> index -> shards -> publish), and the clustered catalog and
 scratch lake of the item index tests."""
 
 from __future__ import annotations
@@ -31,6 +31,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "NIGHTFEED_CANDIDATES__NUM_SHARDS": str(SHARDS),
         "NIGHTFEED_TWO_TOWER__EPOCHS": "2",
         "NIGHTFEED_CANDIDATES__WAREHOUSE_TABLE": "nightly_candidates",
+        # One candidate system, so the chain serves the two-tower with a ranker and diversification.
+        "NIGHTFEED_SELECTION__RETRIEVERS": '["two_tower"]',
+        "NIGHTFEED_SELECTION__TWO_TOWER_VARIANTS": "[{}]",
+        "NIGHTFEED_SELECTION__RANKERS": '["impressions"]',
+        "NIGHTFEED_SELECTION__MAX_ITEM_AGE_CHOICES": "[null]",
+        "NIGHTFEED_SELECTION__DIVERSIFY_CHOICES": "[true]",
+        "NIGHTFEED_SELECTION__WINDOW_DAYS": "2",
     }
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
@@ -41,14 +48,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             load_world(warehouse, generated)
         for ds in generated.days():
             run(jobs.BUILD_FEATURES, ds)
-        trained = run(jobs.TRAIN_TWO_TOWER, DS)
-        ranked = run(jobs.TRAIN_RANKER, DS)
+        trained = run(jobs.TRAIN_SYSTEM, DS)
         published = run_nightly()
         yield {
             "lake": Lake(settings.lake_url),
             "settings": settings,
-            "two_tower": trained,
-            "ranker": ranked,
+            "trained": trained,
             "published": published,
             "mp": mp,
         }

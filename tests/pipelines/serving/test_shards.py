@@ -15,21 +15,27 @@ from pipelines.core.context import settings_with
 from pipelines.core.errors import PermanentError
 from pipelines.core.lake import Lake, ManifestError
 from pipelines.core.params import overrides_from_params
-from pipelines.core.paths import LakePaths
+from pipelines.core.paths import SYSTEM, LakePaths
 from pipelines.core.warehouse import DuckDBWarehouse
 from pipelines.jobs import run
 from pipelines.serving.inputs import read_input
 from pipelines.serving.shards import read_candidates, shard_of
+from pipelines.training.registry import current_champion
 from tests.pipelines.serving.nightly_world import DS, SHARDS
 
 pytestmark = pytest.mark.slow
 
 
-def test_both_models_were_promoted_and_used(world: dict[str, Any]) -> None:
-    assert world["two_tower"]["promoted"] and world["ranker"]["promoted"]
+def test_the_promoted_system_is_the_one_served(world: dict[str, Any]) -> None:
+    trained = world["trained"]
+    assert trained["promoted"], trained["reason"]
     system = world["published"]["system"]
-    assert system["two_tower_version"] == world["two_tower"]["version"]
-    assert system["ranker_version"] == world["ranker"]["version"]
+    exported = {e["kind"]: e["version"] for e in trained["exported"]}
+    assert system["retriever"] == "two_tower" and system["diversify"]
+    assert system["two_tower_version"] == exported["two_tower"]
+    assert system["ranker_version"] == exported["ranker"]
+    champion = current_champion(world["lake"], SYSTEM)
+    assert champion["version"] == trained["version"] and champion["system"] == system
 
 
 def test_the_published_night_is_also_in_the_warehouse_partition_of_its_ds(world: dict[str, Any]) -> None:
@@ -116,7 +122,8 @@ def test_towers_can_be_used_without_keeping_the_loader_result(world: dict[str, A
 
     lake: Lake = world["lake"]
     items = read_input(lake, DS, "items").slice(0, 5)
-    embed = load_towers(lake, world["two_tower"]["version"]).embed_items  # the Towers object is dropped
+    version = world["published"]["system"]["two_tower_version"]
+    embed = load_towers(lake, version).embed_items  # the Towers object is dropped
     import gc
 
     gc.collect()
@@ -124,16 +131,22 @@ def test_towers_can_be_used_without_keeping_the_loader_result(world: dict[str, A
 
 
 def test_training_again_on_the_same_data_is_skipped_unless_forced(world: dict[str, Any]) -> None:
-    from pipelines.training.registry import current_champion
-
     lake: Lake = world["lake"]
-    champion = current_champion(lake, "two_tower")["version"]
-    again = run(jobs.TRAIN_TWO_TOWER, DS)
+    champion = current_champion(lake, SYSTEM)["version"]
+    again = run(jobs.TRAIN_SYSTEM, DS)
     assert again["skipped"] and not again["promoted"] and again["version"] == champion
     assert "force_retrain" in again["reason"]
-    forced = run(jobs.TRAIN_RANKER, DS, {"force_retrain": True})
-    assert "skipped" not in forced and forced["version"] != world["ranker"]["version"]
-    assert forced["champion_metrics"] is not None, "the champion was re-evaluated on the same hold-out"
+    forced = run(jobs.TRAIN_SYSTEM, DS, {"force_retrain": True})
+    assert "skipped" not in forced
+    test_night = forced["selection"]["test"]
+    assert test_night["champion"]["role"] == "champion", "the champion was replayed on the same night"
+    assert test_night["champion"]["system"] == world["published"]["system"]
+    if forced["promoted"]:
+        assert (
+            forced["version"] != champion and current_champion(lake, SYSTEM)["version"] == forced["version"]
+        )
+    else:
+        assert "champion" in forced["reason"] and current_champion(lake, SYSTEM)["version"] == champion
 
 
 def test_a_dry_run_sample_is_seeded_and_the_same_for_every_shard(world: dict[str, Any]) -> None:

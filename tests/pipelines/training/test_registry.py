@@ -1,4 +1,4 @@
-"""The blessing gate and the champion pointer, on a local lake."""
+"""Model versions and the champion pointer, on a local lake."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ import pytest
 
 from pipelines.core.lake import Lake, PointerVersion, PublishConflict
 from pipelines.core.paths import LakePaths
-from pipelines.core.settings import BlessingConfig
 from pipelines.training import registry
 
 KIND = "two_tower"
-GATE = BlessingConfig(metric="recall_at_50", tolerance=0.01, floor=0.05)
 
 
 def _export(lake: Lake, minute: int) -> str:
@@ -29,75 +27,35 @@ def lake(tmp_path) -> Lake:
     return Lake(str(tmp_path / "lake"))
 
 
-def test_first_model_needs_only_the_floor(lake):
+def test_first_promotion_needs_no_champion(lake):
     version = _export(lake, 1)
-    decision = registry.promote_if_blessed(lake, KIND, version, {"recall_at_50": 0.06}, None, GATE)
-    assert decision.promoted and "first" in decision.reason
+    registry.promote(lake, KIND, {"version": version, "label": "first"}, expected_champion=None)
     champion = registry.current_champion(lake, KIND)
-    assert champion["version"] == version and champion["value"] == 0.06
-    assert lake.read_json(f"{LakePaths.model_dir(KIND, version)}/decision.json")["promoted"] is True
+    assert champion["version"] == version and champion["previous_version"] is None
+    assert champion["label"] == "first" and champion["kind"] == KIND
+    assert registry.champion_version(lake, KIND) == version
 
 
-def test_first_model_below_the_floor_is_rejected(lake):
-    version = _export(lake, 1)
-    decision = registry.promote_if_blessed(lake, KIND, version, {"recall_at_50": 0.04}, None, GATE)
-    # 0.04 < floor 0.05
-    assert not decision.promoted and "below the floor" in decision.reason
-    assert registry.current_champion(lake, KIND) is None
-
-
-def test_challenger_within_tolerance_is_promoted(lake):
+def test_promotion_replaces_the_champion_it_was_judged_against(lake):
     first, second = _export(lake, 1), _export(lake, 2)
-    registry.promote_if_blessed(lake, KIND, first, {"recall_at_50": 0.30}, None, GATE)
-    # champion re-evaluated on this hold-out: 0.305; challenger 0.296 >= 0.305 - 0.01 = 0.295
-    decision = registry.promote_if_blessed(
-        lake, KIND, second, {"recall_at_50": 0.296}, {"recall_at_50": 0.305}, GATE, champion_version=first
-    )
-    assert decision.promoted
-    assert decision.champion_version == first and decision.champion_value == 0.305
+    registry.promote(lake, KIND, {"version": first}, expected_champion=None)
+    registry.promote(lake, KIND, {"version": second}, expected_champion=first)
     champion = registry.current_champion(lake, KIND)
     assert champion["version"] == second and champion["previous_version"] == first
 
 
-def test_worse_challenger_leaves_the_champion_untouched(lake):
-    first, second = _export(lake, 1), _export(lake, 2)
-    registry.promote_if_blessed(lake, KIND, first, {"recall_at_50": 0.30}, None, GATE)
-    before = lake.read_pointer(LakePaths.champion(KIND))
-    # 0.28 < 0.30 - 0.01 = 0.29
-    decision = registry.promote_if_blessed(
-        lake, KIND, second, {"recall_at_50": 0.28}, {"recall_at_50": 0.30}, GATE
-    )
-    assert not decision.promoted and "trails champion" in decision.reason
-    assert lake.read_pointer(LakePaths.champion(KIND)) == before
-
-
-def test_better_than_champion_but_below_floor_is_rejected(lake):
-    first, second = _export(lake, 1), _export(lake, 2)
-    registry.promote_if_blessed(lake, KIND, first, {"recall_at_50": 0.06}, None, GATE)
-    # the champion fell to 0.03 on this hold-out; 0.045 beats it but is below the floor 0.05
-    decision = registry.promote_if_blessed(
-        lake, KIND, second, {"recall_at_50": 0.045}, {"recall_at_50": 0.03}, GATE
-    )
-    assert not decision.promoted and "floor" in decision.reason
-    assert registry.current_champion(lake, KIND)["version"] == first
-
-
-def test_champion_metrics_are_required_once_there_is_a_champion(lake):
-    first, second = _export(lake, 1), _export(lake, 2)
-    registry.promote_if_blessed(lake, KIND, first, {"recall_at_50": 0.3}, None, GATE)
-    with pytest.raises(ValueError, match="re-evaluate it on this hold-out"):
-        registry.promote_if_blessed(lake, KIND, second, {"recall_at_50": 0.9}, None, GATE)
-
-
-def test_stale_champion_metrics_are_refused(lake):
+def test_a_champion_that_changed_since_the_judgement_is_a_conflict(lake):
     first, second, third = _export(lake, 1), _export(lake, 2), _export(lake, 3)
-    registry.promote_if_blessed(lake, KIND, first, {"recall_at_50": 0.3}, None, GATE)
-    registry.promote_if_blessed(lake, KIND, second, {"recall_at_50": 0.4}, {"recall_at_50": 0.3}, GATE)
-    # metrics computed for `first`, but `second` is the champion by now
-    with pytest.raises(PublishConflict, match="re-evaluate"):
-        registry.promote_if_blessed(
-            lake, KIND, third, {"recall_at_50": 0.5}, {"recall_at_50": 0.3}, GATE, champion_version=first
-        )
+    registry.promote(lake, KIND, {"version": first}, expected_champion=None)
+    registry.promote(lake, KIND, {"version": second}, expected_champion=first)
+    before = lake.read_pointer(LakePaths.champion(KIND))
+    # judged against `first`, but `second` is the champion by now
+    with pytest.raises(PublishConflict, match="not '"):
+        registry.promote(lake, KIND, {"version": third}, expected_champion=first)
+    assert lake.read_pointer(LakePaths.champion(KIND)) == before
+    # a first promotion is refused once there is a champion
+    with pytest.raises(PublishConflict):
+        registry.promote(lake, KIND, {"version": third}, expected_champion=None)
 
 
 class RacingLake(Lake):
@@ -118,26 +76,14 @@ def test_concurrent_promotion_is_detected(tmp_path):
     mine, theirs = _export(lake, 1), _export(lake, 2)
     lake.rival = theirs
     with pytest.raises(PublishConflict):
-        registry.promote_if_blessed(lake, KIND, mine, {"recall_at_50": 0.3}, None, GATE)
+        registry.promote(lake, KIND, {"version": mine}, expected_champion=None)
     assert registry.current_champion(lake, KIND)["version"] == theirs
-    assert not lake.exists(f"{LakePaths.model_dir(KIND, mine)}/decision.json")
 
 
-def test_gate_input_errors(lake):
-    version = _export(lake, 1)
-    with pytest.raises(ValueError, match="no metric 'recall_at_50'"):
-        registry.promote_if_blessed(lake, KIND, version, {"recall_at_10": 0.3}, None, GATE)
-    unexported = registry.new_version(dt.date(2026, 11, 22), {})
-    with pytest.raises(ValueError, match="no complete export"):
-        registry.promote_if_blessed(lake, KIND, unexported, {"recall_at_50": 0.3}, None, GATE)
+def test_check_version_names_a_malformed_version():
+    assert registry.check_version(registry.new_version(dt.date(2026, 11, 22), {})).startswith("2026-11-22-")
     with pytest.raises(ValueError, match="model version must look like"):
-        registry.promote_if_blessed(lake, KIND, "latest", {"recall_at_50": 0.3}, None, GATE)
-
-
-def test_nan_metric_is_rejected(lake):
-    version = _export(lake, 1)
-    decision = registry.promote_if_blessed(lake, KIND, version, {"recall_at_50": float("nan")}, None, GATE)
-    assert not decision.promoted and "not a number" in decision.reason
+        registry.check_version("latest")
 
 
 def test_versions_sort_by_date_then_time_and_name_the_config(lake):

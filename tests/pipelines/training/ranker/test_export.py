@@ -1,4 +1,4 @@
-"""Ranker export and load through the lake, and the registry gate on an exported ranker."""
+"""Ranker export and load through the lake."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pipelines.core.paths import RANKER, LakePaths
 from pipelines.training.ranker.export import FEATURES_FILE, load_ranker, save_ranker
 from pipelines.training.ranker.features import FEATURE_NAMES, RankingPairs, ranker_features
 from pipelines.training.ranker.model import FeatureMismatchError
-from pipelines.training.registry import current_champion, new_version, promote_if_blessed
+from pipelines.training.registry import new_version
 from tests.pipelines.training.ranker.synthetic_ranking import CONFIG
 
 
@@ -35,17 +35,6 @@ def test_save_and_load_give_identical_scores(synthetic, tmp_path):
         save_ranker(result, lake, version)
     with pytest.raises(FileNotFoundError, match=r"config.json missing"):
         load_ranker(lake, new_version(dt.date(2026, 11, 23), {}))
-
-
-def test_exported_ranker_passes_the_registry_gate(synthetic, tmp_path):
-    _, _, result = synthetic
-    lake = Lake(str(tmp_path / "lake"))
-    version = new_version(dt.date(2026, 11, 22), CONFIG.model_dump())
-    save_ranker(result, lake, version)
-    decision = promote_if_blessed(lake, RANKER, version, result.metrics, None, CONFIG.blessing)
-    assert decision.promoted, decision.reason
-    assert decision.metric == "ndcg_at_10" and decision.value == result.metrics["ndcg_at_10"]
-    assert current_champion(lake, RANKER)["version"] == version
 
 
 def test_loading_a_model_whose_stored_feature_list_differs_fails(synthetic, tmp_path):

@@ -1,0 +1,85 @@
+"""A replayed night on the tiny world: every retriever's lists, with and without the list stages, keep the
+rules of published lists (checked here independently) and are scored on what users did next."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from pipelines.core.settings import Settings
+from pipelines.core.warehouse import DuckDBWarehouse
+from pipelines.evaluation.night_models import NightModels
+from pipelines.evaluation.recipes import Kitchen, Recipe
+from pipelines.evaluation.replay import Replay, load_night
+from pipelines.serving.model_store import ModelStore
+from tests.pipelines.evaluation.conftest import DS
+
+pytestmark = pytest.mark.slow
+
+NIGHT = DS - dt.timedelta(days=1)
+RECIPES = [
+    Recipe("two_tower"),
+    Recipe("two_tower", ranker="impressions", diversify=True),
+    Recipe("most_popular", popularity_window_days=7),
+    Recipe("most_popular", popularity_window_days=None, diversify=True, max_item_age_days=3.0),
+    Recipe("item_knn", knn_neighbors=20),
+    Recipe("item_knn", knn_neighbors=20, diversify=True),
+    Recipe("als", als_factors=16),
+    Recipe("als", als_factors=16, diversify=True),
+]
+
+
+@pytest.fixture(scope="module")
+def replayed(tiny_world: Settings):
+    settings = tiny_world
+    store = ModelStore(None)
+    with DuckDBWarehouse(settings.duckdb_file, read_only=True) as warehouse:
+        replay = Replay(load_night(warehouse, NIGHT, 2, settings), settings, store)
+        kitchen = Kitchen(NightModels(warehouse, settings, store), {NIGHT: replay}, [NIGHT])
+        systems = {recipe.name: kitchen.system(NIGHT, recipe) for recipe in RECIPES}
+    return replay, systems
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.name)
+def test_every_system_keeps_the_rules_of_published_lists(replayed, recipe: Recipe) -> None:
+    replay, systems = replayed
+    system = systems[recipe.name]
+    assert system is not None and system.retriever == recipe.family
+    lists = replay.lists(system).to_pandas()
+    night = replay.night
+    assert set(lists["user_id"]) == set(night.eval_users.to_pylist()), "every evaluated user gets a list"
+    top_k = replay.settings.candidates.top_k
+    seen = night.inputs["seen"].to_pandas()
+    items = night.inputs["items"].to_pandas().set_index("item_id")
+    assert lists.merge(seen, on=["user_id", "item_id"]).empty, "a seen post was listed"
+    assert set(lists["item_id"]) <= set(items.index), "a post outside the catalog was listed"
+    if recipe.max_item_age_days is not None:
+        assert items.loc[lists["item_id"], "item_age_days"].max() <= recipe.max_item_age_days
+    for user, rows in lists.groupby("user_id", sort=False):
+        assert len(rows) <= top_k and rows["item_id"].is_unique, user
+        assert rows["rank"].tolist() == list(range(1, len(rows) + 1)), user
+        assert (np.diff(rows["score"].to_numpy()) <= 0).all(), f"{user}: scores rise down the list"
+
+
+def test_models_of_a_night_are_trained_on_the_days_before_it(replayed) -> None:
+    _, systems = replayed
+    served_day = (NIGHT - dt.timedelta(days=1)).isoformat()
+    for system in systems.values():
+        for version in (system.two_tower_version, system.ranker_version, system.als_version):
+            assert version is None or version.startswith(f"{served_day}-"), version
+
+
+def test_scores_are_those_of_the_lists_against_the_night_truth(replayed) -> None:
+    replay, systems = replayed
+    system = systems[RECIPES[2].name]  # most popular: deterministic and cheap to recount
+    lists = replay.lists(system)
+    scores = replay.score(lists)
+    truth = replay.night.truth.to_pandas().groupby("user_id")["item_id"].apply(set)
+    top = lists.filter(pc.less_equal(lists.column("rank"), 50)).to_pandas().groupby("user_id")["item_id"]
+    top = top.apply(set)
+    expected = [len(top.get(u, set()) & truth[u]) / len(truth[u]) for u in scores.user_ids]
+    assert scores.per_user["recall_at_50"] == pytest.approx(expected)
+    assert 0 < scores.means()["recall_at_50"] < 1
