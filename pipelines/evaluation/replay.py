@@ -26,7 +26,7 @@ from pipelines.evaluation.nights import night_truth
 from pipelines.evaluation.scoring import ListScores, score_lists
 from pipelines.serving.batch import UserBatch
 from pipelines.serving.checks import check_lists
-from pipelines.serving.context import ServingContext, build_context
+from pipelines.serving.context import ServingContext, build_context, no_vectors
 from pipelines.serving.inputs import query_inputs
 from pipelines.serving.lists import lists_for, retrieved_pairs
 from pipelines.serving.model_store import ModelStore
@@ -119,7 +119,7 @@ class Replay:
         """The two-tower embeddings of the night's catalog (computed once per model); a single zero
         column for a system without a two-tower (an undiversified baseline uses no embeddings)."""
         if two_tower_version is None:
-            return np.zeros((self.night.inputs["items"].num_rows, 1), np.float32)
+            return no_vectors(self.night.inputs["items"].num_rows)
         if two_tower_version not in self._vectors:
             towers = self.models.get(TWO_TOWER, two_tower_version)
             self._vectors[two_tower_version] = towers.embed_items(self.night.inputs["items"])

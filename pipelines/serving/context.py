@@ -18,7 +18,7 @@ from pipelines.core.paths import RANKER, LakePaths
 from pipelines.core.run_date import end_of_day
 from pipelines.core.settings import TWO_TOWER_RETRIEVER, Settings
 from pipelines.core.tables import row_numbers
-from pipelines.serving.embeddings import NoChampionError, read_embeddings
+from pipelines.serving.embeddings import NO_CHAMPION, NoChampionError, read_embeddings
 from pipelines.serving.exploration import LanguagePool
 from pipelines.serving.filters import ENGLISH
 from pipelines.serving.inputs import read_input
@@ -164,11 +164,17 @@ def build_context(
     )
 
 
+def no_vectors(n_items: int) -> np.ndarray:
+    """The item vectors of a system without a two-tower: one zero column (an undiversified baseline
+    reads no embeddings)."""
+    return np.zeros((n_items, 1), np.float32)
+
+
 def load_context(lake: Lake, ds: dt.date, settings: Settings) -> ServingContext:
     """Load the catalog, embeddings and the served system's retriever and ranker of ``ds``.
 
     Raises:
-        pipelines.serving.embeddings.NoChampionError: no system (no two-tower champion) yet.
+        pipelines.serving.embeddings.NoChampionError: no system has been promoted yet.
     """
     from pipelines.serving.index_store import load_index
     from pipelines.serving.model_store import ModelStore
@@ -176,18 +182,24 @@ def load_context(lake: Lake, ds: dt.date, settings: Settings) -> ServingContext:
 
     system = served_system(lake)
     if system is None:
-        raise NoChampionError("no two-tower champion: run the training DAG (or `python -m pipelines train`)")
+        raise NoChampionError(NO_CHAMPION)
     items = read_input(lake, ds, "items")
-    embeddings, version = read_embeddings(lake, ds)
     item_ids = np.asarray(items.column("item_id").to_pylist(), dtype=object)
-    if not np.array_equal(np.asarray(embeddings.column("item_id").to_pylist(), object), item_ids):
-        raise RuntimeError(f"ds={ds}: the embeddings do not cover the same posts in the same order as inputs")
-    if version != system.two_tower_version:
-        raise RuntimeError(
-            f"ds={ds}: embeddings of two-tower {version}, the served system needs {system.two_tower_version}"
-        )
-    flat = embeddings.column("embedding").combine_chunks().flatten().to_numpy().astype(np.float32)
-    vectors = flat.reshape(len(item_ids), -1)
+    if system.two_tower_version is None:
+        vectors = no_vectors(len(item_ids))
+    else:
+        embeddings, version = read_embeddings(lake, ds)
+        if not np.array_equal(np.asarray(embeddings.column("item_id").to_pylist(), object), item_ids):
+            raise RuntimeError(
+                f"ds={ds}: the embeddings do not cover the same posts in the same order as inputs"
+            )
+        if version != system.two_tower_version:
+            raise RuntimeError(
+                f"ds={ds}: embeddings of two-tower {version}, the served system needs "
+                f"{system.two_tower_version}"
+            )
+        flat = embeddings.column("embedding").combine_chunks().flatten().to_numpy().astype(np.float32)
+        vectors = flat.reshape(len(item_ids), -1)
     index = None
     if system.retriever == TWO_TOWER_RETRIEVER:
         index = load_index(lake, LakePaths.index(ds))

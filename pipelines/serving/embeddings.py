@@ -24,21 +24,31 @@ EMBEDDINGS_FILE = "embeddings.parquet"
 
 
 class NoChampionError(PermanentError):
-    """No blessed two-tower model exists yet: train one before the nightly job."""
+    """No system has been promoted yet: train before the nightly job."""
+
+
+NO_CHAMPION = "no served system yet: run the training DAG (or `python -m pipelines train`)"
 
 
 def embed_items(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
     """Embed the eligible catalog of ``ds`` with the served system's item tower and publish the embeddings.
 
+    A served system without a two-tower (an undiversified baseline) needs no embeddings: nothing is
+    published and the result says so.
+
     Raises:
-        NoChampionError: no two-tower champion has been promoted yet.
+        NoChampionError: no system has been promoted yet.
     """
     from pipelines.training.two_tower import load_towers
 
     system = served_system(lake)
-    version = system.two_tower_version if system else None
+    if system is None:
+        raise NoChampionError(NO_CHAMPION)
+    version = system.two_tower_version
     if version is None:
-        raise NoChampionError("no two-tower champion: run the training DAG (or `python -m pipelines train`)")
+        reason = f"the served system ({system.label}) uses no item embeddings"
+        log.info("ds=%s: %s", ds, reason)
+        return {"skipped": True, "reason": reason}
     items = read_input(lake, ds, "items")
     started = time.perf_counter()
     towers = load_towers(lake, version)

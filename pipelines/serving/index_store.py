@@ -21,10 +21,11 @@ import pyarrow as pa
 
 from pipelines.core.lake import Lake, ManifestError
 from pipelines.core.paths import LakePaths
-from pipelines.core.settings import IndexConfig, Settings
-from pipelines.serving.embeddings import read_embeddings
+from pipelines.core.settings import TWO_TOWER_RETRIEVER, IndexConfig, Settings
+from pipelines.serving.embeddings import NO_CHAMPION, NoChampionError, read_embeddings
 from pipelines.serving.index import IndexSettings, ItemIndex, build_scann_index
 from pipelines.serving.inputs import read_input
+from pipelines.serving.system import served_system
 from pipelines.serving.vectors import embeddings_from_table
 
 log = logging.getLogger(__name__)
@@ -176,11 +177,22 @@ def index_items(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
 
     The recall is measured on real user queries: the user tower over a sample of ``ds``'s users.
 
+    A served system that does not retrieve with the two-tower needs no index: nothing is published and
+    the result says so.
+
     Raises:
         pipelines.serving.recall.IndexRecallError: recall below the configured floor (nothing is published).
+        pipelines.serving.embeddings.NoChampionError: no system has been promoted yet.
     """
     from pipelines.training.two_tower import load_towers
 
+    system = served_system(lake)
+    if system is None:
+        raise NoChampionError(NO_CHAMPION)
+    if system.retriever != TWO_TOWER_RETRIEVER:
+        reason = f"the served system ({system.label}) retrieves without the item index"
+        log.info("ds=%s: %s", ds, reason)
+        return {"skipped": True, "reason": reason}
     embeddings, version = read_embeddings(lake, ds)
     users = read_input(lake, ds, "users")
     rng = np.random.default_rng(settings.index.seed)

@@ -1,0 +1,74 @@
+"""The selection on the tiny world: choices are made on validation nights only, a stage that makes the lists
+worse is left out, and the test night compares the candidate with every family's best."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from pipelines.core.lake import Lake
+from pipelines.core.settings import Settings
+from pipelines.core.warehouse import DuckDBWarehouse
+from pipelines.evaluation.selection import Selection, select_system, selection_facts
+from tests.pipelines.evaluation.conftest import DS
+
+pytestmark = pytest.mark.slow
+
+# An age limit of 0.01 days (15 minutes) leaves almost nothing to list: a stage that makes lists worse.
+HARMFUL_AGE = 0.01
+
+
+@pytest.fixture(scope="module")
+def selected(tiny_world: Settings) -> tuple[Selection, dict[str, Any]]:
+    settings = tiny_world.with_overrides(
+        {"selection": {"max_item_age_choices": [None, HARMFUL_AGE], "rankers": ["none", "impressions"]}}
+    )
+    with DuckDBWarehouse(settings.duckdb_file, read_only=True) as warehouse:
+        selection = select_system(warehouse, Lake(settings.lake_url), DS, settings, champion=None)
+    return selection, selection_facts(selection, seed=settings.selection.seed)
+
+
+def test_choices_are_made_on_validation_nights_only(selected) -> None:
+    selection, facts = selected
+    plan = selection.plan
+    assert plan.test == DS - dt.timedelta(days=1) and plan.window_days == 2
+    assert list(plan.validation) == [DS - dt.timedelta(days=5), DS - dt.timedelta(days=3)]
+    validation = {n.isoformat() for n in plan.validation}
+    assert facts["trials"] and all(set(t["nights"]) <= validation for t in facts["trials"])
+    # Every system of the test night was built from models trained on the days before that night.
+    served_day = (plan.test - dt.timedelta(days=1)).isoformat()
+    for candidate in selection.candidates.values():
+        system = candidate.system
+        for version in (system.two_tower_version, system.ranker_version, system.als_version):
+            assert version is None or version.startswith(f"{served_day}-"), (candidate.name, version)
+
+
+def test_a_stage_that_makes_the_lists_worse_is_left_out(selected) -> None:
+    selection, facts = selected
+    metric = "recall_at_50"  # the selection metric
+    age_trials = [t for t in facts["trials"] if t["step"].endswith(": age limit")]
+    assert len(age_trials) == 4, "one age trial per retriever family"
+    for trial in age_trials:
+        harmful = [name for name in trial["options"] if f"age<={HARMFUL_AGE:g}d" in name]
+        assert len(harmful) == 1 and trial["chosen"] not in harmful
+        assert trial["options"][harmful[0]][metric] < trial["options"][trial["chosen"]][metric]
+    assert selection.chosen.max_item_age_days is None
+    assert all(c.system.max_item_age_days is None for c in selection.candidates.values())
+
+
+def test_the_test_night_holds_the_candidate_every_family_and_the_stages(selected) -> None:
+    selection, facts = selected
+    roles = {name: row["role"] for name, row in facts["test"].items()}
+    assert roles[selection.chosen.name] == "candidate"
+    families = {row["family"] for row in facts["test"].values()}
+    assert families == {"two_tower", "most_popular", "item_knn", "als"}
+    if selection.chosen.ranker != "none":
+        assert "stage" in roles.values(), "the candidate without its ranker is replayed too"
+    decision = facts["decision"]
+    assert decision["promoted"] and decision["served"] in facts["test"]
+    assert facts["differences_from_served"].keys() == facts["test"].keys() - {decision["served"]}
+    # The best two-tower system against every baseline, whatever is served.
+    baselines = {n for n, role in roles.items() if role == "baseline"}
+    assert facts["model"] in facts["test"] and set(facts["model_differences"]) == baselines
