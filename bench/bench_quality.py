@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import platform
 import shutil
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         if dataset not in REGIMES and not dataset.startswith("movielens:"):
             parser.error(f"unknown data set {dataset!r}: a regime {REGIMES} or movielens:DIR")
     if args.child:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
         result = run_one(args.datasets[0], args.run_date, args.movielens_end, args.history_days)
         print(json.dumps(result, default=str))
         return

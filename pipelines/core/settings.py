@@ -112,7 +112,7 @@ class TwoTowerConfig(_Section):
     logq_correction: bool = Field(
         False,
         description="subtract log(sampling probability) from each candidate logit "
-        "(selection.two_tower_variants decides on replayed nights whether it helps on the data at hand)",
+        "(selection.two_tower_search decides on replayed nights whether it helps on the data at hand)",
     )
     remove_accidental_hits: bool = True
     mixed_negatives: int = Field(256, ge=0, description="extra uniformly sampled corpus items per batch")
@@ -159,14 +159,24 @@ class SelectionConfig(_Section):
     diversify_choices: list[bool] = Field(
         default_factory=lambda: [False, True], description="diversification tried off and on"
     )
-    two_tower_variants: list[dict[str, Any]] = Field(
-        default_factory=lambda: [
-            {},
-            {"logq_correction": True},
-            {"train_days": 90},
-            {"train_days": 90, "logq_correction": True},
-        ],
-        description="two-tower settings tried on top of two_tower (each a set of overrides)",
+    two_tower_search: dict[str, list[Any]] = Field(
+        default_factory=lambda: {
+            "logq_correction": [False, True],
+            "train_days": [21, 90, 365],
+            "max_examples_per_user": [200, 1000],
+            "history_length": [20, 50],
+            "temperature": [0.1, 0.05, 0.2],
+            "mixed_negatives": [256, 0],
+            "epochs": [4, 8],
+        },
+        description="two-tower settings searched one at a time, in this order, from two_tower's own values: "
+        "each keeps the value whose replayed lists score best on the validation nights",
+    )
+    mmr_lambdas: list[float] = Field(
+        default_factory=lambda: [0.9, 0.7, 0.5], description="diversification relevance weights tried"
+    )
+    retrieval_depths: list[int] = Field(
+        default_factory=lambda: [100, 250, 500], description="posts retrieved per user tried for a ranker"
     )
     min_train_examples: int = Field(
         200, ge=1, description="a two-tower variant whose window holds fewer examples is not tried"
@@ -199,8 +209,17 @@ class SelectionConfig(_Section):
                 raise ValueError(f"selection.{name} must be a non-empty list of {known}, got {chosen}")
         if not self.diversify_choices or not self.max_item_age_choices:
             raise ValueError("selection.diversify_choices and max_item_age_choices need at least one choice")
-        if not self.two_tower_variants:
-            raise ValueError("selection.two_tower_variants needs at least one variant ({} for the defaults)")
+        unknown = set(self.two_tower_search) - set(TwoTowerConfig.model_fields)
+        if unknown or any(not values for values in self.two_tower_search.values()):
+            raise ValueError(
+                f"selection.two_tower_search maps two_tower settings to lists of values to try; "
+                f"unknown settings {sorted(unknown)} or an empty list in {self.two_tower_search}"
+            )
+        for name, values in self.two_tower_search.items():
+            for value in values:
+                TwoTowerConfig.model_validate({name: value})
+        if not self.mmr_lambdas or not self.retrieval_depths:
+            raise ValueError("selection.mmr_lambdas and retrieval_depths need at least one choice")
         return self
 
 

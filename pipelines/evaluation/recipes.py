@@ -36,6 +36,8 @@ class Recipe:
             posts labelled by what users did next); two-tower only.
         max_item_age_days: the age limit (None: none).
         diversify: MMR, caps and the exploration slot.
+        mmr_lambda: diversification's relevance weight (None: the settings').
+        retrieval_depth: posts retrieved per user for the ranker (None: the settings').
     """
 
     family: str
@@ -46,6 +48,8 @@ class Recipe:
     ranker: str = NO_RANKER
     max_item_age_days: float | None = None
     diversify: bool = False
+    mmr_lambda: float | None = None
+    retrieval_depth: int | None = None
 
     @property
     def name(self) -> str:
@@ -63,28 +67,46 @@ class Recipe:
         stages = []
         if self.ranker != NO_RANKER:
             stages.append(f"ranker ({self.ranker})")
+        if self.retrieval_depth is not None:
+            stages.append(f"depth {self.retrieval_depth}")
         if self.max_item_age_days is not None:
             stages.append(f"age<={self.max_item_age_days:g}d")
         if self.diversify:
-            stages.append("diversified")
+            stages.append(
+                "diversified" + ("" if self.mmr_lambda is None else f" (lambda {self.mmr_lambda:g})")
+            )
         return " + ".join([base, *stages])
 
     @property
     def retrieval_only(self) -> Recipe:
         """The same retriever without any list stage (what a retrieval-trained ranker learns from)."""
-        return dataclasses.replace(self, ranker=NO_RANKER, max_item_age_days=None, diversify=False)
+        return dataclasses.replace(
+            self,
+            ranker=NO_RANKER,
+            max_item_age_days=None,
+            diversify=False,
+            mmr_lambda=None,
+            retrieval_depth=None,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "variant": dict(self.variant), "name": self.name}
 
+    def with_two_tower_setting(self, settings: Settings, name: str, value: Any) -> Recipe:
+        """This two-tower recipe with ``two_tower.<name>`` set to ``value``; an override equal to the
+        settings' own value is left out, so the same model is never trained twice under two names."""
+        variant = {k: v for k, v in self.variant if k != name}
+        if getattr(settings.two_tower, name) != value:
+            variant[name] = value
+        return dataclasses.replace(self, variant=tuple(sorted(variant.items())))
+
 
 def retriever_recipes(settings: Settings) -> list[Recipe]:
-    """Every retriever candidate (no stages) of the families in ``selection.retrievers``, in that order."""
+    """Every retriever candidate (no stages) of the families in ``selection.retrievers``, in that order; the
+    two-tower's settings are searched from the one of the settings (``selection.two_tower_search``)."""
     config = settings.selection
     by_family = {
-        TWO_TOWER_RETRIEVER: [
-            Recipe(TWO_TOWER_RETRIEVER, tuple(sorted(v.items()))) for v in config.two_tower_variants
-        ],
+        TWO_TOWER_RETRIEVER: [Recipe(TWO_TOWER_RETRIEVER)],
         POPULAR_RETRIEVER: [
             Recipe(POPULAR_RETRIEVER, popularity_window_days=w) for w in config.popularity_windows
         ],
@@ -114,16 +136,11 @@ class Kitchen:
             self._two_tower[key] = self.models.two_tower(night, dict(variant))
         return self._two_tower[key]
 
-    def vectors(self, night: dt.date, preferred: tuple[tuple[str, Any], ...] = ()) -> str | None:
-        """A two-tower model of ``night`` whose embeddings diversify baseline lists (trained on demand)."""
-        trained = self.two_tower(night, preferred)
-        if trained is not None:
-            return trained.version
-        for variant in self.models.settings.selection.two_tower_variants:
-            trained = self.two_tower(night, tuple(sorted(variant.items())))
-            if trained is not None:
-                return trained.version
-        return None
+    def vectors(self, night: dt.date) -> str | None:
+        """The two-tower of the settings for ``night``, whose embeddings diversify baseline lists (trained
+        on demand); None when it cannot be trained."""
+        trained = self.two_tower(night, ())
+        return trained.version if trained is not None else None
 
     def _ranker_for(self, night: dt.date, recipe: Recipe, two_tower_version: str) -> Trained | None:
         key = (night, dataclasses.replace(recipe.retrieval_only, ranker=recipe.ranker))
@@ -147,7 +164,12 @@ class Kitchen:
 
     def system(self, night: dt.date, recipe: Recipe) -> ServedSystem | None:
         """The system ``recipe`` makes for ``night``; None when a model it needs cannot be trained."""
-        stages = {"max_item_age_days": recipe.max_item_age_days, "diversify": recipe.diversify}
+        stages = {
+            "max_item_age_days": recipe.max_item_age_days,
+            "diversify": recipe.diversify,
+            "mmr_lambda": recipe.mmr_lambda,
+            "retrieval_depth": recipe.retrieval_depth,
+        }
         if recipe.family == TWO_TOWER_RETRIEVER:
             trained = self.two_tower(night, recipe.variant)
             if trained is None:

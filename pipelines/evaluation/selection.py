@@ -2,10 +2,12 @@
 night against the tuned baselines and the champion.
 
 1. On each validation night every retriever candidate (:func:`~.recipes.retriever_recipes`) is trained on
-   the data before the night and its lists are replayed as served; each family keeps its best.
+   the data before the night and its lists are replayed as served; each family keeps its best. The
+   two-tower's settings are searched one at a time (``selection.two_tower_search``).
 2. The list stages are chosen on the validation nights too, one at a time: a ranker for the two-tower
    (trained on logged impressions, or on the previous night's retrieved posts labelled by what users did
-   next), an age limit, then diversification; a stage stays only if the lists get better.
+   next) and its retrieval depth, an age limit, then diversification and its relevance weight; a stage
+   stays only if the lists get better.
 3. The candidate is the family best that scores highest. On the test night, never looked at before, it is
    replayed with models trained on the data before that night next to every family's best and the
    champion, and the gate decides (:mod:`.gate`).
@@ -170,16 +172,29 @@ def select_system(
     by_family: dict[str, list[Recipe]] = {}
     for recipe in retriever_recipes(settings):
         by_family.setdefault(recipe.family, []).append(recipe)
+    config = protocol.config
     for family, recipes in by_family.items():
         best = protocol.choose(f"{family}: retriever", recipes)
         if best is None:
             continue
         if family == TWO_TOWER_RETRIEVER:
-            rankers = [dataclasses.replace(best, ranker=r) for r in protocol.config.rankers]
+            for name, values in config.two_tower_search.items():
+                options = [best.with_two_tower_setting(settings, name, v) for v in values]
+                best = protocol.choose(f"{family}: {name}", list(dict.fromkeys(options))) or best
+            rankers = [dataclasses.replace(best, ranker=r) for r in config.rankers]
             best = protocol.choose(f"{family}: ranker", rankers) or best
-        ages = [dataclasses.replace(best, max_item_age_days=a) for a in protocol.config.max_item_age_choices]
+            if best.ranker != NO_RANKER:
+                depths = [dataclasses.replace(best, retrieval_depth=d) for d in config.retrieval_depths]
+                best = protocol.choose(f"{family}: retrieval depth", depths) or best
+        ages = [dataclasses.replace(best, max_item_age_days=a) for a in config.max_item_age_choices]
         best = protocol.choose(f"{family}: age limit", ages) or best
-        diversified = [dataclasses.replace(best, diversify=d) for d in protocol.config.diversify_choices]
+        diversified = (
+            [dataclasses.replace(best, diversify=False)] if False in config.diversify_choices else []
+        )
+        if True in config.diversify_choices:
+            diversified += [
+                dataclasses.replace(best, diversify=True, mmr_lambda=x) for x in config.mmr_lambdas
+            ]
         best = protocol.choose(f"{family}: diversification", diversified) or best
         finals[family] = best
     seconds["validation"] = time.perf_counter() - started - seconds["nights"]

@@ -36,7 +36,7 @@ def lists_for(ctx: ServingContext, batch: UserBatch, settings: Settings, timer: 
         The lists as rows of the ``CANDIDATES`` schema, user after user in the order of ``batch.users``.
     """
     spans = list(_batches(batch.users.num_rows, settings.candidates.user_batch_size))
-    top_n = min(settings.candidates.top_n, len(ctx.item_ids))
+    top_n = retrieval_depth(ctx, settings)
     embed = timer.background("embed_users", ctx.retriever.queries)
     search = timer.background("retrieve", ctx.retriever.search)
     parts = []
@@ -66,7 +66,7 @@ def retrieved_pairs(ctx: ServingContext, batch: UserBatch, settings: Settings) -
         ``user_id, item_id, retrieval_score, retrieval_rank`` (the post's 1-based place in the user's
         retrieval, as the ranker sees it), user after user.
     """
-    top_n = min(settings.candidates.top_n, len(ctx.item_ids))
+    top_n = retrieval_depth(ctx, settings)
     parts = []
     for start, size in _batches(batch.users.num_rows, settings.candidates.user_batch_size):
         part = batch.rows(start, start + size, ctx)
@@ -84,6 +84,11 @@ def retrieved_pairs(ctx: ServingContext, batch: UserBatch, settings: Settings) -
             )
         )
     return pa.concat_tables(parts) if parts else pa.table({"user_id": pa.array([], pa.string())})
+
+
+def retrieval_depth(ctx: ServingContext, settings: Settings) -> int:
+    """Posts retrieved per user: the served system's depth, else ``candidates.top_n``, at most the catalog."""
+    return min(ctx.system.retrieval_depth or settings.candidates.top_n, len(ctx.item_ids))
 
 
 def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:
@@ -143,7 +148,7 @@ def _batch_lists(
         rng = np.random.default_rng(
             [settings.diversify.seed, zlib.crc32(batch.users.column("user_id")[0].as_py().encode())]
         )
-        config = settings.diversify if ctx.system.diversify else _score_order(settings, k)
+        config = _diversification(ctx, settings, k)
         explore = ctx.system.diversify and config.exploration_slot is not None and len(ctx.exploration)
         chosen = diversify_lists(
             lists,
@@ -175,11 +180,21 @@ def _batch_lists(
         )
 
 
-def _score_order(settings: Settings, k: int) -> DiversifyConfig:
-    """A diversification that changes nothing: pure relevance, no caps, no exploration slot."""
-    return settings.diversify.model_copy(
-        update={"mmr_lambda": 1.0, "max_per_source_top": k, "max_per_author_top": k, "exploration_slot": None}
-    )
+def _diversification(ctx: ServingContext, settings: Settings, k: int) -> DiversifyConfig:
+    """The served system's diversification; when it has none, one that changes nothing: pure relevance,
+    no caps, no exploration slot."""
+    if not ctx.system.diversify:
+        return settings.diversify.model_copy(
+            update={
+                "mmr_lambda": 1.0,
+                "max_per_source_top": k,
+                "max_per_author_top": k,
+                "exploration_slot": None,
+            }
+        )
+    if ctx.system.mmr_lambda is None:
+        return settings.diversify
+    return settings.diversify.model_copy(update={"mmr_lambda": ctx.system.mmr_lambda})
 
 
 @dataclasses.dataclass

@@ -33,6 +33,9 @@ class ServedSystem:
         popularity_window_days: the window of ``most_popular`` (None: all history).
         knn_neighbors: similar posts kept per post, for ``item_knn``.
         max_item_age_days: posts older than this are never listed (None: no limit).
+        mmr_lambda: the relevance weight of diversification (None: ``diversify.mmr_lambda``).
+        retrieval_depth: posts retrieved per user before filtering and ranking (None:
+            ``candidates.top_n``).
     """
 
     retriever: str
@@ -43,6 +46,8 @@ class ServedSystem:
     popularity_window_days: int | None = 7
     knn_neighbors: int = 100
     max_item_age_days: float | None = None
+    mmr_lambda: float | None = None
+    retrieval_depth: int | None = None
 
     def __post_init__(self) -> None:
         if self.retriever not in RETRIEVERS:
@@ -58,8 +63,12 @@ class ServedSystem:
         parts = [self.retriever.replace("_", "-")]
         if self.ranker_version:
             parts.append("ranker")
+        if self.retrieval_depth is not None:
+            parts.append(f"depth {self.retrieval_depth}")
         if self.diversify:
-            parts.append("diversified")
+            parts.append(
+                "diversified" + ("" if self.mmr_lambda is None else f" (lambda {self.mmr_lambda:g})")
+            )
         if self.max_item_age_days is not None:
             parts.append(f"age<={self.max_item_age_days:g}d")
         return " + ".join(parts)

@@ -61,3 +61,27 @@ def test_overriding_data_dir_moves_the_derived_paths(tmp_path: Path) -> None:
 def test_bigquery_needs_a_project() -> None:
     with pytest.raises(ValidationError, match="bigquery_project"):
         Settings(warehouse="bigquery")
+
+
+@pytest.mark.parametrize(
+    ("selection", "message"),
+    [
+        ({"retrievers": ["two_tower", "bpr"]}, "selection.retrievers must be"),
+        ({"rankers": []}, "selection.rankers must be"),
+        ({"two_tower_search": {"learning_rat": [0.1]}}, "unknown settings \\['learning_rat'\\]"),
+        ({"two_tower_search": {"epochs": []}}, "an empty list"),
+        ({"two_tower_search": {"epochs": [0]}}, "epochs"),
+        ({"metric": "recall_at_20"}, "not among"),
+        ({"diversify_choices": []}, "at least one choice"),
+    ],
+)
+def test_selection_settings_name_what_is_wrong(selection: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(selection=selection)
+
+
+def test_the_selection_searches_two_tower_settings_from_the_configured_values() -> None:
+    search = Settings().selection.two_tower_search
+    defaults = Settings().two_tower
+    # Each search starts at the configured value, so a tie keeps it.
+    assert all(values[0] == getattr(defaults, name) for name, values in search.items())

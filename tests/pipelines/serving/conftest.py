@@ -33,7 +33,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "NIGHTFEED_CANDIDATES__WAREHOUSE_TABLE": "nightly_candidates",
         # One candidate system, so the chain serves the two-tower with a ranker and diversification.
         "NIGHTFEED_SELECTION__RETRIEVERS": '["two_tower"]',
-        "NIGHTFEED_SELECTION__TWO_TOWER_VARIANTS": "[{}]",
+        "NIGHTFEED_SELECTION__TWO_TOWER_SEARCH": "{}",
+        "NIGHTFEED_SELECTION__MMR_LAMBDAS": "[0.8]",
+        "NIGHTFEED_SELECTION__RETRIEVAL_DEPTHS": "[500]",
         "NIGHTFEED_SELECTION__RANKERS": '["impressions"]',
         "NIGHTFEED_SELECTION__MAX_ITEM_AGE_CHOICES": "[null]",
         "NIGHTFEED_SELECTION__DIVERSIFY_CHOICES": "[true]",
