@@ -55,8 +55,10 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Selection:
-    """What a training run measured and decided; ``exports`` are the new models the served system needs."""
+    """What a training run measured and decided; ``metric`` is what systems were chosen by, ``exports`` are
+    the new models the served system needs."""
 
+    metric: str
     plan: NightPlan
     nights: list[dict[str, Any]]
     trials: list[dict[str, Any]]
@@ -192,6 +194,7 @@ def select_system(
         exports = [t for t in protocol.models.trained.values() if t.version in wanted]
     seconds["total"] = time.perf_counter() - started
     return Selection(
+        metric=protocol.config.metric,
         plan=protocol.plan,
         nights=[protocol.replays[n].night.summary() for n in protocol.nights],
         trials=protocol.trials,
@@ -205,8 +208,9 @@ def select_system(
 
 
 def selection_facts(selection: Selection, seed: int = 0) -> dict[str, Any]:
-    """Everything the run report shows of a selection, JSON-ready: the nights, every validation trial,
-    the test night's table with bootstrap intervals and paired differences, and the decision."""
+    """Everything the run report shows of a selection, JSON-ready: the metric, the nights, every validation
+    trial, the test night's table with bootstrap intervals, paired differences from the served system and
+    from the chosen candidate to each of its ``stage`` variants (what the stage adds), and the decision."""
     test = {}
     for name, scores in selection.test.items():
         candidate = selection.candidates[name]
@@ -224,13 +228,21 @@ def selection_facts(selection: Selection, seed: int = 0) -> dict[str, Any]:
         for name, scores in selection.test.items()
         if name != served
     }
+    chosen = selection.test[selection.chosen.name]
+    stages = {
+        name: {m: i.to_json() for m, i in chosen.difference(scores, seed=seed).items()}
+        for name, scores in selection.test.items()
+        if selection.candidates[name].role == STAGE
+    }
     return {
+        "metric": selection.metric,
         "plan": selection.plan.to_json(),
         "nights": selection.nights,
         "trials": selection.trials,
         "chosen": selection.chosen.to_json(),
         "test": test,
         "differences_from_served": differences,
+        "stage_differences": stages,
         "decision": selection.decision.to_json(),
         "seconds": selection.seconds,
     }
