@@ -74,7 +74,7 @@ def stage_sentence(
     name = metric_label(metric)
     said = f"{stage} used" if used else f"{stage} not used"
     on_validation = (
-        f"lists without it scored {validation['without_value']:.3f} vs {validation['with_value']:.3f} "
+        f"lists without it scored {validation['without_value']:.4f} vs {validation['with_value']:.4f} "
         f"on the validation nights ({name})"
         if validation is not None
         else None
