@@ -55,8 +55,10 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Selection:
-    """What a training run measured and decided; ``exports`` are the new models the served system needs."""
+    """What a training run measured and decided; ``metric`` is what systems were chosen by, ``exports`` are
+    the new models the served system needs."""
 
+    metric: str
     plan: NightPlan
     nights: list[dict[str, Any]]
     trials: list[dict[str, Any]]
@@ -217,6 +219,7 @@ def select_system(
         exports = [t for t in protocol.models.trained.values() if t.version in wanted]
     seconds["total"] = time.perf_counter() - started
     return Selection(
+        metric=protocol.config.metric,
         plan=protocol.plan,
         nights=[protocol.replays[n].night.summary() for n in protocol.nights],
         trials=protocol.trials,
@@ -229,10 +232,21 @@ def select_system(
     )
 
 
+def _differences(selection: Selection, of: str, others: list[str], seed: int) -> dict[str, Any]:
+    """Paired intervals of (``of`` - other) on the test night, for each of ``others``, JSON-ready."""
+    return {
+        name: {
+            m: i.to_json() for m, i in selection.test[of].difference(selection.test[name], seed=seed).items()
+        }
+        for name in others
+    }
+
+
 def selection_facts(selection: Selection, seed: int = 0) -> dict[str, Any]:
-    """Everything the run report shows of a selection, JSON-ready: the nights, every validation trial,
-    the test night's table with bootstrap intervals, the paired differences of the served system and of
-    the best two-tower system (``model``) against the others, and the decision."""
+    """Everything the run report shows of a selection, JSON-ready: the metric, the nights, every validation
+    trial, the test night's table with bootstrap intervals, and paired differences: from the served system
+    to every other, from the chosen candidate to each of its ``stage`` variants (what the stage adds), and
+    from the best two-tower system (``model``) to every baseline; and the decision."""
     test = {}
     for name, scores in selection.test.items():
         candidate = selection.candidates[name]
@@ -245,34 +259,30 @@ def selection_facts(selection: Selection, seed: int = 0) -> dict[str, Any]:
             "intervals": {m: i.to_json() for m, i in scores.intervals(seed=seed).items()},
         }
     served = selection.decision.served
-    differences = {
-        name: {m: i.to_json() for m, i in selection.test[served].difference(scores, seed=seed).items()}
-        for name, scores in selection.test.items()
-        if name != served
-    }
+    roles = {name: selection.candidates[name].role for name in selection.test}
     # The two-tower path against every baseline, whatever is served: is the model worth its cost here?
     model = next(
         (
             n
             for n, c in selection.candidates.items()
-            if c.family == TWO_TOWER_RETRIEVER and c.role in (CANDIDATE, MODEL)
+            if c.family == TWO_TOWER_RETRIEVER and c.role in (CANDIDATE, MODEL) and n in selection.test
         ),
         None,
     )
-    model_differences = {
-        name: {m: i.to_json() for m, i in selection.test[model].difference(scores, seed=seed).items()}
-        for name, scores in selection.test.items()
-        if model is not None and selection.candidates[name].role == BASELINE
-    }
+    baselines = [n for n, role in roles.items() if role == BASELINE]
     return {
+        "metric": selection.metric,
         "plan": selection.plan.to_json(),
         "nights": selection.nights,
         "trials": selection.trials,
         "chosen": selection.chosen.to_json(),
         "test": test,
-        "differences_from_served": differences,
+        "differences_from_served": _differences(selection, served, [n for n in roles if n != served], seed),
+        "stage_differences": _differences(
+            selection, selection.chosen.name, [n for n, role in roles.items() if role == STAGE], seed
+        ),
         "model": model,
-        "model_differences": model_differences,
+        "model_differences": _differences(selection, model, baselines, seed) if model else {},
         "decision": selection.decision.to_json(),
         "seconds": selection.seconds,
     }

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core.lake import Lake
-from pipelines.core.paths import RANKER, TWO_TOWER, LakePaths
+from pipelines.core.paths import LakePaths
 
 # Catalog coverage is measured over the part of each list a reader actually sees first.
 COVERAGE_TOP = 10
@@ -46,7 +46,8 @@ def _column_floats(table: pa.Table, name: str) -> np.ndarray:
 
 
 def candidates_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
-    """Distributions, reasons and catalog coverage of ``ds``'s published candidate lists."""
+    """Distributions, reasons and catalog coverage of ``ds``'s published candidate lists, and the system
+    that made them (``system``, as the manifest names it)."""
     from pipelines.serving.inputs import read_input
     from pipelines.serving.shards import read_candidates
 
@@ -106,7 +107,5 @@ def candidates_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
         "catalog": catalog,
         f"distinct_items_top_{COVERAGE_TOP}": len(listed_top),
         "distinct_items": len(listed),
-        "served": {
-            kind: (metadata.get("system") or {}).get(f"{kind}_version") for kind in (TWO_TOWER, RANKER)
-        },
+        "system": metadata.get("system"),
     }

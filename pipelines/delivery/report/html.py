@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.core.paths import RANKER, TWO_TOWER
 from pipelines.core.schema import QUARANTINE_REASONS
 from pipelines.delivery.report.candidates import COVERAGE_TOP
-from pipelines.delivery.report.plots import MODEL_LABELS, RANKER_ORDERS, build_plots, model_order, recall_ks
+from pipelines.delivery.report.plots import build_plots
+from pipelines.delivery.report.verdict import interval_words, metric_label
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -46,28 +46,37 @@ def render_html(metrics: dict[str, Any]) -> str:
     )
     env.filters["num"] = _fmt_number
     env.filters["pct"] = _fmt_percent
-    two_tower = metrics["models"][TWO_TOWER]
-    if two_tower["training"] is not None:
-        evaluation = two_tower["training"]["evaluation"]
-        retrieval_rows = [
-            (MODEL_LABELS.get(model, model), evaluation[model]) for model in model_order(evaluation)
-        ]
-        if two_tower["training"]["champion_on_holdout"]:
-            retrieval_rows.append(("champion, same hold-out", two_tower["training"]["champion_on_holdout"]))
-    else:
-        # Without training tonight, the champion's own promotion metrics are all there is to show.
-        champion = two_tower["champion"]
-        retrieval_rows = [("champion", champion["metrics"])] if champion else []
+    env.filters["metric"] = metric_label
+    env.filters["interval"] = interval_words
     return env.get_template("report.html.j2").render(
         m=metrics,
         plots=build_plots(metrics),
-        ks=recall_ks(dict(retrieval_rows)),
-        retrieval_rows=retrieval_rows,
-        ranker_orders=RANKER_ORDERS,
+        **_test_columns(metrics["system"]["training"]),
         quarantine_reasons=_reason_columns(metrics["quality"]),
         coverage_top=COVERAGE_TOP,
-        kinds=((TWO_TOWER, "Two-tower retrieval"), (RANKER, "LightGBM ranker")),
     )
+
+
+def _metric_order(name: str) -> tuple[str, int]:
+    """``recall_at_10`` before ``recall_at_50`` before ``recall_at_100``."""
+    prefix, _, k = name.rpartition("_at_")
+    return (prefix, int(k)) if k.isdigit() else (name, 0)
+
+
+def _test_columns(training: dict[str, Any] | None) -> dict[str, list[str]]:
+    """The test night's metrics with intervals (the selection metric first) and the other summary
+    numbers (coverage, fresh share), as ``interval_metrics`` and ``summary_metrics``."""
+    if training is None or training["selection"] is None:
+        return {"interval_metrics": [], "summary_metrics": []}
+    selection = training["selection"]
+    with_interval = {name for row in selection["test"] for name in row["intervals"]}
+    summary = {name for row in selection["test"] for name in row["summary"]} - with_interval - {"n_users"}
+    return {
+        "interval_metrics": sorted(
+            with_interval, key=lambda name: (name != selection["metric"], _metric_order(name))
+        ),
+        "summary_metrics": sorted(summary, key=_metric_order),
+    }
 
 
 def _reason_columns(quality: dict[str, Any] | None) -> list[str]:

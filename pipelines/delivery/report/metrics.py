@@ -1,8 +1,9 @@
 """Every number of the run report of ``ds``: the JSON-ready dict written to ``metrics.json``.
 
-Gathers the job facts and model pointers (``report.facts``) and the published candidates
-(``report.candidates``), and adds stage timings, row counts and the headline. A night without training
-has no training facts: its model sections show the champion in force. No wall clock is read.
+Gathers the job facts and the system champion (``report.facts``), the training run (``report.selection``)
+and the published candidates (``report.candidates``), and adds stage timings, row counts and the headline.
+A night without training has no training fact: its system section shows the system in force. No wall
+clock is read.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from pipelines.core.jobs import (
     NIGHT_FACTS,
     PUBLISH_CANDIDATES,
     PUBLISH_DIGESTS,
-    TRAIN_RANKER,
-    TRAIN_TWO_TOWER,
+    TRAIN_SYSTEM,
     Job,
 )
 from pipelines.core.lake import Lake
-from pipelines.core.paths import RANKER, TWO_TOWER, LakePaths
+from pipelines.core.paths import LakePaths
 from pipelines.delivery.report.candidates import COVERAGE_TOP, candidates_metrics
 from pipelines.delivery.report.facts import (
     digest_metrics,
@@ -33,13 +33,12 @@ from pipelines.delivery.report.facts import (
     index_metrics,
     inputs_metrics,
     publish_metrics,
-    ranker_training,
-    read_champion,
-    read_decision,
     read_facts,
+    read_system,
+    read_system_champion,
     reading,
-    two_tower_training,
 )
+from pipelines.delivery.report.selection import system_training
 
 
 def collect_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
@@ -49,36 +48,9 @@ def collect_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
         ReportInputError: an input is malformed (the message names it).
     """
     facts = read_facts(lake, ds)
-
-    def fact_uri(job: Job) -> str:
-        return lake.uri(LakePaths.fact(ds, job.name))
-
     with reading(lake.uri(LakePaths.candidates(ds))):
         candidates = candidates_metrics(lake, ds)
-    served = candidates.pop("served", {})
-    publish = facts.get(PUBLISH_CANDIDATES.name)
-    if publish is not None:
-        with reading(fact_uri(PUBLISH_CANDIDATES)):
-            for kind in (TWO_TOWER, RANKER):
-                served.setdefault(kind, (publish.get("system") or {}).get(f"{kind}_version"))
-
-    models: dict[str, Any] = {}
-    for kind, job, training in (
-        (TWO_TOWER, TRAIN_TWO_TOWER, two_tower_training),
-        (RANKER, TRAIN_RANKER, ranker_training),
-    ):
-        fact = facts.get(job.name)
-        section: dict[str, Any] = {
-            "trained": fact is not None,
-            "champion": read_champion(lake, kind),
-            "served": served.get(kind),
-            "training": None,
-        }
-        if fact is not None:
-            with reading(fact_uri(job)):
-                section["training"] = training(fact)
-            section["training"]["decision"] = read_decision(lake, kind, section["training"]["version"])
-        models[kind] = section
+    system = _system_section(lake, ds, facts, candidates.pop("system", None))
 
     sections: dict[Job, Any] = {}
     for job, reader in (
@@ -90,7 +62,7 @@ def collect_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
         (PUBLISH_DIGESTS, digest_metrics),
     ):
         if job.name in facts:
-            with reading(fact_uri(job)):
+            with reading(_fact_uri(lake, ds, job)):
                 sections[job] = reader(facts[job.name])
         else:
             sections[job] = None
@@ -101,7 +73,7 @@ def collect_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
             "present": sorted(facts),
             "missing": [job.name for job in NIGHT_FACTS if job.name not in facts],
         },
-        "models": models,
+        "system": system,
         "candidates": candidates,
         "quality": sections[BUILD_FEATURES]["quality"] if sections[BUILD_FEATURES] else None,
         "index": sections[BUILD_INDEX],
@@ -117,10 +89,40 @@ def collect_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
             if sections[PUBLISH_DIGESTS]
             else None,
         },
-        "timings": _timings(sections, models),
+        "timings": _timings(sections),
     }
     metrics["headline"] = _headline(metrics)
     return metrics
+
+
+def _fact_uri(lake: Lake, ds: dt.date, job: Job) -> str:
+    return lake.uri(LakePaths.fact(ds, job.name))
+
+
+def _system_section(
+    lake: Lake, ds: dt.date, facts: dict[str, dict[str, Any]], published: Any
+) -> dict[str, Any]:
+    """The system served on ``ds`` (named by the published candidates, else the publish fact, else the
+    system champion), the champion, and the training run of ``ds`` when there was one."""
+    champion = read_system_champion(lake)
+    publish = facts.get(PUBLISH_CANDIDATES.name)
+    served: dict[str, Any] | None = None
+    for source, what, value in (
+        ("published candidates", lake.uri(LakePaths.candidates(ds)), published),
+        ("publish fact", _fact_uri(lake, ds, PUBLISH_CANDIDATES), (publish or {}).get("system")),
+    ):
+        if value is not None:
+            with reading(what):
+                system = read_system(value)
+            served = {"source": source, "label": system.label, "system": system.to_json()}
+            break
+    if served is None and champion is not None:
+        served = {"source": "system champion", "label": champion["label"], "system": champion["system"]}
+    training = None
+    if TRAIN_SYSTEM.name in facts:
+        with reading(_fact_uri(lake, ds, TRAIN_SYSTEM)):
+            training = system_training(facts[TRAIN_SYSTEM.name])
+    return {"served": served, "champion": champion, "trained": training is not None, "training": training}
 
 
 def metrics_json(metrics: dict[str, Any]) -> bytes:
@@ -128,15 +130,12 @@ def metrics_json(metrics: dict[str, Any]) -> bytes:
     return (json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
 
 
-def _timings(sections: dict[Job, Any], models: dict[str, Any]) -> dict[str, Any]:
+def _timings(sections: dict[Job, Any]) -> dict[str, Any]:
     features = sections[BUILD_FEATURES]
     publish = sections[PUBLISH_CANDIDATES]
     index = sections[BUILD_INDEX]
     digests = sections[PUBLISH_DIGESTS]
-    ranker = models[RANKER]["training"]
     nightly: dict[str, float | None] = {}
-    if ranker is not None and ranker["evaluation"].get("fit_seconds") is not None:
-        nightly["ranker fit"] = ranker["evaluation"]["fit_seconds"]
     if index is not None and index["build_seconds"] is not None:
         nightly["index build"] = index["build_seconds"]
     if publish is not None:
@@ -158,6 +157,9 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     candidates = metrics["candidates"]
     catalog = candidates.get("catalog", {})
     quality = metrics["quality"]
+    served, training = metrics["system"]["served"], metrics["system"]["training"]
+    selection = training["selection"] if training else None
+    served_row = next(row for row in selection["test"] if row["served"]) if selection else None
     return {
         "candidate_users": candidates.get("users"),
         "candidate_rows": candidates.get("rows"),
@@ -165,8 +167,8 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
         "index_recall": metrics["index"]["recall"] if metrics["index"] else None,
         "quarantined_rows": quality["total_quarantined"] if quality else None,
         "digest_messages": metrics["rows"]["digest_messages"],
-        **{
-            f"{kind}_promoted": section["training"]["promoted"] if section["training"] else None
-            for kind, section in metrics["models"].items()
-        },
+        "served_system": served["label"] if served else None,
+        "system_promoted": training["promoted"] if training else None,
+        "selection_metric": selection["metric"] if selection else None,
+        "served_on_test_night": served_row["intervals"][selection["metric"]] if selection else None,
     }

@@ -11,29 +11,17 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.core.paths import RANKER, TWO_TOWER
 from pipelines.delivery.report.candidates import COVERAGE_TOP
-
-RETRIEVAL_MODELS: tuple[str, ...] = ("two_tower", "most_popular", "item_knn")
-RANKER_ORDERS: tuple[tuple[str, str], ...] = (
-    ("", "ranker"),
-    ("retrieval_", "retrieval only"),
-    ("logged_", "logged feed order"),
-)
-
+from pipelines.delivery.report.verdict import metric_label
 
 PALETTE = {
-    "two_tower": "#2563eb",
-    "most_popular": "#9ca3af",
-    "item_knn": "#f59e0b",
-    "ranker": "#2563eb",
-    "retrieval only": "#9ca3af",
-    "logged feed order": "#f59e0b",
+    "accent": "#2563eb",
+    "served": "#16a34a",
+    "other": "#9ca3af",
     "features": "#0d9488",
     "nightly": "#6366f1",
     "bad": "#dc2626",
 }
-MODEL_LABELS = {"two_tower": "two-tower", "most_popular": "most popular", "item_knn": "item-kNN"}
 _STYLE = {
     "font.size": 9,
     "axes.titlesize": 10,
@@ -67,71 +55,27 @@ def _png(draw: Callable[[Any], None], size: tuple[float, float]) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _label_bars(ax: Any, bars: Any, fmt: str) -> None:
-    ax.bar_label(bars, labels=[fmt.format(b.get_height()) for b in bars], padding=2, fontsize=7)
-
-
-def _plot_loss(curves: dict[str, list[float | None]]) -> str:
-    def draw(figure: Any) -> None:
-        ax = figure.add_subplot()
-        for name, values in curves.items():
-            epochs = np.arange(1, len(values) + 1)
-            y = np.array([np.nan if v is None else v for v in values], dtype=float)
-            ax.plot(epochs, y, marker="o", linewidth=2, label=name)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        ax.set_title("Two-tower training loss")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        if len(curves) > 1:
-            ax.legend()
-
-    return _png(draw, (5.6, 3.2))
-
-
-def _plot_recall(evaluation: dict[str, dict[str, float | None]], ks: list[int]) -> str:
-    def draw(figure: Any) -> None:
-        ax = figure.add_subplot()
-        models = model_order(evaluation)
-        width = 0.8 / max(len(models), 1)
-        x = np.arange(len(ks))
-        for i, model in enumerate(models):
-            values = [evaluation[model].get(f"recall_at_{k}") or 0.0 for k in ks]
-            bars = ax.bar(
-                x + (i - (len(models) - 1) / 2) * width,
-                values,
-                width,
-                label=MODEL_LABELS.get(model, model),
-                color=PALETTE.get(model),
-            )
-            _label_bars(ax, bars, "{:.2f}")
-        ax.set_xticks(x, [f"Recall@{k}" for k in ks])
-        ax.set_ylim(0, 1.08)
-        ax.set_title("Retrieval on the hold-out")
-        ax.legend(loc="upper left", ncols=len(models))
-
-    return _png(draw, (5.6, 3.2))
-
-
-def _plot_ranker(evaluation: dict[str, float | None]) -> str:
-    cutoffs = [c for c in (5, 10) if evaluation.get(f"ndcg_at_{c}") is not None]
+def _plot_test_night(rows: list[dict[str, Any]], metric: str) -> str:
+    """The test night's ``metric`` per system, best first, with 95% interval bars; the served one green."""
 
     def draw(figure: Any) -> None:
         ax = figure.add_subplot()
-        orders = [(p, name) for p, name in RANKER_ORDERS if evaluation.get(f"{p}ndcg_at_10") is not None]
-        width = 0.8 / max(len(orders), 1)
-        x = np.arange(len(cutoffs))
-        for i, (prefix, name) in enumerate(orders):
-            values = [evaluation.get(f"{prefix}ndcg_at_{c}") or 0.0 for c in cutoffs]
-            bars = ax.bar(
-                x + (i - (len(orders) - 1) / 2) * width, values, width, label=name, color=PALETTE[name]
-            )
-            _label_bars(ax, bars, "{:.3f}")
-        ax.set_xticks(x, [f"NDCG@{c}" for c in cutoffs])
-        ax.set_ylim(0, 1.08)
-        ax.set_title("Ranker vs retrieval-only vs logged order (hold-out)")
-        ax.legend(loc="upper left", ncols=len(orders))
+        y = np.arange(len(rows))
+        means = np.array([row["intervals"][metric]["mean"] for row in rows])
+        lows = np.array([row["intervals"][metric]["low"] for row in rows])
+        highs = np.array([row["intervals"][metric]["high"] for row in rows])
+        colours = [PALETTE["served"] if row["served"] else PALETTE["other"] for row in rows]
+        bars = ax.barh(y, means, color=colours, height=0.6)
+        ax.errorbar(means, y, xerr=[means - lows, highs - means], fmt="none", ecolor="#111827", capsize=3)
+        ax.bar_label(bars, labels=[f"{m:.3f}" for m in means], padding=4, fontsize=7, label_type="center")
+        names = [f"{row['label']} · {row['role']}" + (", served" if row["served"] else "") for row in rows]
+        ax.set_yticks(y, names)
+        ax.invert_yaxis()
+        ax.set_xlim(0, max(float(highs.max()), 1e-3) * 1.1)
+        ax.set_xlabel(f"{metric_label(metric)} on the test night (whiskers: 95% interval)")
+        ax.set_title("Systems replayed on the test night")
 
-    return _png(draw, (5.6, 3.2))
+    return _png(draw, (9.6, 1.2 + 0.3 * len(rows)))
 
 
 def _plot_scores(score: dict[str, Any] | None, retrieval: dict[str, Any] | None) -> str:
@@ -141,7 +85,7 @@ def _plot_scores(score: dict[str, Any] | None, retrieval: dict[str, Any] | None)
         axes = figure.subplots(1, len(panels), squeeze=False)[0]
         for ax, (title, dist) in zip(axes, panels, strict=True):
             edges = np.array(dist["histogram"]["edges"])
-            ax.stairs(dist["histogram"]["counts"], edges, fill=True, color=PALETTE["two_tower"], alpha=0.8)
+            ax.stairs(dist["histogram"]["counts"], edges, fill=True, color=PALETTE["accent"], alpha=0.8)
             ax.axvline(dist["quantiles"]["p50"], color="#111827", linewidth=1, linestyle="--")
             ax.set_title(f"Published {title}")
             ax.set_xlabel("score (dashed: median)")
@@ -230,37 +174,14 @@ def _plot_quarantine(quarantined: dict[str, dict[str, int]]) -> str:
     return _png(draw, (5.6, 1.5 + 0.3 * len(bars)))
 
 
-def model_order(evaluation: dict[str, Any]) -> list[str]:
-    """The two-tower first, then the baselines, then any other model evaluated."""
-    return [m for m in RETRIEVAL_MODELS if m in evaluation] + sorted(set(evaluation) - set(RETRIEVAL_MODELS))
-
-
-def recall_ks(evaluation: dict[str, dict[str, float | None]]) -> list[int]:
-    """The cutoffs ``k`` of every ``recall_at_<k>`` metric in ``evaluation``, ascending."""
-    ks = {
-        int(name.removeprefix("recall_at_"))
-        for values in evaluation.values()
-        for name in values
-        if name.startswith("recall_at_") and name.removeprefix("recall_at_").isdigit()
-    }
-    return sorted(ks)
-
-
 def build_plots(metrics: dict[str, Any]) -> dict[str, str | None]:
     """Base64 PNGs by plot name; None where the numbers behind a plot are missing."""
     plots: dict[str, str | None] = dict.fromkeys(
-        ("loss", "recall", "ranker", "scores", "lengths", "coverage", "timings", "quarantine")
+        ("test_night", "scores", "lengths", "coverage", "timings", "quarantine")
     )
-    two_tower = metrics["models"][TWO_TOWER]["training"]
-    if two_tower is not None:
-        if two_tower["loss_history"]:
-            plots["loss"] = _plot_loss(two_tower["loss_history"])
-        ks = recall_ks(two_tower["evaluation"])
-        if ks:
-            plots["recall"] = _plot_recall(two_tower["evaluation"], ks)
-    ranker = metrics["models"][RANKER]["training"]
-    if ranker is not None and ranker["evaluation"].get("ndcg_at_10") is not None:
-        plots["ranker"] = _plot_ranker(ranker["evaluation"])
+    training = metrics["system"]["training"]
+    if training is not None and training["selection"] is not None:
+        plots["test_night"] = _plot_test_night(training["selection"]["test"], training["selection"]["metric"])
     candidates = metrics["candidates"]
     if candidates["published"]:
         if candidates["score"] or candidates["retrieval_score"]:

@@ -1,4 +1,5 @@
-"""Run report: hand-built facts, champions and a tiny published candidates dataset in a temporary lake."""
+"""Run report: hand-built facts, the system champion and a tiny published candidates dataset in a temporary
+lake."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
 
@@ -24,39 +26,30 @@ from pipelines.delivery.report.build import build_report
 from pipelines.delivery.report.facts import ReportInputError
 from pipelines.delivery.report.metrics import collect_metrics
 from pipelines.jobs import run
+from tests.pipelines.delivery.system_facts import (
+    ALS,
+    CANDIDATE,
+    CHAMPION_SYSTEM,
+    NO_DIVERSIFY,
+    NO_RANKER,
+    POPULAR,
+    SYSTEM_CHAMPION,
+    TT_CHAMPION,
+    kept_fact,
+    ranker_worse_fact,
+)
 
 DS = dt.date(2026, 11, 22)
-TT_VERSION = "2026-11-22-20261123T021501123456Z-1f2e3d4c"
-TT_CHAMPION = "2026-11-20-20261121T021501123456Z-aaaaaaaa"
-RANKER_VERSION = "2026-11-22-20261123T021601123456Z-2e3d4c5b"
 HOSTILE_VERSION = "2026-11-01-<script>alert('pwned')</script>"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SECTION_TITLES = (
-    "Models in force and promotion decisions",
-    "Two-tower retrieval",
-    "Ranker",
+    "System selection",
     "Published candidates",
     "Stage timings and row counts",
     "Data quality",
     "Digests",
     "Run facts",
 )
-
-
-def retrieval_metrics(recall: tuple[float, float, float]) -> dict[str, float]:
-    r10, r50, r100 = recall
-    return {
-        "recall_at_10": r10,
-        "recall_at_50": r50,
-        "recall_at_100": r100,
-        "ndcg_at_10": r10 / 2,
-        "ndcg_at_50": r50 / 2,
-        "ndcg_at_100": r100 / 2,
-        "coverage_at_10": 0.1,
-        "coverage_at_50": 0.2,
-        "coverage_at_100": 0.3,
-        "n_users": 40.0,
-    }
 
 
 FEATURES_FACT = {
@@ -70,44 +63,13 @@ FEATURES_FACT = {
     "bad_fraction": {"raw_events": 0.05, "raw_items": 0.0, "raw_users": 0.2},
     "seconds": {"checked_events": 0.5, "stg_events": 0.25},
 }
-TWO_TOWER_FACT = {
-    "version": TT_VERSION,
-    "promoted": False,
-    "reason": f"recall_at_50 0.3000 trails champion {TT_CHAMPION} (0.3500) by more than the tolerance 0.0100",
-    "metrics": {
-        "two_tower": retrieval_metrics((0.2, 0.3, 0.5)),
-        "most_popular": retrieval_metrics((0.1, 0.25, 0.4)),
-        "item_knn": retrieval_metrics((0.15, 0.2, 0.45)),
-    },
-    "champion_metrics": retrieval_metrics((0.22, 0.35, 0.55)),
-    "loss_history": [3.0, 2.0, 1.5],
-    "examples_per_second": 1000.0,
-    "n_train_examples": 500,
-}
-RANKER_FACT = {
-    "version": RANKER_VERSION,
-    "promoted": True,
-    "reason": "first ranker model: ndcg_at_10 0.7000 >= floor 0.5000",
-    "metrics": {
-        "ndcg_at_5": 0.65,
-        "ndcg_at_10": 0.7,
-        "retrieval_ndcg_at_5": 0.5,
-        "retrieval_ndcg_at_10": 0.55,
-        "logged_ndcg_at_5": 0.45,
-        "logged_ndcg_at_10": 0.5,
-        "map": 0.6,
-        "fit_seconds": 1.25,
-    },
-    "champion_metrics": None,
-    "two_tower_version": TT_CHAMPION,
-}
 PUBLISH_FACT = {
     "published": True,
     "num_shards": 2,
     "users": 3,
     "rows": 26,
     "top_k": 12,
-    "system": {"retriever": "two_tower", "two_tower_version": TT_CHAMPION, "ranker_version": RANKER_VERSION},
+    "system": CHAMPION_SYSTEM.to_json(),
     "shards": {
         "0": {"users": 2, "rows": 23, "seconds": {"load": 1.0, "rank": 0.5}},
         "1": {"users": 1, "rows": 3, "seconds": {"load": 2.0, "rank": 0.25}},
@@ -132,17 +94,20 @@ def write_fact(lake: Lake, job: str, fact: Any) -> None:
     lake.write_json(LakePaths.fact(DS, job), fact)
 
 
-def write_champion(lake: Lake, kind: str, version: str, metric: str, metrics: dict[str, float]) -> None:
+def write_system_champion(lake: Lake, version: str, system: dict[str, Any], name: str) -> None:
+    """The ``system`` champion pointer as ``registry.promote`` writes it for ``pipelines.jobs.training``."""
     lake.write_pointer(
-        LakePaths.champion(kind),
+        LakePaths.champion("system"),
         {
-            "kind": kind,
+            "kind": "system",
             "version": version,
-            "metric": metric,
-            "value": metrics[metric],
-            "metrics": metrics,
+            "system": system,
+            "label": "ignored: the report labels the system itself",
+            "name": name,
+            "metrics": {"recall_at_50": 0.38, "ndcg_at_10": 0.2, "n_users": 38.0},
+            "decision": {},
             "previous_version": None,
-            "promoted_at": "2026-11-21T02:15:01+00:00",
+            "promoted_at": "2026-11-21T02:17:01+00:00",
         },
         if_generation_match=None,
     )
@@ -193,39 +158,18 @@ def publish_inputs_and_candidates(lake: Lake) -> None:
         dataset,
         staging,
         ["shard=000.parquet", "shard=001.parquet"],
-        metadata={
-            "system": {
-                "retriever": "two_tower",
-                "two_tower_version": TT_CHAMPION,
-                "ranker_version": RANKER_VERSION,
-            }
-        },
+        metadata={"system": CHAMPION_SYSTEM.to_json()},
     )
 
 
 def full_night(lake: Lake) -> None:
     write_fact(lake, "build_features", FEATURES_FACT)
-    write_fact(lake, "train_two_tower", TWO_TOWER_FACT)
-    write_fact(lake, "train_ranker", RANKER_FACT)
+    write_fact(lake, "train_system", kept_fact())
     write_fact(lake, "publish_candidates", PUBLISH_FACT)
     for job, fact in OTHER_FACTS.items():
         write_fact(lake, job, fact)
-    write_champion(lake, "two_tower", TT_CHAMPION, "recall_at_50", retrieval_metrics((0.22, 0.35, 0.55)))
-    write_champion(lake, "ranker", RANKER_VERSION, "ndcg_at_10", RANKER_FACT["metrics"])
-    lake.write_json(
-        f"{LakePaths.model_dir('two_tower', TT_VERSION)}/decision.json",
-        {
-            "kind": "two_tower",
-            "version": TT_VERSION,
-            "promoted": False,
-            "reason": TWO_TOWER_FACT["reason"],
-            "metric": "recall_at_50",
-            "value": 0.3,
-            "champion_version": TT_CHAMPION,
-            "champion_value": 0.35,
-            "floor": 0.02,
-            "tolerance": 0.01,
-        },
+    write_system_champion(
+        lake, SYSTEM_CHAMPION, CHAMPION_SYSTEM.to_json(), "two-tower + ranker (impressions)"
     )
     publish_inputs_and_candidates(lake)
 
@@ -289,7 +233,6 @@ def test_metrics_hold_the_hand_computed_numbers(night: Lake) -> None:
     assert timings["features_sql_total"] == 0.75  # 0.5 + 0.25
     # Shard stages summed over shards: load 1.0 + 2.0, rank 0.5 + 0.25; shard totals 1.5 and 2.25.
     assert timings["nightly"] == {
-        "ranker fit": 1.25,
         "index build": 0.75,
         "shards: load": 3.0,
         "shards: rank": 0.75,
@@ -297,23 +240,145 @@ def test_metrics_hold_the_hand_computed_numbers(night: Lake) -> None:
     }
     assert timings["shard_totals"] == {"0": 1.5, "1": 2.25}
 
-    two_tower = metrics["models"]["two_tower"]
-    assert two_tower["trained"] and not two_tower["training"]["promoted"]
-    assert two_tower["served"] == TT_CHAMPION
-    assert two_tower["champion"]["version"] == TT_CHAMPION
-    assert two_tower["training"]["decision"]["champion_value"] == 0.35
-    assert two_tower["training"]["loss_history"] == {"loss": [3.0, 2.0, 1.5]}
-    ranker = metrics["models"]["ranker"]["training"]
-    assert ranker["evaluation"]["logged_ndcg_at_10"] == 0.5
+    system = metrics["system"]
+    assert system["served"] == {
+        "source": "published candidates",
+        "label": "two-tower + ranker + diversified",
+        "system": CHAMPION_SYSTEM.to_json(),
+    }
+    assert system["champion"]["version"] == SYSTEM_CHAMPION
+    assert system["champion"]["label"] == "two-tower + ranker + diversified"
+    training = system["training"]
+    assert system["trained"] and not training["promoted"] and not training["skipped"]
+    selection = training["selection"]
+    assert selection["metric"] == "recall_at_50"
+    assert selection["chosen"] == CANDIDATE
+    # Best recall@50 first: champion 0.40, without diversification 0.36, candidate 0.34, ALS 0.32,
+    # without the ranker 0.30, most popular 0.20.
+    assert [(r["name"], r["role"], r["served"], r["chosen"]) for r in selection["test"]] == [
+        ("champion", "champion", True, False),
+        (NO_DIVERSIFY, "stage", False, False),
+        (CANDIDATE, "candidate", False, True),
+        (ALS, "baseline", False, False),
+        (NO_RANKER, "stage", False, False),
+        (POPULAR, "baseline", False, False),
+    ]
+    assert selection["test"][3]["label"] == "als + age<=7d"
+    assert selection["test"][2]["intervals"]["recall_at_50"] == {"mean": 0.34, "low": 0.31, "high": 0.37}
+    # Paired differences: the served champion minus every other system, in the table's order.
+    differences = selection["differences_from_served"]
+    assert [d["name"] for d in differences] == [NO_DIVERSIFY, CANDIDATE, ALS, NO_RANKER, POPULAR]
+    assert differences[1]["differences"]["recall_at_50"] == {"mean": 0.06, "low": 0.03, "high": 0.09}
+    plan = selection["plan"]
+    assert (plan["validation"], plan["test"], plan["window_days"]) == (
+        ["2026-11-20", "2026-11-21"],
+        "2026-11-22",
+        1,
+    )
+    assert [(n["role"], n["eval_users"], n["relevant_pairs"]) for n in plan["nights"]] == [
+        ("validation", 40, 60),
+        ("validation", 41, 61),
+        ("test", 42, 62),
+    ]
+    assert plan["seconds"]["total"] == 39.75
+    ranker_step = next(t for t in selection["trials"] if t["step"] == "two_tower: ranker")
+    assert [(o["metrics"]["recall_at_50"], o["chosen"]) for o in ranker_step["options"]] == [
+        (0.35, True),
+        (0.33, False),
+        (0.31, False),
+    ]
     assert metrics["headline"]["coverage_top_10"] == 0.75
     assert metrics["rows"]["digest_messages"] == 2
+    assert {
+        key: metrics["headline"][key] for key in ("served_system", "system_promoted", "selection_metric")
+    } == {
+        "served_system": "two-tower + ranker + diversified",
+        "system_promoted": False,
+        "selection_metric": "recall_at_50",
+    }
+    assert metrics["headline"]["served_on_test_night"] == {"mean": 0.4, "low": 0.37, "high": 0.43}
+
+
+def test_a_kept_champion_is_said_with_the_losing_check(night: Lake) -> None:
+    metrics = json.loads(published(night, "metrics.json"))
+    training = metrics["system"]["training"]
+    decision = training["selection"]["decision"]
+    assert (decision["promoted"], decision["served"]) == (False, "champion")
+    lost = [c for c in decision["checks"] if not c["passed"]]
+    assert lost == [
+        {
+            "challenger": CANDIDATE,
+            "against": "champion",
+            "metric": "recall_at_50",
+            "mean": -0.06,
+            "low": -0.09,
+            "high": -0.03,
+            "passed": False,
+        }
+    ]
+    verdict = (
+        "kept the champion, two-tower + ranker + diversified: two-tower + ranker + diversified + age&lt;=7d "
+        "lost to the champion on recall@50: -0.060 [-0.090, -0.030]"
+    )
+    assert training["verdict"] == html_unescape(verdict)
+    html = published(night, "report.html").decode()
+    assert f'<p class="verdict warn">{verdict}</p>' in html
+    assert "not promoted, champion kept" in html
+    # The stages of the candidate: its ranker adds recall on the test night, its diversification costs.
+    ranker, diversification = training["selection"]["stages"]
+    assert (ranker["stage"], ranker["used"], ranker["worse"]) == ("ranker", True, False)
+    assert ranker["test"]["without"] == NO_RANKER
+    assert ranker["validation"]["without_value"] == 0.31 and ranker["validation"]["with_value"] == 0.35
+    assert (diversification["used"], diversification["worse"]) == (True, True)
+    assert diversification["test"]["differences"]["recall_at_50"] == {
+        "mean": -0.02,
+        "low": -0.05,
+        "high": 0.01,
+    }
+    assert diversification["sentence"] == (
+        "diversification used: on the test night it costs recall@50 -0.020 [-0.050, +0.010] (with it minus "
+        "without); lists without it scored 0.3700 vs 0.3800 on the validation nights (recall@50)"
+    )
+    assert "ranker used: on the test night it adds recall@50 +0.040 [+0.010, +0.070]" in html
+
+
+def test_a_ranker_that_made_lists_worse_is_not_used_and_the_report_says_why(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    fact, promoted = ranker_worse_fact()
+    write_fact(lake, "train_system", fact)
+    write_system_champion(lake, fact["version"], promoted, "two-tower")
+
+    build_report(lake, DS)
+
+    metrics = json.loads(published(lake, "metrics.json"))
+    system = metrics["system"]
+    # The promoted system, served from now on, has no ranker.
+    assert system["served"]["source"] == "system champion"
+    assert system["served"]["system"]["ranker_version"] is None
+    assert system["served"]["label"] == "two-tower"
+    training = system["training"]
+    assert (
+        training["promoted"] and training["verdict"] == "promoted two-tower: it did not lose to most-popular"
+    )
+    ranker = training["selection"]["stages"][0]
+    assert (ranker["stage"], ranker["used"], ranker["worse"], ranker["test"]) == ("ranker", False, True, None)
+    # Lists with the better of the two rankers scored 0.35, without one 0.40: a cost of 0.05.
+    assert ranker["validation"]["with"] == "two-tower + ranker (impressions)"
+    assert ranker["validation"]["difference"] == pytest.approx(-0.05)
+    sentence = (
+        "ranker not used: lists without it scored 0.4000 vs 0.3500 on the validation nights (recall@50)"
+    )
+    assert ranker["sentence"] == sentence
+    html = published(lake, "report.html").decode()
+    assert sentence in html
+    assert "lists score lower with it" in html
 
 
 def test_html_is_self_contained_with_png_plots(night: Lake) -> None:
     html = published(night, "report.html").decode()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    # loss, recall, ranker, scores, list lengths, coverage, timings, quarantine
-    assert len(images) == 8
+    # test night, scores, list lengths, coverage, timings, quarantine
+    assert len(images) == 6
     for encoded in images:
         png = base64.b64decode(encoded)
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
@@ -321,8 +386,8 @@ def test_html_is_self_contained_with_png_plots(night: Lake) -> None:
             assert image.width > 300 and image.height > 150
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
     assert "<script" not in html and "<link" not in html
-    # Reasons are data: the "&" and ">=" of the ranker's decision come out escaped.
-    assert "ndcg_at_10 0.7000 &gt;= floor 0.5000" in html
+    # Reasons are data: the "<=" of the system names in the gate's reason come out escaped.
+    assert f"{CANDIDATE} lost to the champion".replace("<", "&lt;") in html
 
 
 def test_rerun_keeps_facts_and_writes_the_same_bytes(night: Lake) -> None:
@@ -337,12 +402,11 @@ def test_rerun_keeps_facts_and_writes_the_same_bytes(night: Lake) -> None:
         f"run={night.read_manifest(dataset)['staging']}"
     ]
     assert night.ls(f"{dataset}/facts") == sorted(
-        f"{job}.json"
-        for job in ("build_features", "train_two_tower", "train_ranker", "publish_candidates", *OTHER_FACTS)
+        f"{job}.json" for job in ("build_features", "train_system", "publish_candidates", *OTHER_FACTS)
     )
 
 
-def test_night_without_training_shows_the_champions(tmp_path: Path) -> None:
+def test_night_without_training_shows_the_champion(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path))
     features = {
         **FEATURES_FACT,
@@ -350,13 +414,13 @@ def test_night_without_training_shows_the_champions(tmp_path: Path) -> None:
         "quality": {"raw_events": {"ok": 10, "odd $\\nope$ <b>": 2}},
     }
     write_fact(lake, "build_features", features)
-    write_champion(lake, "two_tower", HOSTILE_VERSION, "recall_at_50", retrieval_metrics((0.2, 0.3, 0.5)))
+    hostile = {**CHAMPION_SYSTEM.to_json(), "two_tower_version": HOSTILE_VERSION}
+    write_system_champion(lake, SYSTEM_CHAMPION, hostile, "<b>two-tower</b>")
 
     summary = build_report(lake, DS)
 
     assert summary.missing_facts == [
-        "train_two_tower",
-        "train_ranker",
+        "train_system",
         "export_inputs",
         "embed_items",
         "build_index",
@@ -364,13 +428,20 @@ def test_night_without_training_shows_the_champions(tmp_path: Path) -> None:
         "publish_digests",
     ]
     metrics = json.loads(published(lake, "metrics.json"))
-    assert metrics["models"]["two_tower"]["trained"] is False
-    assert metrics["models"]["two_tower"]["champion"]["version"] == HOSTILE_VERSION
-    assert metrics["models"]["ranker"]["champion"] is None
+    system = metrics["system"]
+    assert system["trained"] is False and system["training"] is None
+    assert system["champion"]["system"]["two_tower_version"] == HOSTILE_VERSION
+    assert system["served"] == {
+        "source": "system champion",
+        "label": "two-tower + ranker + diversified",
+        "system": hostile,
+    }
+    assert metrics["headline"]["served_system"] == "two-tower + ranker + diversified"
+    assert metrics["headline"]["system_promoted"] is None
     assert metrics["candidates"] == {"published": False}
     html = published(lake, "report.html").decode()
-    assert "No two-tower training on this date" in html
-    assert "No ranker training on this date" in html
+    assert "No training run on this date: the system in force stays." in html
+    assert "&lt;b&gt;two-tower&lt;/b&gt;" in html
     assert "No candidates were published for this date" in html
     assert "&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;" in html
     assert "<script" not in html
@@ -381,8 +452,10 @@ def test_night_without_training_shows_the_champions(tmp_path: Path) -> None:
 
 def test_malformed_fact_names_the_file(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path))
-    write_fact(lake, "train_ranker", {**RANKER_FACT, "metrics": {"ndcg_at_10": "high"}})
-    with pytest.raises(ReportInputError, match=r"facts/train_ranker\.json is malformed.*'high'"):
+    fact = kept_fact()
+    fact["selection"]["test"][ALS]["intervals"]["ndcg_at_10"]["low"] = "high"
+    write_fact(lake, "train_system", fact)
+    with pytest.raises(ReportInputError, match=r"facts/train_system\.json is malformed.*'high'"):
         collect_metrics(lake, DS)
     lake.write_bytes(LakePaths.fact(DS, "build_index"), b"{not json")
     with pytest.raises(ReportInputError, match=r"facts/build_index\.json is not valid JSON"):
@@ -398,8 +471,7 @@ def test_write_report_job_publishes_on_an_empty_night(
     result = run(jobs.WRITE_REPORT, DS)
     assert result["missing_facts"] == [
         "build_features",
-        "train_two_tower",
-        "train_ranker",
+        "train_system",
         "export_inputs",
         "embed_items",
         "build_index",
@@ -437,4 +509,4 @@ def test_report_renders_in_headless_chromium(night: Lake, tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr[-2000:]
     for title in SECTION_TITLES:
         assert f">{title}" in done.stdout, title
-    assert done.stdout.count("<img ") == 8
+    assert done.stdout.count("<img ") == 6
