@@ -103,15 +103,20 @@ def _interval(i: dict[str, float]) -> str:
 
 
 def targets(result: dict[str, Any]) -> dict[str, Any]:
-    """The bench's targets on one data set's test night: served vs the best baseline, and more."""
+    """The bench's targets on one data set's test night.
+
+    The best tuned baseline is the baseline-family system (most popular, item-kNN, ALS, with or without
+    stages) with the highest Recall@50 on the test night; when the served system is that one, the
+    difference is zero.
+    """
     selection = result["train"]["selection"]
     test, served = selection["test"], selection["decision"]["served"]
-    baselines = [n for n, row in test.items() if row["role"] == "baseline"]
-    others = [n for n in baselines if n != served]
+    baselines = [n for n, row in test.items() if row["family"] != "two_tower" and row["role"] != "champion"]
     checks: dict[str, Any] = {"served": served}
-    if others:
-        best = max(others, key=lambda n: test[n]["summary"]["recall_at_50"])
-        diff = selection["differences_from_served"][best]
+    if baselines:
+        best = max(baselines, key=lambda n: test[n]["summary"]["recall_at_50"])
+        zero = {"mean": 0.0, "low": 0.0, "high": 0.0}
+        diff = selection["differences_from_served"].get(best, dict.fromkeys(METRICS, zero))
         checks["best_baseline"] = best
         checks["vs_best_baseline"] = {m: diff[m] for m in METRICS}
         checks["matches_best_baseline"] = all(diff[m]["low"] >= FLOOR for m in METRICS)
@@ -119,7 +124,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
             test[best]["summary"]["recall_at_50"], 1e-12
         )
     model = selection.get("model")
-    als = [n for n in baselines if test[n]["family"] == "als"]
+    als = [n for n in selection.get("model_differences", {}) if test[n]["family"] == "als"]
     if model and als:
         checks["model"] = model
         checks["model_vs_als"] = {m: selection["model_differences"][als[0]][m] for m in METRICS}
@@ -152,8 +157,8 @@ def print_result(result: dict[str, Any], checks: dict[str, Any]) -> None:
     if "best_baseline" in checks:
         diffs = ", ".join(f"{m} {_interval(i)}" for m, i in checks["vs_best_baseline"].items())
         verdict = "met" if checks["matches_best_baseline"] else "MISSED"
-        print(f"served - best other baseline ({checks['best_baseline']}): {diffs} -> target {verdict}")
-        print(f"served / best other baseline Recall@50: {checks['recall_at_50_ratio']:.2f}x")
+        print(f"served - best baseline ({checks['best_baseline']}): {diffs} -> target {verdict}")
+        print(f"served / best baseline Recall@50: {checks['recall_at_50_ratio']:.2f}x")
     if "model_vs_als" in checks:
         diffs = ", ".join(f"{m} {_interval(i)}" for m, i in checks["model_vs_als"].items())
         print(f"two-tower path ({checks['model']}) - ALS: {diffs}")

@@ -154,10 +154,13 @@ class SelectionConfig(_Section):
     )
     rankers: list[str] = Field(
         default_factory=lambda: list(RANKER_SOURCES),
-        description="rankers tried on the two-tower's lists (none, impressions, retrieval)",
+        description="rankers tried on the two-tower's lists (none, impressions, retrieval); the first "
+        "is kept unless another makes the lists better beyond noise on the validation nights",
     )
     diversify_choices: list[bool] = Field(
-        default_factory=lambda: [False, True], description="diversification tried off and on"
+        default_factory=lambda: [False, True],
+        description="diversification tried off and on; the first is kept unless the other is better "
+        "beyond noise",
     )
     two_tower_search: dict[str, list[Any]] = Field(
         default_factory=lambda: {
@@ -188,7 +191,8 @@ class SelectionConfig(_Section):
     als_factors: list[int] = Field(default_factory=lambda: [16, 64])
     max_item_age_choices: list[float | None] = Field(
         default_factory=lambda: [None, 30.0, 7.0, 3.0],
-        description="age limits tried for each retriever (None: no limit)",
+        description="age limits tried for each retriever (None: no limit); the first is kept unless "
+        "another is better beyond noise",
     )
     seed: int = 13
 

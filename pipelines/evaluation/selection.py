@@ -108,27 +108,36 @@ class _Protocol:
             self._scores[key] = None if system is None else self.replays[night].evaluate(system)
         return self._scores[key]
 
-    def choose(self, step: str, options: list[Recipe]) -> Recipe | None:
+    def choose(self, step: str, options: list[Recipe], incumbent: Recipe | None = None) -> Recipe | None:
         """The option with the highest pooled validation metric, on the nights where all of the
-        options that can be built on the last validation night can be built."""
+        options that can be built on the last validation night can be built.
+
+        With an ``incumbent`` (the option without a list stage), another option wins only when it is
+        better beyond noise: the paired 95% interval of its difference to the incumbent, over the pooled
+        validation users, lies above zero. A stage has to earn its place.
+        """
         last = self.plan.validation[-1]
         options = [o for o in options if self.score(last, o) is not None]
         if not options:
             return None
         nights = [n for n in self.plan.validation if all(self.score(n, o) is not None for o in options)]
-        values = {}
-        for option in options:
-            pooled = combine([self.score(n, option) for n in nights])
-            values[option] = pooled.means()
-        best = max(options, key=lambda o: values[o][self.config.metric])
-        self.trials.append(
-            {
-                "step": step,
-                "nights": [n.isoformat() for n in nights],
-                "options": {o.name: values[o] for o in options},
-                "chosen": best.name,
-            }
-        )
+        pooled = {option: combine([self.score(n, option) for n in nights]) for option in options}
+        values = {option: scores.means() for option, scores in pooled.items()}
+        metric = self.config.metric
+        best = max(options, key=lambda o: values[o][metric])
+        trial: dict[str, Any] = {
+            "step": step,
+            "nights": [n.isoformat() for n in nights],
+            "options": {o.name: values[o] for o in options},
+        }
+        if incumbent in pooled and best != incumbent:
+            gain = pooled[best].difference(pooled[incumbent], seed=self.config.seed)[metric]
+            trial["incumbent"] = incumbent.name
+            trial["gain_over_incumbent"] = {"option": best.name, **gain.to_json()}
+            if gain.low <= 0:
+                best = incumbent
+        trial["chosen"] = best.name
+        self.trials.append(trial)
         log.info("%s: %s (%s %.4f)", step, best.name, self.config.metric, values[best][self.config.metric])
         return best
 
@@ -184,12 +193,12 @@ def select_system(
                 options = [best.with_two_tower_setting(settings, name, v) for v in values]
                 best = protocol.choose(f"{family}: {name}", list(dict.fromkeys(options))) or best
             rankers = [dataclasses.replace(best, ranker=r) for r in config.rankers]
-            best = protocol.choose(f"{family}: ranker", rankers) or best
+            best = protocol.choose(f"{family}: ranker", rankers, incumbent=rankers[0]) or best
             if best.ranker != NO_RANKER:
                 depths = [dataclasses.replace(best, retrieval_depth=d) for d in config.retrieval_depths]
                 best = protocol.choose(f"{family}: retrieval depth", depths) or best
         ages = [dataclasses.replace(best, max_item_age_days=a) for a in config.max_item_age_choices]
-        best = protocol.choose(f"{family}: age limit", ages) or best
+        best = protocol.choose(f"{family}: age limit", ages, incumbent=ages[0]) or best
         diversified = (
             [dataclasses.replace(best, diversify=False)] if False in config.diversify_choices else []
         )
@@ -197,7 +206,7 @@ def select_system(
             diversified += [
                 dataclasses.replace(best, diversify=True, mmr_lambda=x) for x in config.mmr_lambdas
             ]
-        best = protocol.choose(f"{family}: diversification", diversified) or best
+        best = protocol.choose(f"{family}: diversification", diversified, incumbent=diversified[0]) or best
         finals[family] = best
     seconds["validation"] = time.perf_counter() - started - seconds["nights"]
     chosen = protocol.choose("system", list(finals.values()))

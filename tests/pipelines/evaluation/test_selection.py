@@ -54,6 +54,12 @@ def test_a_stage_that_makes_the_lists_worse_is_left_out(selected) -> None:
         harmful = [name for name in trial["options"] if f"age<={HARMFUL_AGE:g}d" in name]
         assert len(harmful) == 1 and trial["chosen"] not in harmful
         assert trial["options"][harmful[0]][metric] < trial["options"][trial["chosen"]][metric]
+    # A stage replaces the option without it only when better beyond noise on the validation users.
+    stage_trials = [t for t in facts["trials"] if "incumbent" in t]
+    assert stage_trials
+    for trial in stage_trials:
+        gain = trial["gain_over_incumbent"]
+        assert trial["chosen"] == (gain["option"] if gain["low"] > 0 else trial["incumbent"]), trial
     assert selection.chosen.max_item_age_days is None
     assert all(c.system.max_item_age_days is None for c in selection.candidates.values())
 
