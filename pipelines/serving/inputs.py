@@ -20,13 +20,28 @@ class EmptyInputsError(PermanentError):
     """The day has no users or no eligible posts: nothing meaningful can be published."""
 
 
+class MissingFeaturesError(EmptyInputsError):
+    """The feature tables have no partition for the day: the features step has not run for it."""
+
+
+FEATURE_TABLES = ("user_features", "item_features")
+
+
 def query_inputs(warehouse: Warehouse, ds: dt.date, settings: Settings) -> dict[str, pa.Table]:
     """The serving inputs of ``ds`` from the warehouse: what a night serves from (published or replayed).
 
     Raises:
+        MissingFeaturesError: the features of ``ds`` were never built.
         EmptyInputsError: no users, or no eligible posts, on ``ds``.
     """
     from pipelines.core.sql_params import sql_params
+
+    for table in FEATURE_TABLES:
+        if ds not in warehouse.partitions(table):
+            raise MissingFeaturesError(
+                f"ds={ds}: {table} has no partition for {ds}; build the features of that day first "
+                f"(the features DAG, or `python -m pipelines features --ds {ds}`)"
+            )
 
     params = {**sql_params(settings), "max_item_age_days": settings.candidates.max_item_age_days or 0}
     tables = {}
