@@ -11,10 +11,12 @@ Nothing here touches the environment or the disk at import time; call :func:`loa
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,8 +24,14 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from pipelines.core.errors import UserError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
+
+
+class SettingsFileError(UserError, FileNotFoundError):
+    """The settings file named by ``NIGHTFEED_CONFIG`` is missing or not valid YAML."""
 
 
 class _Section(BaseModel):
@@ -44,10 +52,26 @@ class WorldConfig(_Section):
 
 
 class QualityConfig(_Section):
+    """Data-quality rules: the bad-row threshold and the plausible range of timestamps (``out_of_range``)."""
+
     max_bad_fraction: float = Field(
         0.01, ge=0, le=1, description="fail the run when more than this share of a day's raw rows is bad"
     )
-    max_future_skew_minutes: int = Field(10, ge=0, description="event time allowed past the end of ds")
+    max_future_skew_minutes: int = Field(
+        10, ge=0, description="time allowed past the end of ds (quality gate) or past now (import)"
+    )
+    max_past_years: int = Field(
+        50,
+        ge=1,
+        description="a timestamp more than this many years before now (import) or before ds (quality gate) "
+        "is out_of_range",
+    )
+    max_gap_days: int = Field(
+        365,
+        ge=1,
+        description="event days cut off from the bulk of the events by more than this many days without "
+        "events are out_of_range (import) and not built by a history build",
+    )
 
 
 class FeaturesConfig(_Section):
@@ -201,10 +225,16 @@ class DiversifyConfig(_Section):
 
 
 LOCAL_UNSUBSCRIBE_SECRET = "local-only-unsubscribe-secret-not-for-production"
+_KEY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,16}$"
 
 
 class DigestConfig(_Section):
-    """Digest e-mails: who gets one, what it holds, and the links in it (see ``pipelines/digests.py``)."""
+    """Digest e-mails: who gets one, what it holds, and the links in it (see ``pipelines/delivery/digests``).
+
+    Unsubscribe tokens name the key that signed them: to rotate, move the current key into
+    ``unsubscribe_previous_keys`` under its id and set a new ``unsubscribe_secret`` and
+    ``unsubscribe_key_id``; new links use the new key while links already sent keep working.
+    """
 
     items_per_digest: int = Field(8, ge=1)
     min_fresh_candidates: int = Field(3, ge=1)
@@ -219,8 +249,45 @@ class DigestConfig(_Section):
     unsubscribe_secret: str = Field(
         LOCAL_UNSUBSCRIBE_SECRET,
         min_length=16,
-        description="HMAC key of unsubscribe tokens; set NIGHTFEED_DIGEST__UNSUBSCRIBE_SECRET in production",
+        description="HMAC key that signs new unsubscribe tokens; production refuses the built-in one: set "
+        "NIGHTFEED_DIGEST__UNSUBSCRIBE_SECRET (e.g. to `openssl rand -hex 32`)",
     )
+    unsubscribe_key_id: str = Field(
+        "k1", pattern=_KEY_ID_PATTERN, description="id of unsubscribe_secret, written into every token"
+    )
+    unsubscribe_previous_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="earlier keys by id, still accepted when verifying (a rotation's grace period: keep one "
+        "until unsubscribe_token_days after the last digest signed with it)",
+    )
+    unsubscribe_token_days: int = Field(
+        90, ge=30, description="an unsubscribe token expires this many days after its run date"
+    )
+    _production: bool = PrivateAttr(False)
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> DigestConfig:
+        for key_id, secret in self.unsubscribe_previous_keys.items():
+            if not re.fullmatch(_KEY_ID_PATTERN, key_id):
+                raise ValueError(f"digest.unsubscribe_previous_keys: bad key id {key_id!r}")
+            if len(secret) < 16:
+                raise ValueError(
+                    f"digest.unsubscribe_previous_keys[{key_id!r}] must have at least 16 characters"
+                )
+        if self.unsubscribe_key_id in self.unsubscribe_previous_keys:
+            raise ValueError(
+                f"digest.unsubscribe_key_id {self.unsubscribe_key_id!r} is also a previous key's id"
+            )
+        return self
+
+    @property
+    def production(self) -> bool:
+        """True when these settings run in production mode (set by :class:`Settings`)."""
+        return self._production
+
+    def verification_keys(self) -> dict[str, str]:
+        """Every key an unsubscribe token may be signed with, by key id (the current one first)."""
+        return {self.unsubscribe_key_id: self.unsubscribe_secret, **self.unsubscribe_previous_keys}
 
 
 class Settings(BaseSettings):
@@ -264,7 +331,13 @@ class Settings(BaseSettings):
     def _check_backends(self) -> Settings:
         if self.warehouse == "bigquery" and not self.bigquery_project:
             raise ValueError("warehouse=bigquery needs bigquery_project (NIGHTFEED_BIGQUERY_PROJECT)")
+        self.digest._production = self.production
         return self
+
+    @property
+    def production(self) -> bool:
+        """Production mode: the BigQuery warehouse or a ``gs://`` lake (built-in secrets are refused)."""
+        return self.warehouse == "bigquery" or self.lake_url.startswith("gs://")
 
     @property
     def duckdb_file(self) -> Path:
@@ -287,8 +360,17 @@ class Settings(BaseSettings):
         config_file = os.environ.get("NIGHTFEED_CONFIG")
         if config_file:
             if not Path(config_file).is_file():
-                raise FileNotFoundError(f"NIGHTFEED_CONFIG={config_file!r} is not a file")
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+                raise SettingsFileError(
+                    f"NIGHTFEED_CONFIG={config_file!r} is not a file",
+                    hint="point NIGHTFEED_CONFIG at a YAML settings file, or unset it",
+                )
+            try:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+            except yaml.YAMLError as exc:
+                detail = " ".join(str(exc).split())
+                raise SettingsFileError(
+                    f"NIGHTFEED_CONFIG={config_file!r} is not valid YAML: {detail}"
+                ) from exc
         return tuple(sources)
 
     def with_overrides(self, overrides: dict[str, Any] | None) -> Settings:
