@@ -51,12 +51,11 @@ def main() -> None:
             os.environ[f"NIGHTFEED_{section}__EVAL_DAYS"] = str(args.eval_days)
     sys.path.insert(0, str(REPO))
 
-    from pipelines.data.movielens import import_movielens
-
     from pipelines.core import jobs
     from pipelines.core.context import settings_with
     from pipelines.core.errors import PermanentError
     from pipelines.core.warehouse import open_warehouse
+    from pipelines.data.movielens import import_movielens
     from pipelines.data.world import World, load_world, world_config
     from pipelines.jobs import run
 

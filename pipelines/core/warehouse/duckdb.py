@@ -70,9 +70,14 @@ class DuckDBWarehouse(Warehouse):
     def _load_partition(self, table: str, rows: pa.Table, ds: dt.date) -> int:
         self.con.register("_nightfeed_load", rows)
         try:
-            return self._replace(table, "select * from _nightfeed_load", ds)
+            loaded = self._replace(table, "select * from _nightfeed_load", ds)
         finally:
             self.con.unregister("_nightfeed_load")
+        # Checkpoint each partition: one checkpoint after many loads merges every new row group at once
+        # and takes memory in proportion to all of them (about 640 MB after 10M events); one per partition
+        # stays flat and costs the same time in total.
+        self._run("checkpoint")
+        return loaded
 
     def _load_files(
         self, table: str, lake: Lake, files: Sequence[str], ds: dt.date, columns: pa.Schema
