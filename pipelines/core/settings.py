@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -264,6 +264,11 @@ class DigestConfig(_Section):
         90, ge=30, description="an unsubscribe token expires this many days after its run date"
     )
     _production: bool = PrivateAttr(False)
+
+    @field_validator("unsubscribe_previous_keys", mode="before")
+    @classmethod
+    def _no_previous_keys(cls, value: Any) -> Any:
+        return {} if value == "" else value  # an empty environment variable (docker compose's default)
 
     @model_validator(mode="after")
     def _check_keys(self) -> DigestConfig:
