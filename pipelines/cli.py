@@ -25,7 +25,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pipelines.core import jobs
@@ -90,9 +89,12 @@ def cmd_import(args: argparse.Namespace) -> None:
             hint="python -m pipelines import --events events.csv --items items.csv --users users.csv",
         )
     settings = settings_with(None)
+    # The rows are spilled on the data disk, not in a /tmp that may be held in memory.
+    scratch = settings.data_dir / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
     with open_warehouse(settings) as warehouse:
         if args.movielens:
-            report = import_movielens(warehouse, args.movielens, settings.quality)
+            report = import_movielens(warehouse, args.movielens, settings.quality, scratch_dir=scratch)
         else:
             report = import_files(
                 warehouse,
@@ -101,16 +103,9 @@ def cmd_import(args: argparse.Namespace) -> None:
                 args.users,
                 settings.quality,
                 allow_empty=args.allow_empty,
-                scratch_dir=_scratch_dir(settings.data_dir),
+                scratch_dir=scratch,
             )
     _print(report.to_dict())
-
-
-def _scratch_dir(data_dir: Path) -> Path:
-    """A folder for an import's spilled rows on the data disk (not a memory-backed /tmp)."""
-    scratch = data_dir / "tmp"
-    scratch.mkdir(parents=True, exist_ok=True)
-    return scratch
 
 
 def cmd_features(args: argparse.Namespace) -> None:

@@ -160,6 +160,7 @@ def load_tables(
     origin: str,
     quality: QualityConfig | None = None,
     now: dt.datetime | None = None,
+    scratch_dir: str | Path | None = None,
 ) -> ImportReport:
     """Load raw tables already in memory (with ``ds``) like files: checked, by ``ds`` partition.
 
@@ -167,7 +168,8 @@ def load_tables(
         InputFileError: a table has no rows (``origin`` is named).
     """
     sources = {table: [(1, rows)] for table, rows in tables.items()}
-    return load_batches(warehouse, sources, dict.fromkeys(tables, origin), quality, now)
+    origins = dict.fromkeys(tables, origin)
+    return load_batches(warehouse, sources, origins, quality, now, scratch_dir=scratch_dir)
 
 
 def import_files(

@@ -215,10 +215,11 @@ def import_movielens(
     folder: str | Path,
     quality: QualityConfig | None = None,
     now: dt.datetime | None = None,
+    scratch_dir: str | Path | None = None,
 ) -> ImportReport:
     """Load a MovieLens release from ``folder`` into the raw tables, one ``ds`` partition at a time.
 
     Raises:
         InputFileError: as for :func:`read_movielens`, or the ratings file has no rows.
     """
-    return load_tables(warehouse, read_movielens(folder), str(folder), quality, now)
+    return load_tables(warehouse, read_movielens(folder), str(folder), quality, now, scratch_dir)
