@@ -401,5 +401,10 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings from defaults, the YAML file and the environment, then apply ``overrides``."""
+    """Read settings from defaults, the YAML file and the environment, then apply ``overrides``.
+
+    Raises:
+        SettingsFileError: ``NIGHTFEED_CONFIG`` names a missing file or one that is not valid YAML.
+        pydantic.ValidationError: a value is unknown or out of range.
+    """
     return Settings().with_overrides(overrides or None)

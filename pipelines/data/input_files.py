@@ -67,6 +67,11 @@ def iter_table_file(path: str | Path, table: str) -> Iterator[tuple[int, pa.Tabl
 
 
 def existing_file(path: str | Path) -> Path:
+    """``path`` as a Path, checked to be a file.
+
+    Raises:
+        InputFileError: there is nothing at ``path``, or something that is not a file.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
