@@ -36,7 +36,8 @@ def _service_env(name: str) -> dict[str, Any]:
 def test_case_01_compose_refuses_to_start_without_jwt_secret_api_key_and_admin_password() -> None:
     text = COMPOSE.read_text()
     for name in REQUIRED_SECRETS:
-        uses = re.findall(r"\$\{" + name + r"(:?[-?+])?([^}]*)\}", text)
+        # ``$${NAME}`` is Compose's escape for a shell variable of the container, not an interpolation.
+        uses = re.findall(r"(?<!\$)\$\{" + name + r"(:?[-?+])?([^}]*)\}", text)
         assert uses, f"{name} is not used"
         for operator, message in uses:
             assert operator == ":?" and message.strip(), f"{name} must be required with a message: {uses}"
