@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core.errors import PermanentError
-from pipelines.core.settings import SelectionConfig
+from pipelines.core.model_settings import SelectionConfig
 from pipelines.core.warehouse import Warehouse
 
 TRUTH_QUERY = "evaluation/truth"

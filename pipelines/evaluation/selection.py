@@ -25,11 +25,8 @@ import time
 from typing import Any
 
 from pipelines.core.lake import Lake
-from pipelines.core.settings import (
-    NO_RANKER,
-    TWO_TOWER_RETRIEVER,
-    Settings,
-)
+from pipelines.core.model_settings import NO_RANKER, TWO_TOWER_RETRIEVER
+from pipelines.core.settings import Settings
 from pipelines.core.warehouse import Warehouse
 from pipelines.evaluation.gate import (
     BASELINE,

@@ -20,8 +20,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.core.lake import Lake, ManifestError
+from pipelines.core.model_settings import TWO_TOWER_RETRIEVER
 from pipelines.core.paths import LakePaths
-from pipelines.core.settings import TWO_TOWER_RETRIEVER, IndexConfig, Settings
+from pipelines.core.settings import IndexConfig, Settings
 from pipelines.serving.embeddings import NO_CHAMPION, NoChampionError, read_embeddings
 from pipelines.serving.index import IndexSettings, ItemIndex, build_scann_index
 from pipelines.serving.inputs import read_input

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import tensorflow as tf
 
 from pipelines.core.lake import Lake
+from pipelines.core.model_settings import TwoTowerConfig
 from pipelines.core.paths import TWO_TOWER, LakePaths
-from pipelines.core.settings import TwoTowerConfig
 from pipelines.training.two_tower.servers import Towers, build_towers
 
 if TYPE_CHECKING:

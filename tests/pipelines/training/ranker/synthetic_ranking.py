@@ -8,7 +8,7 @@ import datetime as dt
 import numpy as np
 import pyarrow as pa
 
-from pipelines.core.settings import RankerConfig
+from pipelines.core.model_settings import RankerConfig
 from pipelines.training.ranker.features import FEATURE_NAMES
 
 COL = {name: j for j, name in enumerate(FEATURE_NAMES)}
