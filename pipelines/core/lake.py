@@ -10,7 +10,10 @@ Readers must never see half a dataset, so every dataset follows write-audit-publ
 4. readers go through ``read_manifest``/``manifest_files`` only, so an unpublished or killed run is
    invisible, and a rerun replaces the whole dataset at the moment its manifest lands.
 
-Old staging folders of the same dataset are garbage-collected after a successful publish.
+Old staging folders of the same dataset are garbage-collected after a successful publish. A dataset read
+by a native loader (the item index) is published with a SHA-256 of every file in its manifest and
+verified before it is loaded; a pointer or manifest that is not JSON is a :class:`CorruptArtifactError`
+naming the object.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import io
 import json
 import logging
@@ -32,6 +36,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.core.errors import PermanentError
 from pipelines.core.paths import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
@@ -41,7 +46,14 @@ class PublishConflict(RuntimeError):
     """Another writer replaced the pointer between our read and our write."""
 
 
-class ManifestError(RuntimeError):
+class CorruptArtifactError(PermanentError):
+    """A stored object does not match its recorded checksum or cannot be parsed; the message names it."""
+
+
+CHECKSUM_CHUNK = 8 << 20
+
+
+class ManifestError(PermanentError):
     """A manifest is missing, malformed, or names files that are not there."""
 
 
@@ -117,6 +129,37 @@ class Lake:
     def read_json(self, rel: str) -> Any:
         return json.loads(self.read_bytes(rel))
 
+    def checksum(self, rel: str) -> str:
+        """``sha256:<hex>`` of the object ``rel``, read in chunks (bounded memory whatever its size)."""
+        digest = hashlib.sha256()
+        with self.fs.open(self.path(rel), "rb") as fh:
+            while chunk := fh.read(CHECKSUM_CHUNK):
+                digest.update(chunk)
+        return f"sha256:{digest.hexdigest()}"
+
+    def find(self, rel: str) -> list[str]:
+        """Paths of every object under ``rel``, relative to it, sorted; empty when there is none."""
+        base = self.path(rel).rstrip("/")
+        if not self.fs.exists(base):
+            return []
+        return sorted(full.rstrip("/")[len(base) :].lstrip("/") for full in self.fs.find(base))
+
+    def verify(self, folder: str, checksums: dict[str, str]) -> None:
+        """Check every object ``folder/<name>`` against its recorded checksum.
+
+        Raises:
+            CorruptArtifactError: an object is missing or its bytes differ (the message names it).
+        """
+        for name, expected in sorted(checksums.items()):
+            rel = f"{folder}/{name}"
+            if not self.exists(rel):
+                raise CorruptArtifactError(f"{self.uri(rel)} is missing (recorded with checksum {expected})")
+            found = self.checksum(rel)
+            if found != expected:
+                raise CorruptArtifactError(
+                    f"{self.uri(rel)} is corrupt: its checksum is {found}, {expected} was recorded"
+                )
+
     def write_json(self, rel: str, obj: Any) -> None:
         self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
@@ -165,13 +208,27 @@ class Lake:
                 data = blob.download_as_bytes()
             except NotFound:
                 return PointerVersion(None, 0)
-            return PointerVersion(json.loads(data), int(blob.generation))
+            return PointerVersion(self._pointer_json(rel, data), int(blob.generation))
         full = Path(self.path(rel))
         try:
             stat = full.stat()
-            return PointerVersion(json.loads(full.read_bytes()), stat.st_mtime_ns)
+            data = full.read_bytes()
         except FileNotFoundError:
             return PointerVersion(None, 0)
+        return PointerVersion(self._pointer_json(rel, data), stat.st_mtime_ns)
+
+    def _pointer_json(self, rel: str, data: bytes) -> dict[str, Any]:
+        try:
+            content = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CorruptArtifactError(
+                f"{self.uri(rel)} is not valid JSON ({exc}); restore or remove it"
+            ) from exc
+        if not isinstance(content, dict):
+            raise CorruptArtifactError(
+                f"{self.uri(rel)} must hold a JSON object, got {type(content).__name__}"
+            )
+        return content
 
     def write_pointer(self, rel: str, content: dict[str, Any], if_generation_match: int | None) -> None:
         """Replace the pointer ``rel`` with ``content`` atomically.
@@ -245,6 +302,7 @@ class Lake:
         files: list[str],
         metadata: dict[str, Any] | None = None,
         expected_generation: int | None = None,
+        checksums: bool = False,
     ) -> dict[str, Any]:
         """Make ``files`` (names inside ``staging``) the visible content of ``dataset``.
 
@@ -255,6 +313,7 @@ class Lake:
             metadata: extra facts stored in the manifest (row counts, model versions, ...).
             expected_generation: generation of the manifest read before the run started; None means
                 "whatever is there now" (read just before writing).
+            checksums: record each file's SHA-256 in the manifest (for :meth:`verified_files`).
 
         Returns:
             The manifest written.
@@ -277,6 +336,8 @@ class Lake:
             "published_at": dt.datetime.now(dt.UTC).isoformat(),
             "metadata": metadata or {},
         }
+        if checksums:
+            manifest["checksums"] = {name: self.checksum(f"{staging}/{name}") for name in sorted(files)}
         self.write_pointer(f"{dataset}/{MANIFEST_NAME}", manifest, if_generation_match=generation)
         self._collect_garbage(dataset, keep=manifest["staging"])
         log.info("published %s (%d files)", self.uri(dataset), len(files))
@@ -297,6 +358,19 @@ class Lake:
         """Relative paths of the published files of ``dataset``."""
         manifest = self.read_manifest(dataset)
         return [f"{dataset}/run={manifest['staging']}/{name}" for name in manifest["files"]]
+
+    def verified_files(self, dataset: str) -> list[str]:
+        """:meth:`manifest_files`, each checked against the checksum its manifest records.
+
+        Raises:
+            ManifestError: nothing published there, or published without checksums.
+            CorruptArtifactError: a file is missing or does not match (the message names it).
+        """
+        manifest = self.read_manifest(dataset)
+        if "checksums" not in manifest:
+            raise ManifestError(f"{self.uri(dataset)} was published without checksums; publish it again")
+        self.verify(f"{dataset}/run={manifest['staging']}", manifest["checksums"])
+        return self.manifest_files(dataset)
 
     def is_published(self, dataset: str) -> bool:
         return self.read_pointer(f"{dataset}/{MANIFEST_NAME}").content is not None
