@@ -56,10 +56,23 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     return {param.name: getattr(args, param.name) for param in COMMAND_PARAMS.get(args.command, ())}
 
 
+_CONTEXTS: list[RunContext] = []  # the runs of this command: their night leases end with it
+
+
 def _context(args: argparse.Namespace) -> RunContext:
     from pipelines.core.context import RunContext
 
-    return RunContext.create(args.ds, _params(args))
+    ctx = RunContext.create(args.ds, _params(args))
+    _CONTEXTS.append(ctx)
+    return ctx
+
+
+def _release_nights() -> None:
+    from pipelines.core import night
+
+    while _CONTEXTS:
+        ctx = _CONTEXTS.pop()
+        night.release(ctx.lake, ctx.ds, ctx.holder)
 
 
 def cmd_world(args: argparse.Namespace) -> None:
@@ -214,6 +227,7 @@ def _digests(ctx: RunContext) -> dict[str, Any]:
 def cmd_nightly(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
+    from pipelines.core.lake import ScratchLake
     from pipelines.jobs import run_in
 
     ctx = _context(args)
@@ -230,6 +244,8 @@ def cmd_nightly(args: argparse.Namespace) -> None:
     if not args.skip_digests:
         out[jobs.PUBLISH_DIGESTS.name] = _digests(ctx)
     out[jobs.WRITE_REPORT.name] = run_in(ctx, jobs.WRITE_REPORT)
+    if isinstance(ctx.lake, ScratchLake):
+        out["dry_run"] = {"scratch": ctx.lake.scratch_uri(), "published": "nothing"}
     _print(out)
 
 
@@ -257,19 +273,12 @@ def cmd_digest_preview(args: argparse.Namespace) -> None:
 
 
 def cmd_outputs(args: argparse.Namespace) -> None:
+    from pipelines.core.night import read_night
     from pipelines.core.paths import LakePaths
 
     ctx = _context(args)
     settings, lake, ds = ctx.settings, ctx.lake, ctx.ds
-    datasets = {
-        "inputs": LakePaths.inputs(ds),
-        "item_embeddings": LakePaths.embeddings(ds),
-        "index": LakePaths.index(ds),
-        "candidates": LakePaths.candidates(ds),
-        "digests": LakePaths.digests(ds),
-        "report": LakePaths.reports(ds),
-        "quarantine": LakePaths.quarantine(ds),
-    }
+    datasets = {**LakePaths.night_datasets(ds), "quarantine": LakePaths.quarantine(ds)}
     out: dict[str, Any] = {
         "warehouse": str(settings.duckdb_file)
         if settings.warehouse == "duckdb"
@@ -278,6 +287,8 @@ def cmd_outputs(args: argparse.Namespace) -> None:
     }
     for name, rel in datasets.items():
         out[name] = {"uri": lake.uri(rel), "published": lake.is_published(rel)}
+    # The last complete night: the run of each dataset that belongs together (written last).
+    out["night"] = {"uri": lake.uri(LakePaths.night(ds)), "runs": (read_night(lake, ds) or {}).get("runs")}
     _print(out)
 
 
@@ -365,7 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "features" and not (args.ds or args.end):
             raise UserError("features needs --ds DATE, or --end DATE with an optional --start DATE")
-        COMMANDS[args.command][0](args)
+        try:
+            COMMANDS[args.command][0](args)
+        finally:
+            _release_nights()
     except PermanentError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         hint = getattr(exc, "hint", None)

@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core.errors import PermanentError
-from pipelines.core.paths import MANIFEST_NAME
+from pipelines.core.paths import MANIFEST_NAME, LakePaths
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +84,16 @@ class Lake:
             # Several workers write one dataset (a shard each) and the publisher checks their files:
             # a cached listing would hide objects written by other processes, so every listing asks GCS.
             options.setdefault("use_listings_cache", False)
+        self.storage_options = options
         self.fs = fsspec.filesystem(self.protocol, **options)
         self._gcs_bucket = None
 
     def __repr__(self) -> str:
         return f"Lake({self.url!r})"
+
+    def _target(self, rel: str) -> str:
+        """Where a write of ``rel`` goes (:class:`ScratchLake` writes elsewhere than it reads)."""
+        return self.path(rel)
 
     # -- paths -------------------------------------------------------------------------------------
     def path(self, rel: str) -> str:
@@ -114,7 +120,7 @@ class Lake:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write one object atomically (temp file + rename locally; single object upload on GCS)."""
-        full = self.path(rel)
+        full = self._target(rel)
         if self.protocol == "file":
             Path(full).parent.mkdir(parents=True, exist_ok=True)
             tmp = f"{full}.tmp-{uuid.uuid4().hex}"
@@ -173,7 +179,7 @@ class Lake:
             return pq.read_table(fh, columns=columns)
 
     def rm(self, rel: str) -> None:
-        full = self.path(rel)
+        full = self._target(rel)
         if self.fs.exists(full):
             self.fs.rm(full, recursive=True)
 
@@ -244,7 +250,7 @@ class Lake:
         if self.protocol == "gs":
             from google.api_core.exceptions import PreconditionFailed
 
-            blob = self._bucket().blob(self._blob_name(rel))
+            blob = self._bucket().blob(self._target(rel).split("/", 1)[1])
             try:
                 # Small pointer objects go up as one multipart upload, where GCS enforces the precondition.
                 blob.upload_from_string(
@@ -253,11 +259,11 @@ class Lake:
             except PreconditionFailed as exc:
                 raise PublishConflict(f"{self.uri(rel)} changed while publishing") from exc
             return
-        full = Path(self.path(rel))
+        full = Path(self._target(rel))
         full.parent.mkdir(parents=True, exist_ok=True)
         with self._local_lock(full):
             if if_generation_match is not None:
-                current = full.stat().st_mtime_ns if full.exists() else 0
+                current = Path(self.path(rel)).stat().st_mtime_ns if self.exists(rel) else 0
                 if current != if_generation_match:
                     raise PublishConflict(f"{full} changed while publishing")
             self.write_bytes(rel, data)
@@ -339,7 +345,7 @@ class Lake:
         if checksums:
             manifest["checksums"] = {name: self.checksum(f"{staging}/{name}") for name in sorted(files)}
         self.write_pointer(f"{dataset}/{MANIFEST_NAME}", manifest, if_generation_match=generation)
-        self._collect_garbage(dataset, keep=manifest["staging"])
+        self.collect_garbage(dataset, keep=manifest["staging"])
         log.info("published %s (%d files)", self.uri(dataset), len(files))
         return manifest
 
@@ -375,12 +381,63 @@ class Lake:
     def is_published(self, dataset: str) -> bool:
         return self.read_pointer(f"{dataset}/{MANIFEST_NAME}").content is not None
 
-    def _collect_garbage(self, dataset: str, keep: str) -> None:
-        # Staging ids sort by time: older folders are superseded or abandoned; newer ones may belong to a
-        # run still writing, so they are left alone.
+    def collect_garbage(self, dataset: str, keep: str) -> None:
+        """Remove the runs of ``dataset`` older than ``keep`` that no night manifest names.
+
+        Staging ids sort by time: older folders are superseded or abandoned; newer ones may belong to a
+        run still writing, so they are left alone. The run a night manifest names stays until a newer
+        night manifest names another (readers of that night still read it).
+        """
+        pinned = self._pinned_runs(dataset)
         for name in self.ls(dataset):
-            if name.startswith("run=") and name < f"run={keep}":
+            if name.startswith("run=") and name < f"run={keep}" and name.removeprefix("run=") not in pinned:
                 self.rm(f"{dataset}/{name}")
+
+    def _pinned_runs(self, dataset: str) -> set[str]:
+        match = re.search(r"/ds=(\d{4}-\d{2}-\d{2})$", dataset)
+        if match is None:
+            return set()
+        night = self.read_pointer(LakePaths.night(dt.date.fromisoformat(match[1]))).content
+        return set((night or {}).get("runs", {}).values())
+
+
+class ScratchLake(Lake):
+    """A lake that writes under ``scratch`` (a folder of ``base``) and reads the scratch copy of an object
+    first, then ``base``: a dry run sees the real models and inputs, and nothing it writes (datasets,
+    manifests, facts, reports) reaches a reader of ``base``. Nothing in ``base`` is ever removed."""
+
+    def __init__(self, base: Lake, scratch: str) -> None:
+        super().__init__(base.url, base.storage_options)
+        self.scratch = scratch.strip("/")
+
+    def __repr__(self) -> str:
+        return f"ScratchLake({self.url!r}, scratch={self.scratch!r})"
+
+    def _target(self, rel: str) -> str:
+        return super().path(f"{self.scratch}/{rel}")
+
+    def path(self, rel: str) -> str:
+        scratch = self._target(rel)
+        return scratch if self.fs.exists(scratch) else super().path(rel)
+
+    def ls(self, rel: str) -> list[str]:
+        base, scratch = Lake.path(self, rel), self._target(rel)
+        names = set()
+        for full in (base, scratch):
+            if self.fs.exists(full):
+                names.update(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(full, detail=False))
+        return sorted(names)
+
+    def scratch_uri(self) -> str:
+        """Where this lake's writes go, as a user would paste it."""
+        full = Lake.path(self, self.scratch)
+        return f"gs://{full}" if self.protocol == "gs" else full
+
+    def clear(self) -> None:
+        """Remove everything written under the scratch folder (a new dry run starts clean)."""
+        full = Lake.path(self, self.scratch)
+        if self.fs.exists(full):
+            self.fs.rm(full, recursive=True)
 
 
 def new_staging_id() -> str:

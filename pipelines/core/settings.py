@@ -233,6 +233,12 @@ class Settings(BaseSettings):
     dry_run_users: int | None = Field(
         None, ge=1, description="compute for a seeded sample of this many users and publish nothing"
     )
+    night_lease_minutes: int = Field(
+        60,
+        ge=1,
+        description="how long a night's lease lasts without renewal (every nightly task renews it); a run "
+        "that died frees its night after this long",
+    )
     force_retrain: bool = Field(
         False, description="train even when the champion was trained on data up to the same date"
     )

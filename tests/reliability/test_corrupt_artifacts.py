@@ -38,7 +38,7 @@ def _truncate(path: str) -> None:
     Path(path).write_bytes(data[: len(data) // 2])
 
 
-def test_a_truncated_ranker_is_named_before_lightgbm_reads_it(lake: Lake) -> None:
+def test_case_09_a_truncated_ranker_is_named_before_lightgbm_reads_it(lake: Lake) -> None:
     rows, retrieval, users, items = synthetic_examples()
     result = train_ranker(rows, stand_in_scorer(retrieval, users, items), CONFIG)
     version = registry.new_version(DS, {})
@@ -53,7 +53,7 @@ def test_a_truncated_ranker_is_named_before_lightgbm_reads_it(lake: Lake) -> Non
     assert issubclass(CorruptArtifactError, PermanentError)
 
 
-def test_a_changed_or_missing_model_file_is_named(lake: Lake) -> None:
+def test_case_09_a_changed_or_missing_model_file_is_named(lake: Lake) -> None:
     counts = sp.random(30, 20, density=0.3, format="csr", random_state=1, dtype=np.float32)
     model = train_als(counts, pa.array([f"p{i}" for i in range(20)]), AlsParams(factors=4, iterations=2))
     version = registry.new_version(DS, {})
@@ -75,7 +75,7 @@ def test_a_changed_or_missing_model_file_is_named(lake: Lake) -> None:
         load_als(lake, registry.new_version(DS, {}))
 
 
-def test_a_corrupt_index_file_is_named_before_scann_reads_it(lake: Lake) -> None:
+def test_case_09_a_corrupt_index_file_is_named_before_scann_reads_it(lake: Lake) -> None:
     vectors, queries = clustered(300, 8, 5, seed=2)
     dataset = LakePaths.index(DS)
     build_and_publish_index(lake, DS, table_of(ids_for(300), vectors), queries, EXACT)
@@ -88,7 +88,7 @@ def test_a_corrupt_index_file_is_named_before_scann_reads_it(lake: Lake) -> None
         load_index(lake, dataset)
 
 
-def test_an_index_published_without_checksums_is_refused(lake: Lake) -> None:
+def test_case_09_an_index_published_without_checksums_is_refused(lake: Lake) -> None:
     staging = lake.begin_publish("index/ds=2026-11-22")
     lake.write_json(f"{staging}/index.json", {})
     lake.publish("index/ds=2026-11-22", staging, ["index.json"])
@@ -96,7 +96,7 @@ def test_an_index_published_without_checksums_is_refused(lake: Lake) -> None:
         load_index(lake, "index/ds=2026-11-22")
 
 
-def test_a_truncated_champion_pointer_is_named(lake: Lake) -> None:
+def test_case_09_a_truncated_champion_pointer_is_named(lake: Lake) -> None:
     system = ServedSystem("most_popular", None, diversify=False)
     registry.promote(
         lake, SYSTEM, {"version": registry.new_version(DS, {}), "system": system.to_json()}, None

@@ -33,15 +33,26 @@ class DuckDBWarehouse(Warehouse):
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + lock_timeout_s
+        started = time.monotonic()
+        next_log = started
         while True:
             try:
                 self.con = duckdb.connect(str(self.path), read_only=read_only)
                 break
             except duckdb.IOException as exc:
                 # Another Airflow task holds the file; DuckDB allows one writer process.
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                waited = time.monotonic() - started
+                if "lock" not in str(exc).lower() or waited > lock_timeout_s:
                     raise
+                if time.monotonic() >= next_log:
+                    log.info(
+                        "waiting for the warehouse %s, held by another process (%.0f s of %.0f s): %s",
+                        self.path,
+                        waited,
+                        lock_timeout_s,
+                        exc,
+                    )
+                    next_log += 30.0
                 time.sleep(1.0)
         self._rows_since_checkpoint = 0
         # BigQuery evaluates timestamps in UTC; DuckDB would use the machine's zone.

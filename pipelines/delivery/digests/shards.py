@@ -267,6 +267,21 @@ def _skip_user(user_id: str, ds: dt.date, exc: Exception) -> str:
     return "render_error"
 
 
+def summarise_shards(ds: dt.date, shard_results: list[dict[str, Any]], dry_run: bool) -> DigestReport:
+    """The night's digest counts summed over the shards' summaries (a dry run's messages are samples)."""
+    skipped: Counter[str] = Counter()
+    for r in shard_results:
+        skipped.update(r["skipped"])
+    return DigestReport(
+        ds=ds.isoformat(),
+        dry_run=dry_run,
+        users_total=sum(r["users_total"] for r in shard_results),
+        messages_written=sum(r["messages_written"] for r in shard_results),
+        skipped={reason: skipped.get(reason, 0) for reason in SKIP_REASONS},
+        seconds=sum(r["seconds"] for r in shard_results),
+    )
+
+
 def publish_digests(
     lake: Lake, ds: dt.date, staging: str, shard_results: Sequence[dict[str, Any]], config: DigestConfig
 ) -> DigestReport:
@@ -290,18 +305,9 @@ def publish_digests(
         raise ManifestError(f"cannot publish {lake.uri(LakePaths.digests(ds))}: missing {missing}")
     index = pa.concat_tables([lake.read_parquet(p) for p in parts]).cast(MESSAGES_INDEX_SCHEMA)
     lake.write_parquet(f"{staging}/{MESSAGES_INDEX}", index)
-    skipped: Counter[str] = Counter()
-    for r in results:
-        skipped.update(r["skipped"])
     files = [r["file"] for r in results]
-    report = DigestReport(
-        ds=ds.isoformat(),
-        dry_run=False,
-        users_total=sum(r["users_total"] for r in results),
-        messages_written=sum(r["messages_written"] for r in results),
-        skipped={reason: skipped.get(reason, 0) for reason in SKIP_REASONS},
-        seconds=sum(r["seconds"] for r in results),
-    )
+    report = summarise_shards(ds, results, dry_run=False)
+    skipped = report.skipped
     window_start, window_end = send_window(ds)
     dataset = LakePaths.digests(ds)
     lake.publish(
