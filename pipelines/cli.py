@@ -138,7 +138,8 @@ def cmd_features(args: argparse.Namespace) -> None:
         _print(run(jobs.BUILD_FEATURES, args.ds))
         return
     # A history build over imported data: days without events are normal there (a gap in the log) and
-    # are skipped with a count; a single day (above, and the nightly DAG) still refuses an empty day.
+    # are built as quiet days, with a count, so that every night after them can be served and replayed;
+    # a single day (above, and the nightly DAG) still refuses an empty day.
     days = date_range(args.start, args.end)
     totals: dict[str, int] = {}
     gaps = []
@@ -147,12 +148,12 @@ def cmd_features(args: argparse.Namespace) -> None:
             report = run(jobs.BUILD_FEATURES, ds)
         except NoEventsError:
             gaps.append(ds)
-            continue
+            report = run(jobs.BUILD_FEATURES, ds, quiet_day=True)
         for table, rows in report["rows"].items():
             totals[table] = totals.get(table, 0) + rows
     if gaps:
         log.warning(
-            "skipped %d of %d days without raw events (first %s, last %s)",
+            "%d of %d days had no raw events (first %s, last %s); built from the days before them",
             len(gaps),
             len(days),
             gaps[0],
@@ -161,7 +162,7 @@ def cmd_features(args: argparse.Namespace) -> None:
     _print(
         {
             "days": [days[0], days[-1]],
-            "n_days": len(days) - len(gaps),
+            "n_days": len(days),
             "days_without_events": len(gaps),
             "rows_over_all_days": totals,
         }

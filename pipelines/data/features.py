@@ -37,7 +37,8 @@ class DataQualityError(PermanentError):
 
 
 class NoEventsError(DataQualityError):
-    """No raw events arrived for the day: a nightly run refuses it; a history build skips it."""
+    """No raw events arrived for the day: a nightly run refuses it; a history build over imported data
+    builds it as a quiet day (its features come from the days before)."""
 
 
 @dataclass
@@ -52,7 +53,9 @@ class FeaturesReport:
         return asdict(self)
 
 
-def build_features(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Settings) -> FeaturesReport:
+def build_features(
+    warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Settings, quiet_day: bool = False
+) -> FeaturesReport:
     """Build every feature table for ``ds``.
 
     Args:
@@ -60,6 +63,8 @@ def build_features(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Sett
         lake: where the quarantined rows are exported.
         ds: the run date.
         settings: quality thresholds and feature windows.
+        quiet_day: build ``ds`` even when no events arrived on it (a gap in an imported log: users,
+            posts and their history windows still exist, and a night after it can be served).
 
     Returns:
         Row counts per table, bad-row counts per table and reason, and timings.
@@ -70,7 +75,9 @@ def build_features(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Sett
     """
     report = FeaturesReport(ds=ds.isoformat())
     params = sql_params(settings)
-    if not warehouse.table_exists("raw_events") or warehouse.count_rows("raw_events", ds) == 0:
+    if not warehouse.table_exists("raw_events"):
+        raise NoEventsError(f"no raw events were ever loaded: refusing to build features for ds={ds}")
+    if warehouse.count_rows("raw_events", ds) == 0 and not quiet_day:
         raise NoEventsError(f"no raw events arrived for ds={ds}: refusing to build features from nothing")
 
     for model in load_catalog().models:

@@ -8,10 +8,11 @@ if TYPE_CHECKING:
     from pipelines.core.context import RunContext
 
 
-def build_features(ctx: RunContext) -> dict[str, Any]:
-    """Build the feature tables of ``ctx.ds`` (quality gate included)."""
+def build_features(ctx: RunContext, quiet_day: bool = False) -> dict[str, Any]:
+    """Build the feature tables of ``ctx.ds`` (quality gate included); ``quiet_day`` builds a day without
+    events (a history build over imported data), which is refused otherwise."""
     from pipelines.data.features import build_features as build
 
     with ctx.warehouse() as warehouse:
-        report = build(warehouse, ctx.lake, ctx.ds, ctx.settings)
+        report = build(warehouse, ctx.lake, ctx.ds, ctx.settings, quiet_day=quiet_day)
     return report.to_dict()

@@ -69,6 +69,22 @@ def test_a_day_without_events_fails_clearly(setup) -> None:
         build_features(warehouse, lake, dt.date(2026, 11, 21), settings)
 
 
+def test_a_quiet_day_of_a_history_build_is_built_from_the_days_before(setup) -> None:
+    warehouse, lake, settings = setup
+    _world(warehouse, bad_events=0)
+    build_features(warehouse, lake, DS, settings)
+    quiet = DS + dt.timedelta(days=1)
+    report = build_features(warehouse, lake, quiet, settings, quiet_day=True)
+    assert report.rows["stg_events"] == 0 and not report.quality.get("raw_events")
+    # The user and both posts are there the day after, with the events of the day before in their windows.
+    before = warehouse.query(f"select * from user_features where ds = '{DS}'").to_pylist()
+    users = warehouse.query(f"select * from user_features where ds = '{quiet}'").to_pylist()
+    assert [u["user_id"] for u in users] == ["u1"]
+    assert users[0]["ctr_lookback"] == before[0]["ctr_lookback"] > 0
+    items = warehouse.query(f"select item_id from item_features where ds = '{quiet}' order by 1")
+    assert items.column(0).to_pylist() == ["p1", "p2"]
+
+
 def test_rerun_leaves_identical_partitions(setup) -> None:
     warehouse, lake, settings = setup
     _world(warehouse, bad_events=1)
