@@ -15,6 +15,7 @@ SYSTEM = "system"
 MODEL_KINDS: tuple[str, ...] = (TWO_TOWER, RANKER, ALS)
 MANIFEST_NAME = "_MANIFEST.json"
 CHAMPION_NAME = "champion.json"
+PROMOTIONS_DIR = "history"
 FACTS_DIR = "facts"
 
 
@@ -28,6 +29,11 @@ class LakePaths:
     @staticmethod
     def champion(kind: str) -> str:
         return f"models/{kind}/{CHAMPION_NAME}"
+
+    @staticmethod
+    def promotions(kind: str) -> str:
+        """Folder of the promotion history of ``kind``: one JSON object per promotion, never rewritten."""
+        return f"models/{kind}/{PROMOTIONS_DIR}"
 
     @staticmethod
     def dataset(name: str, ds: dt.date) -> str:
