@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from pipelines.core import jobs
 from pipelines.core.errors import PermanentError
-from pipelines.core.params import DRY_RUN_USERS, FORCE_RETRAIN, NUM_SHARDS, SKIP_DIGESTS, TOP_K, RunParam
+from pipelines.core.params import (
+    DRY_RUN_USERS,
+    FORCE_RETRAIN,
+    NUM_SHARDS,
+    SKIP_DIGESTS,
+    TOP_K,
+    USE_CURRENT_SYSTEM,
+    RunParam,
+)
 from pipelines.core.run_date import BadRunDate, date_range, parse_run_date
 from pipelines.core.settings import WorldRegime
 
@@ -255,7 +263,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
 # The run params each command offers as flags (the same declarations the DAGs' params come from).
 COMMAND_PARAMS: dict[str, tuple[RunParam, ...]] = {
     "train": (FORCE_RETRAIN,),
-    "nightly": (NUM_SHARDS, TOP_K, DRY_RUN_USERS, SKIP_DIGESTS),
+    "nightly": (NUM_SHARDS, TOP_K, DRY_RUN_USERS, USE_CURRENT_SYSTEM, SKIP_DIGESTS),
     "digests": (DRY_RUN_USERS,),
 }
 
