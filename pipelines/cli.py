@@ -226,6 +226,7 @@ def cmd_digest_preview(args: argparse.Namespace) -> None:
 
 def cmd_outputs(args: argparse.Namespace) -> None:
     from pipelines.core.paths import LakePaths
+    from pipelines.delivery.report.build import REPORT_HTML
 
     ctx = _context(args)
     settings, lake, ds = ctx.settings, ctx.lake, ctx.ds
@@ -246,6 +247,12 @@ def cmd_outputs(args: argparse.Namespace) -> None:
     }
     for name, rel in datasets.items():
         out[name] = {"uri": lake.uri(rel), "published": lake.is_published(rel)}
+        if out[name]["published"]:
+            # The files sit in the run folder the manifest names, not in the dataset folder itself.
+            out[name]["files_in"] = lake.uri(f"{rel}/run={lake.read_manifest(rel)['staging']}")
+    out["report_html"] = (
+        f"{out['report']['files_in']}/{REPORT_HTML}" if out["report"]["published"] else None
+    )
     _print(out)
 
 
