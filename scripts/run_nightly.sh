@@ -33,9 +33,10 @@ progress() {
 for dag in nightfeed_features nightfeed_training nightfeed_nightly; do
   echo "== airflow dags test $dag $ds"
   log="$AIRFLOW_HOME/$dag-$ds.log"
+  : > "$log" # tail fails when its file does not exist yet
   airflow dags test "$dag" "$ds" > "$log" 2>&1 &
   pid=$!
-  tail -n +1 -F --pid="$pid" "$log" 2> /dev/null | progress
+  tail -n +1 -f --pid="$pid" "$log" | progress
   if ! wait "$pid"; then
     tail -n 60 "$log"
     echo "!! $dag failed for $ds; full log: $log" >&2
