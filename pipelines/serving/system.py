@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pipelines.core.errors import PermanentError
 from pipelines.core.lake import Lake
+from pipelines.core.model_settings import ALS_RETRIEVER, RETRIEVERS, TWO_TOWER_RETRIEVER
 from pipelines.core.paths import SYSTEM
-from pipelines.core.settings import ALS_RETRIEVER, RETRIEVERS, TWO_TOWER_RETRIEVER
 from pipelines.training import registry
 
 

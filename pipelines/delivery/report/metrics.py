@@ -56,6 +56,7 @@ def collect_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
     )
 
     sections: dict[Job, Any] = {}
+    skipped: dict[str, str] = {}
     for job, reader in (
         (BUILD_FEATURES, features_metrics),
         (BUILD_INDEX, index_metrics),
@@ -64,9 +65,10 @@ def collect_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
         (PUBLISH_CANDIDATES, publish_metrics),
         (PUBLISH_DIGESTS, digest_metrics),
     ):
-        # A stage the served system does not need (no embeddings or index for a baseline) records that
-        # it was skipped: it has no numbers, like a stage that did not run.
-        if job.name in facts and facts[job.name].get("skipped") is not True:
+        if job.name in facts and facts[job.name].get("skipped") is True:
+            skipped[job.name] = str(facts[job.name].get("reason", "skipped"))
+            sections[job] = None
+        elif job.name in facts:
             with reading(_fact_uri(lake, ds, job)):
                 sections[job] = reader(facts[job.name])
         else:
@@ -77,6 +79,7 @@ def collect_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
         "facts": {
             "present": sorted(facts),
             "missing": [job.name for job in NIGHT_FACTS if job.name not in facts],
+            "skipped": skipped,
         },
         "system": system,
         "candidates": candidates,
