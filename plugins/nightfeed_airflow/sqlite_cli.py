@@ -3,14 +3,15 @@
 SQLite lets one writer in at a time and pysqlite gives up after 5 s with "database is locked": a
 ``airflow backfill create`` beside a busy ``make airflow`` scheduler on a loaded machine fails that way.
 ``bin/nightfeed`` names one of these factories as ``[database] sql_alchemy_session_maker``:
-:func:`command_session_maker` for one-off CLI commands (each transaction begins with ``BEGIN IMMEDIATE``,
+``command_session_maker`` for one-off CLI commands (each transaction begins with ``BEGIN IMMEDIATE``,
 so it waits for the write lock up front and its reads and writes cannot be cut apart by another writer),
-:func:`server_session_maker` for the long-running components (the same wait, SQLite's usual deferred
+``server_session_maker`` for the long-running components (the same wait, SQLite's usual deferred
 transactions). On another database both are Airflow's default session factory.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from sqlalchemy import event
@@ -21,33 +22,26 @@ from sqlalchemy.orm import sessionmaker
 BUSY_TIMEOUT_MS = 120_000
 
 
-def command_session_maker(engine: Engine) -> sessionmaker:
-    """Airflow's session factory for a CLI command: on SQLite, transactions begin with ``BEGIN IMMEDIATE``.
+def session_maker(engine: Engine, *, begin_immediate: bool) -> sessionmaker:
+    """Airflow's session factory; on SQLite, writers wait for the lock, and with ``begin_immediate`` every
+    transaction begins with ``BEGIN IMMEDIATE``.
 
     Args:
         engine: Airflow's metadata engine.
+        begin_immediate: take the write lock when a transaction begins (for one-off CLI commands).
 
     Returns:
         The session factory Airflow uses for every session of the process.
     """
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _waiting_without_driver_transactions)
-        event.listen(engine, "begin", _begin_immediate)
+        event.listen(engine, "connect", _waiting_without_driver_transactions if begin_immediate else _waiting)
+        if begin_immediate:
+            event.listen(engine, "begin", _begin_immediate)
     return _airflow_sessionmaker(engine)
 
 
-def server_session_maker(engine: Engine) -> sessionmaker:
-    """Airflow's session factory for a long-running component: on SQLite, writers wait for the lock.
-
-    Args:
-        engine: Airflow's metadata engine.
-
-    Returns:
-        The session factory Airflow uses for every session of the process.
-    """
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _waiting)
-    return _airflow_sessionmaker(engine)
+command_session_maker = partial(session_maker, begin_immediate=True)
+server_session_maker = partial(session_maker, begin_immediate=False)
 
 
 def _airflow_sessionmaker(engine: Engine) -> sessionmaker:
