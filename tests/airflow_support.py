@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.quick_selection import QUICK_SELECTION
+
 REPO = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = REPO / "dags"
 PLUGINS_FOLDER = REPO / "plugins"
@@ -40,21 +42,13 @@ _READY_MARKER = "nightfeed-airflow-home-ready"
 # SQLite lets one writer in at a time; with a scheduler, an API server and a CLI command writing at once
 # on a busy machine, the default 5 s wait for the lock is not enough.
 SQLITE_CONNECT_ARGS = {"timeout": 60}
-# Settings that keep a whole training run on a tiny world to a minute or two: one candidate per retriever,
-# 2 epochs, nights two days apart, every model trained on the 8 days before its night.
+# The quick selection with every model trained on the 8 days before its night, no age limit, and a ranker
+# on impressions or none.
 SMALL_SELECTION = {
-    "NIGHTFEED_TWO_TOWER__EPOCHS": "2",
+    **QUICK_SELECTION,
     "NIGHTFEED_TWO_TOWER__TRAIN_DAYS": "8",
     "NIGHTFEED_RANKER__TRAIN_DAYS": "6",
     "NIGHTFEED_RANKER__EVAL_DAYS": "2",
-    "NIGHTFEED_SELECTION__WINDOW_DAYS": "2",
-    "NIGHTFEED_SELECTION__MIN_TRAIN_EXAMPLES": "10",
-    "NIGHTFEED_SELECTION__TWO_TOWER_SEARCH": "{}",
-    "NIGHTFEED_SELECTION__MMR_LAMBDAS": "[0.8]",
-    "NIGHTFEED_SELECTION__RETRIEVAL_DEPTHS": "[500]",
-    "NIGHTFEED_SELECTION__POPULARITY_WINDOWS": "[7]",
-    "NIGHTFEED_SELECTION__KNN_NEIGHBORS": "[20]",
-    "NIGHTFEED_SELECTION__ALS_FACTORS": "[16]",
     "NIGHTFEED_SELECTION__MAX_ITEM_AGE_CHOICES": "[null]",
     "NIGHTFEED_SELECTION__RANKERS": '["none", "impressions"]',
 }
