@@ -498,12 +498,14 @@ def use_exact_search(lake: Lake, ds: str) -> None:
     index_store.load_index = lambda lake_, rel: ExactIndex(scann_index(lake_, rel))
 
 
-def context_size(lake: Lake, ds: str, settings: Settings) -> dict[str, Any]:
+def context_size(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
     """Bytes held by the serving context: arrays and tables, and the process RSS it added."""
     from pipelines.serving.context import load_context
+    from pipelines.serving.system import served_system
 
+    system = served_system(lake, ds, settings.use_current_system).system
     before = _vm_rss()
-    ctx = load_context(lake, ds, settings)
+    ctx = load_context(lake, ds, settings, system)
     after = _vm_rss()
     arrays = {
         name: value.nbytes

@@ -22,6 +22,8 @@ processes the `ds` carried by that event (the newest one when several days arriv
 
 **Manual runs.** `run_date` picks the day (required when the run has no logical date); `num_shards`,
 `top_k` and `dry_run_users` override the settings for this run only; empty means "as configured".
+A night serves the system in force on its day (the latest promotion trained on data up to it), so a
+backfilled or re-run night is served as it was; `use_current_system` serves the current champion.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from nightfeed_airflow.dag_support import dag_params, default_args
 from nightfeed_airflow.runtime import CANDIDATES, FEATURES, mark_outlet, run_job
 
 from pipelines.core import jobs
-from pipelines.core.params import DRY_RUN_USERS, NUM_SHARDS, SKIP_DIGESTS, TOP_K
+from pipelines.core.params import DRY_RUN_USERS, NUM_SHARDS, SKIP_DIGESTS, TOP_K, USE_CURRENT_SYSTEM
 
 
 @dag(
@@ -46,7 +48,7 @@ from pipelines.core.params import DRY_RUN_USERS, NUM_SHARDS, SKIP_DIGESTS, TOP_K
     max_active_runs=1,
     default_args=default_args(execution_timeout=dt.timedelta(hours=2)),
     tags=["nightfeed", "serving"],
-    params=dag_params(NUM_SHARDS, TOP_K, DRY_RUN_USERS, SKIP_DIGESTS),
+    params=dag_params(NUM_SHARDS, TOP_K, DRY_RUN_USERS, USE_CURRENT_SYSTEM, SKIP_DIGESTS),
 )
 def nightfeed_nightly():
     @task(task_id=jobs.EXPORT_INPUTS.name)

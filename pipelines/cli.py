@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 from pipelines.core import jobs
 from pipelines.core.errors import PermanentError, UserError
-from pipelines.core.params import DRY_RUN_USERS, FORCE_RETRAIN, NUM_SHARDS, SKIP_DIGESTS, TOP_K, RunParam
+from pipelines.core.params import (
+    DRY_RUN_USERS,
+    FORCE_RETRAIN,
+    NUM_SHARDS,
+    SKIP_DIGESTS,
+    TOP_K,
+    USE_CURRENT_SYSTEM,
+    RunParam,
+)
 from pipelines.core.run_date import BadRunDate, date_range, parse_run_date
 from pipelines.core.settings import WorldRegime
 
@@ -276,6 +284,7 @@ def cmd_digest_preview(args: argparse.Namespace) -> None:
 def cmd_outputs(args: argparse.Namespace) -> None:
     from pipelines.core.night import read_night
     from pipelines.core.paths import LakePaths
+    from pipelines.delivery.report.build import REPORT_HTML
 
     ctx = _context(args)
     settings, lake, ds = ctx.settings, ctx.lake, ctx.ds
@@ -288,6 +297,10 @@ def cmd_outputs(args: argparse.Namespace) -> None:
     }
     for name, rel in datasets.items():
         out[name] = {"uri": lake.uri(rel), "published": lake.is_published(rel)}
+        if out[name]["published"]:
+            # The files sit in the run folder the manifest names, not in the dataset folder itself.
+            out[name]["files_in"] = lake.uri(f"{rel}/run={lake.read_manifest(rel)['staging']}")
+    out["report_html"] = f"{out['report']['files_in']}/{REPORT_HTML}" if out["report"]["published"] else None
     # The last complete night: the run of each dataset that belongs together (written last).
     out["night"] = {"uri": lake.uri(LakePaths.night(ds)), "runs": (read_night(lake, ds) or {}).get("runs")}
     _print(out)
@@ -307,7 +320,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
 # The run params each command offers as flags (the same declarations the DAGs' params come from).
 COMMAND_PARAMS: dict[str, tuple[RunParam, ...]] = {
     "train": (FORCE_RETRAIN,),
-    "nightly": (NUM_SHARDS, TOP_K, DRY_RUN_USERS, SKIP_DIGESTS),
+    "nightly": (NUM_SHARDS, TOP_K, DRY_RUN_USERS, USE_CURRENT_SYSTEM, SKIP_DIGESTS),
     "digests": (DRY_RUN_USERS,),
 }
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.quick_selection import QUICK_SELECTION
+
 REPO = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = REPO / "dags"
 PLUGINS_FOLDER = REPO / "plugins"
@@ -40,6 +42,16 @@ _READY_MARKER = "nightfeed-airflow-home-ready"
 # SQLite lets one writer in at a time; with a scheduler, an API server and a CLI command writing at once
 # on a busy machine, the default 5 s wait for the lock is not enough.
 SQLITE_CONNECT_ARGS = {"timeout": 60}
+# The quick selection with every model trained on the 8 days before its night, no age limit, and a ranker
+# on impressions or none.
+SMALL_SELECTION = {
+    **QUICK_SELECTION,
+    "NIGHTFEED_TWO_TOWER__TRAIN_DAYS": "8",
+    "NIGHTFEED_RANKER__TRAIN_DAYS": "6",
+    "NIGHTFEED_RANKER__EVAL_DAYS": "2",
+    "NIGHTFEED_SELECTION__MAX_ITEM_AGE_CHOICES": "[null]",
+    "NIGHTFEED_SELECTION__RANKERS": '["none", "impressions"]',
+}
 
 
 def airflow_env(home: Path, data_dir: Path | None = None, **extra: str) -> dict[str, str]:

@@ -85,6 +85,15 @@ DRY_RUN_USERS = RunParam(
     setting=("dry_run_users",),
     minimum=1,
 )
+USE_CURRENT_SYSTEM = RunParam(
+    "use_current_system",
+    "boolean",
+    "Serve the current system",
+    "Serve the current system champion. Off: the system in force on the run date (the latest promotion "
+    "trained on data up to it), so a past night is served as it was.",
+    setting=("use_current_system",),
+    default=False,
+)
 SKIP_DIGESTS = RunParam(
     "skip_digests",
     "boolean",
@@ -93,7 +102,15 @@ SKIP_DIGESTS = RunParam(
     default=False,
 )
 
-RUN_PARAMS: tuple[RunParam, ...] = (RUN_DATE, FORCE_RETRAIN, NUM_SHARDS, TOP_K, DRY_RUN_USERS, SKIP_DIGESTS)
+RUN_PARAMS: tuple[RunParam, ...] = (
+    RUN_DATE,
+    FORCE_RETRAIN,
+    NUM_SHARDS,
+    TOP_K,
+    DRY_RUN_USERS,
+    USE_CURRENT_SYSTEM,
+    SKIP_DIGESTS,
+)
 
 
 def overrides_from_params(params: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ MANIFEST_NAME = "_MANIFEST.json"
 NIGHT_MANIFEST_NAME = "_NIGHT.json"
 LEASE_NAME = "_LEASE.json"
 CHAMPION_NAME = "champion.json"
+PROMOTIONS_DIR = "history"
 FACTS_DIR = "facts"
 
 
@@ -29,6 +30,11 @@ class LakePaths:
     @staticmethod
     def champion(kind: str) -> str:
         return f"models/{kind}/{CHAMPION_NAME}"
+
+    @staticmethod
+    def promotions(kind: str) -> str:
+        """Folder of the promotion history of ``kind``: one JSON object per promotion, never rewritten."""
+        return f"models/{kind}/{PROMOTIONS_DIR}"
 
     @staticmethod
     def dataset(name: str, ds: dt.date) -> str:

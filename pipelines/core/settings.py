@@ -242,6 +242,11 @@ class Settings(BaseSettings):
     force_retrain: bool = Field(
         False, description="train even when the champion was trained on data up to the same date"
     )
+    use_current_system: bool = Field(
+        False,
+        description="serve the current system champion, not the system in force on the run date "
+        "(the latest promotion trained on data up to it)",
+    )
 
     world: WorldConfig = Field(default_factory=WorldConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)

@@ -45,7 +45,7 @@ def train_system(ctx: RunContext) -> dict[str, Any]:
     from pipelines.core.paths import SYSTEM
     from pipelines.evaluation.selection import select_system, selection_facts
     from pipelines.serving.inputs import require_features
-    from pipelines.serving.system import served_system
+    from pipelines.serving.system import ServedSystem
     from pipelines.training import registry
 
     with ctx.warehouse() as warehouse:
@@ -55,7 +55,8 @@ def train_system(ctx: RunContext) -> dict[str, Any]:
         reason = f"system {champion['version']} covers data up to {ctx.ds}; set force_retrain to train again"
         log.info(reason)
         return {"version": champion["version"], "promoted": False, "skipped": True, "reason": reason}
-    in_force = served_system(ctx.lake)
+    # A challenger must beat the champion it would replace, whatever date it is trained for.
+    in_force = ServedSystem.from_json(champion["system"]) if champion else None
     with ctx.warehouse() as warehouse:
         selection = select_system(warehouse, ctx.lake, ctx.ds, ctx.settings, in_force)
     facts = selection_facts(selection, seed=ctx.settings.selection.seed)

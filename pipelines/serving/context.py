@@ -19,12 +19,12 @@ from pipelines.core.paths import RANKER, LakePaths
 from pipelines.core.run_date import end_of_day
 from pipelines.core.settings import Settings
 from pipelines.core.tables import row_numbers
-from pipelines.serving.embeddings import NO_CHAMPION, NoChampionError, read_embeddings
+from pipelines.serving.embeddings import read_embeddings
 from pipelines.serving.exploration import LanguagePool
 from pipelines.serving.filters import ENGLISH
 from pipelines.serving.inputs import read_input
 from pipelines.serving.retrievers import Retriever
-from pipelines.serving.system import ServedSystem, served_system
+from pipelines.serving.system import ServedSystem
 
 EXPLORATION_MAX_AGE_DAYS = 3.0
 FALLBACK_POOL = 2000
@@ -171,19 +171,12 @@ def no_vectors(n_items: int) -> np.ndarray:
     return np.zeros((n_items, 1), np.float32)
 
 
-def load_context(lake: Lake, ds: dt.date, settings: Settings) -> ServingContext:
-    """Load the catalog, embeddings and the served system's retriever and ranker of ``ds``.
-
-    Raises:
-        pipelines.serving.embeddings.NoChampionError: no system has been promoted yet.
-    """
+def load_context(lake: Lake, ds: dt.date, settings: Settings, system: ServedSystem) -> ServingContext:
+    """Load the catalog, embeddings and ``system``'s retriever and ranker for the night of ``ds``."""
     from pipelines.serving.index_store import load_index
     from pipelines.serving.model_store import ModelStore
     from pipelines.serving.retrieval import make_retriever
 
-    system = served_system(lake)
-    if system is None:
-        raise NoChampionError(NO_CHAMPION)
     items = read_input(lake, ds, "items")
     item_ids = np.asarray(items.column("item_id").to_pylist(), dtype=object)
     if system.two_tower_version is None:

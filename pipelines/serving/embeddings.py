@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines.core.errors import PermanentError
 from pipelines.core.lake import Lake
 from pipelines.core.paths import LakePaths
 from pipelines.core.settings import Settings
@@ -23,13 +22,6 @@ log = logging.getLogger(__name__)
 EMBEDDINGS_FILE = "embeddings.parquet"
 
 
-class NoChampionError(PermanentError):
-    """No system has been promoted yet: train before the nightly job."""
-
-
-NO_CHAMPION = "no served system yet: run the training DAG (or `python -m pipelines train`)"
-
-
 def embed_items(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
     """Embed the eligible catalog of ``ds`` with the served system's item tower and publish the embeddings.
 
@@ -37,13 +29,11 @@ def embed_items(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
     published and the result says so.
 
     Raises:
-        NoChampionError: no system has been promoted yet.
+        pipelines.serving.system.NoChampionError: no system is in force for ``ds``.
     """
     from pipelines.training.two_tower import load_towers
 
-    system = served_system(lake)
-    if system is None:
-        raise NoChampionError(NO_CHAMPION)
+    system = served_system(lake, ds, settings.use_current_system).system
     version = system.two_tower_version
     if version is None:
         reason = f"the served system ({system.label}) uses no item embeddings"

@@ -23,7 +23,7 @@ from pipelines.core.lake import Lake, ManifestError
 from pipelines.core.model_settings import TWO_TOWER_RETRIEVER
 from pipelines.core.paths import LakePaths
 from pipelines.core.settings import IndexConfig, Settings
-from pipelines.serving.embeddings import NO_CHAMPION, NoChampionError, read_embeddings
+from pipelines.serving.embeddings import read_embeddings
 from pipelines.serving.index import IndexSettings, ItemIndex, build_scann_index
 from pipelines.serving.inputs import read_input
 from pipelines.serving.system import served_system
@@ -186,13 +186,11 @@ def index_items(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
 
     Raises:
         pipelines.serving.recall.IndexRecallError: recall below the configured floor (nothing is published).
-        pipelines.serving.embeddings.NoChampionError: no system has been promoted yet.
+        pipelines.serving.system.NoChampionError: no system is in force for ``ds``.
     """
     from pipelines.training.two_tower import load_towers
 
-    system = served_system(lake)
-    if system is None:
-        raise NoChampionError(NO_CHAMPION)
+    system = served_system(lake, ds, settings.use_current_system).system
     if system.retriever != TWO_TOWER_RETRIEVER:
         reason = f"the served system ({system.label}) retrieves without the item index"
         log.info("ds=%s: %s", ds, reason)

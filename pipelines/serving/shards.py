@@ -23,6 +23,7 @@ from pipelines.serving.checks import check_lists
 from pipelines.serving.context import load_context
 from pipelines.serving.inputs import read_input
 from pipelines.serving.lists import lists_for
+from pipelines.serving.system import served_system
 from pipelines.serving.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -54,16 +55,20 @@ def candidates_for_shard(
     """Compute and write the candidate lists of one shard of ``ds``'s users into ``staging``.
 
     Returns:
-        The file written, rows, users, users/s overall, seconds per stage (they add up to the wall time)
-        and, as ``overlapped_seconds``, the busy time of the user tower and retrieval that ran ahead in
-        the background.
+        The file written, rows, users, users/s overall, seconds per stage (they add up to the wall time),
+        as ``overlapped_seconds`` the busy time of the user tower and retrieval that ran ahead in the
+        background, the system served and, as ``system_choice``, which promotion it is and why.
+
+    Raises:
+        pipelines.serving.system.NoChampionError: no system is in force for ``ds``.
     """
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
     started = time.perf_counter()
     timer = StageTimer()
     with timer("load"):
-        ctx = load_context(lake, ds, settings)
+        in_force = served_system(lake, ds, settings.use_current_system)
+        ctx = load_context(lake, ds, settings, in_force.system)
         users = read_input(lake, ds, "users")
         if settings.dry_run_users:
             users = dry_run_sample(users, settings.dry_run_users)
@@ -91,6 +96,7 @@ def candidates_for_shard(
         "overlapped_seconds": {key: round(v, 3) for key, v in timer.overlapped.items()},
         "total_seconds": round(elapsed, 2),
         "system": ctx.system.to_json(),
+        "system_choice": in_force.to_json(),
     }
     log.info(
         "shard %d/%d: %d users, %d rows, %s",
@@ -113,11 +119,16 @@ def publish_candidates(
 
     Raises:
         pipelines.core.lake.ManifestError: a shard file is missing.
+        ValueError: the shard results do not cover every shard, or name different systems.
     """
     shards = sorted(r["shard"] for r in shard_results)
     expected = list(range(settings.candidates.num_shards))
     if shards != expected:
         raise ValueError(f"ds={ds}: shard results {shards} do not cover shards {expected}")
+    served = sorted({r["system_choice"]["version"] for r in shard_results})
+    if len(served) > 1:
+        # A promotion landed while the shards ran: the night must be served by one system.
+        raise ValueError(f"ds={ds}: the shards served different systems {served}; run the shards again")
     files = [LakePaths.shard_file(s) for s in shards]
     metadata = {
         "users": sum(r["users"] for r in shard_results),
@@ -125,6 +136,7 @@ def publish_candidates(
         "num_shards": len(shards),
         "top_k": settings.candidates.top_k,
         "system": shard_results[0]["system"] if shard_results else None,
+        "system_choice": shard_results[0]["system_choice"] if shard_results else None,
         "shards": {
             r["shard"]: {"users": r["users"], "rows": r["rows"], "seconds": r["seconds"]}
             for r in shard_results

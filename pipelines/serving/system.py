@@ -1,19 +1,21 @@
 """The served system: which retriever, models and list stages the nightly job uses to make the lists.
 
 A system is chosen by replaying candidate systems on past nights (``pipelines.evaluation``) and promoted in
-the registry as the ``system`` champion. Until one is promoted, the system is the two-tower champion with
-the ranker champion (when there is one) and diversification: what the nightly job served before systems
-were chosen.
+the registry as the ``system`` champion. The night of ``ds`` serves the system in force on ``ds``: the
+latest promoted system trained on data up to ``ds`` at most, from the promotion history (never the wall
+clock), so re-running a past night serves what served it; a run may ask for the current champion instead.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
+from pipelines.core.errors import PermanentError
 from pipelines.core.lake import Lake
 from pipelines.core.model_settings import ALS_RETRIEVER, RETRIEVERS, TWO_TOWER_RETRIEVER
-from pipelines.core.paths import RANKER, SYSTEM, TWO_TOWER
+from pipelines.core.paths import SYSTEM
 from pipelines.training import registry
 
 
@@ -81,12 +83,78 @@ class ServedSystem:
         return cls(**data)
 
 
-def served_system(lake: Lake) -> ServedSystem | None:
-    """The system in force: the ``system`` champion, else the model champions; None before any training."""
-    champion = registry.current_champion(lake, SYSTEM)
-    if champion is not None:
-        return ServedSystem.from_json(champion["system"])
-    two_tower = registry.champion_version(lake, TWO_TOWER)
-    if two_tower is None:
-        return None
-    return ServedSystem(TWO_TOWER_RETRIEVER, two_tower, registry.champion_version(lake, RANKER))
+class NoChampionError(PermanentError):
+    """No system was promoted for the night asked for: train before the nightly job."""
+
+
+NO_CHAMPION = "no served system yet: run the training DAG (or `python -m pipelines train`)"
+AS_OF = "as_of"
+CURRENT = "current"
+
+
+@dataclass(frozen=True)
+class SystemInForce:
+    """The system a night serves, which promotion it is and why it was picked.
+
+    Attributes:
+        system: the system.
+        version: its promoted version.
+        trained_through: the run date whose data its models were trained on.
+        rule: ``as_of`` (the latest promotion trained on data up to the night) or ``current`` (the
+            champion now, asked for by the run).
+        reason: one sentence saying so, for the facts and the report.
+    """
+
+    system: ServedSystem
+    version: str
+    trained_through: dt.date
+    rule: Literal["as_of", "current"]
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The choice without the system itself (facts and manifests carry that beside it)."""
+        return {
+            "version": self.version,
+            "trained_through": self.trained_through.isoformat(),
+            "rule": self.rule,
+            "reason": self.reason,
+        }
+
+
+def served_system(lake: Lake, ds: dt.date, use_current: bool = False) -> SystemInForce:
+    """The system the night of ``ds`` serves.
+
+    Args:
+        lake: the lake holding the registry.
+        ds: the night.
+        use_current: serve the current champion whatever ``ds`` is, instead of the system in force on
+            ``ds``.
+
+    Raises:
+        NoChampionError: no system was ever promoted, or (as of ``ds``) none was trained on data up to
+            ``ds``.
+    """
+    history = registry.promotion_history(lake, SYSTEM)
+    if not history:
+        raise NoChampionError(NO_CHAMPION)
+    if use_current:
+        record, rule = registry.current_champion(lake, SYSTEM) or history[-1], CURRENT
+        why = "the current champion, as the run asked (use_current_system)"
+    else:
+        in_force = [r for r in history if registry.trained_through(r["version"]) <= ds]
+        if not in_force:
+            first = min(registry.trained_through(r["version"]) for r in history)
+            raise NoChampionError(
+                f"no system was in force on {ds}: the earliest promoted system was trained on data up to "
+                f"{first}; train for {ds} or earlier, or set use_current_system to serve the current one"
+            )
+        record, rule = in_force[-1], AS_OF
+        why = f"in force on {ds} (the latest promotion trained on data up to {ds})"
+    trained = registry.trained_through(record["version"])
+    return SystemInForce(
+        ServedSystem.from_json(record["system"]),
+        record["version"],
+        trained,
+        rule,
+        f"{why}: {record['version']}",
+    )

@@ -5,8 +5,9 @@ A trained model is exported to ``models/<kind>/<version>/``; its ``config.json``
 :func:`seal_export`, marks the export complete and records the SHA-256 of every other file, which
 :func:`open_export` verifies before any loader touches them. Promotion replaces
 ``models/<kind>/champion.json`` atomically, conditioned on the pointer generation read before deciding,
-so two runs promoting at once cannot both win silently. Which challenger deserves it is decided by
-replaying its lists (``pipelines.evaluation``), not here.
+so two runs promoting at once cannot both win silently, and records the promotion under
+``models/<kind>/history/`` (one create-only object each), so the champion of any past date can be looked
+up. Which challenger deserves it is decided by replaying its lists (``pipelines.evaluation``), not here.
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ def new_version(ds: dt.date, config: dict[str, Any], now: dt.datetime | None = N
     now = now.astimezone(dt.UTC)
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{ds.isoformat()}-{now:%Y%m%dT%H%M%S%f}Z-{digest}"
+
+
+def trained_through(version: str) -> dt.date:
+    """The run date whose data the models of ``version`` were trained on (its name starts with it).
+
+    Raises:
+        ValueError: ``version`` is not of the form produced by :func:`new_version`.
+    """
+    return dt.date.fromisoformat(check_version(version)[:10])
 
 
 def check_version(version: str) -> str:
@@ -134,10 +144,13 @@ def champion_version(lake: Lake, kind: str) -> str | None:
 
 
 def promote(lake: Lake, kind: str, content: dict[str, Any], expected_champion: str | None) -> None:
-    """Make ``content["version"]`` the champion of ``kind``, unless the champion changed meanwhile.
+    """Make ``content["version"]`` the champion of ``kind``, unless the champion changed meanwhile, and
+    record the promotion in the history of ``kind``.
 
     The gate that decides lives with the evaluation; this only swaps the pointer, conditioned on the
-    pointer generation read here, after checking that the champion is still ``expected_champion``.
+    pointer generation read here, after checking that the champion is still ``expected_champion``. The
+    champion being replaced is recorded first if its record is missing (a champion from before the
+    history, or a promotion killed between its two writes), so no promotion is ever lost from it.
 
     Raises:
         PublishConflict: the champion is no longer ``expected_champion`` (another run promoted).
@@ -148,6 +161,8 @@ def promote(lake: Lake, kind: str, content: dict[str, Any], expected_champion: s
         raise PublishConflict(
             f"{kind} champion is {current!r}, not {expected_champion!r} as when the challenger was judged"
         )
+    if pointer.content:
+        _record_promotion(lake, kind, pointer.content)
     record = {
         **content,
         "kind": kind,
@@ -155,4 +170,36 @@ def promote(lake: Lake, kind: str, content: dict[str, Any], expected_champion: s
         "promoted_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     lake.write_pointer(LakePaths.champion(kind), record, if_generation_match=pointer.generation)
+    _record_promotion(lake, kind, record)
     log.info("%s champion: %s (was %s)", kind, content["version"], current)
+
+
+def promotion_history(lake: Lake, kind: str) -> list[dict[str, Any]]:
+    """Every promotion of ``kind``, in the order of their ``promoted_at`` times.
+
+    The champion pointer is included even when its history record is missing, so a champion from before
+    the history is a history of one.
+    """
+    folder = LakePaths.promotions(kind)
+    records = {name: lake.read_json(f"{folder}/{name}") for name in lake.ls(folder) if name.endswith(".json")}
+    champion = current_champion(lake, kind)
+    if champion is not None:
+        records.setdefault(_record_name(champion), champion)
+    return [records[name] for name in sorted(records)]
+
+
+def _record_name(record: dict[str, Any]) -> str:
+    """``<promoted_at as YYYYmmddTHHMMSSffffffZ>-<version>.json``: names sort in promotion order."""
+    promoted_at = dt.datetime.fromisoformat(record["promoted_at"]).astimezone(dt.UTC)
+    return f"{promoted_at:%Y%m%dT%H%M%S%f}Z-{record['version']}.json"
+
+
+def _record_promotion(lake: Lake, kind: str, record: dict[str, Any]) -> None:
+    """Write the history record of one promotion once; an existing record is left as it is."""
+    rel = f"{LakePaths.promotions(kind)}/{_record_name(record)}"
+    if lake.exists(rel):
+        return
+    try:
+        lake.write_pointer(rel, record, if_generation_match=0)
+    except PublishConflict:
+        log.info("%s was recorded by another run", lake.uri(rel))

@@ -65,7 +65,15 @@ def test_nightly_dag(dags: dict[str, dict]) -> None:
     # The report is written whether or not digests were skipped, but not after a failure.
     assert dag["tasks"]["write_report"]["trigger_rule"] == "none_failed"
     assert dag["tasks"]["publish_candidates"]["outlets"] == ["nightfeed://candidates/"]
-    assert set(dag["params"]) == {"run_date", "num_shards", "top_k", "dry_run_users", "skip_digests"}
+    assert set(dag["params"]) == {
+        "run_date",
+        "num_shards",
+        "top_k",
+        "dry_run_users",
+        "use_current_system",
+        "skip_digests",
+    }
+    assert dag["param_defaults"]["use_current_system"] is False
 
 
 @pytest.mark.parametrize("stem", ["nightfeed_features", "nightfeed_training", "nightfeed_nightly"])

@@ -21,7 +21,7 @@ import pytest
 
 from pipelines.core.lake import Lake
 from pipelines.core.paths import LakePaths
-from tests.airflow_support import REPO, airflow_env, dags_test, run_airflow
+from tests.airflow_support import REPO, SMALL_SELECTION, airflow_env, dags_test, run_airflow
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -40,22 +40,7 @@ def nightly(airflow_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         NIGHTFEED_CANDIDATES__NUM_SHARDS="2",
         NIGHTFEED_CANDIDATES__TOP_K="20",
         NIGHTFEED_CANDIDATES__TOP_N="100",
-        # A small selection keeps this under a few minutes: one candidate per retriever, 2 epochs, nights
-        # two days apart, every model trained on the 8 days before its night.
-        NIGHTFEED_TWO_TOWER__EPOCHS="2",
-        NIGHTFEED_TWO_TOWER__TRAIN_DAYS="8",
-        NIGHTFEED_RANKER__TRAIN_DAYS="6",
-        NIGHTFEED_RANKER__EVAL_DAYS="2",
-        NIGHTFEED_SELECTION__WINDOW_DAYS="2",
-        NIGHTFEED_SELECTION__MIN_TRAIN_EXAMPLES="10",
-        NIGHTFEED_SELECTION__TWO_TOWER_SEARCH="{}",
-        NIGHTFEED_SELECTION__MMR_LAMBDAS="[0.8]",
-        NIGHTFEED_SELECTION__RETRIEVAL_DEPTHS="[500]",
-        NIGHTFEED_SELECTION__POPULARITY_WINDOWS="[7]",
-        NIGHTFEED_SELECTION__KNN_NEIGHBORS="[20]",
-        NIGHTFEED_SELECTION__ALS_FACTORS="[16]",
-        NIGHTFEED_SELECTION__MAX_ITEM_AGE_CHOICES="[null]",
-        NIGHTFEED_SELECTION__RANKERS='["none", "impressions"]',
+        **SMALL_SELECTION,
     )
     day = dt.date.fromisoformat(DS)
     history = [

@@ -101,8 +101,8 @@ def test_case_09_a_truncated_champion_pointer_is_named(lake: Lake) -> None:
     registry.promote(
         lake, SYSTEM, {"version": registry.new_version(DS, {}), "system": system.to_json()}, None
     )
-    assert served_system(lake) == system
+    assert served_system(lake, DS).system == system
     pointer = lake.path(LakePaths.champion(SYSTEM))
     _truncate(pointer)
     with pytest.raises(CorruptArtifactError, match=rf"{re.escape(pointer)} is not valid JSON"):
-        served_system(lake)
+        served_system(lake, DS)

@@ -47,7 +47,8 @@ def _column_floats(table: pa.Table, name: str) -> np.ndarray:
 
 def candidates_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
     """Distributions, reasons and catalog coverage of ``ds``'s published candidate lists, and the system
-    that made them (``system``, as the manifest names it)."""
+    that made them (``system``, and as ``system_choice`` which promotion and why, as the manifest names
+    them)."""
     from pipelines.serving.inputs import read_input
     from pipelines.serving.shards import read_candidates
 
@@ -108,4 +109,5 @@ def candidates_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
         f"distinct_items_top_{COVERAGE_TOP}": len(listed_top),
         "distinct_items": len(listed),
         "system": metadata.get("system"),
+        "system_choice": metadata.get("system_choice"),
     }

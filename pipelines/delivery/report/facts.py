@@ -116,6 +116,19 @@ def read_system(value: Any) -> ServedSystem:
     return ServedSystem.from_json(value)
 
 
+def read_system_choice(value: Any) -> dict[str, str] | None:
+    """Which promotion served and why (``SystemInForce.to_json()``); None when the night did not say.
+
+    Raises:
+        TypeError, KeyError: it is not a choice object.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a system choice object, got {value!r}")
+    return {key: str(value[key]) for key in ("version", "trained_through", "rule", "reason")}
+
+
 def read_system_champion(lake: Lake) -> dict[str, Any] | None:
     """The ``system`` champion pointer (the system in force), or None before the first promotion.
 

@@ -36,6 +36,7 @@ from pipelines.delivery.report.facts import (
     read_facts,
     read_system,
     read_system_champion,
+    read_system_choice,
     reading,
 )
 from pipelines.delivery.report.selection import system_training
@@ -50,7 +51,9 @@ def collect_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
     facts = read_facts(lake, ds)
     with reading(lake.uri(LakePaths.candidates(ds))):
         candidates = candidates_metrics(lake, ds)
-    system = _system_section(lake, ds, facts, candidates.pop("system", None))
+    system = _system_section(
+        lake, ds, facts, candidates.pop("system", None), candidates.pop("system_choice", None)
+    )
 
     sections: dict[Job, Any] = {}
     skipped: dict[str, str] = {}
@@ -105,24 +108,40 @@ def _fact_uri(lake: Lake, ds: dt.date, job: Job) -> str:
 
 
 def _system_section(
-    lake: Lake, ds: dt.date, facts: dict[str, dict[str, Any]], published: Any
+    lake: Lake, ds: dt.date, facts: dict[str, dict[str, Any]], published: Any, published_choice: Any
 ) -> dict[str, Any]:
     """The system served on ``ds`` (named by the published candidates, else the publish fact, else the
-    system champion), the champion, and the training run of ``ds`` when there was one."""
+    system champion) with which promotion it was and why, the champion, and the training run of ``ds``
+    when there was one."""
     champion = read_system_champion(lake)
-    publish = facts.get(PUBLISH_CANDIDATES.name)
+    publish = facts.get(PUBLISH_CANDIDATES.name) or {}
     served: dict[str, Any] | None = None
-    for source, what, value in (
-        ("published candidates", lake.uri(LakePaths.candidates(ds)), published),
-        ("publish fact", _fact_uri(lake, ds, PUBLISH_CANDIDATES), (publish or {}).get("system")),
+    for source, what, value, choice in (
+        ("published candidates", lake.uri(LakePaths.candidates(ds)), published, published_choice),
+        (
+            "publish fact",
+            _fact_uri(lake, ds, PUBLISH_CANDIDATES),
+            publish.get("system"),
+            publish.get("system_choice"),
+        ),
     ):
         if value is not None:
             with reading(what):
                 system = read_system(value)
-            served = {"source": source, "label": system.label, "system": system.to_json()}
+                served = {
+                    "source": source,
+                    "label": system.label,
+                    "system": system.to_json(),
+                    "choice": read_system_choice(choice),
+                }
             break
     if served is None and champion is not None:
-        served = {"source": "system champion", "label": champion["label"], "system": champion["system"]}
+        served = {
+            "source": "system champion",
+            "label": champion["label"],
+            "system": champion["system"],
+            "choice": None,
+        }
     training = None
     if TRAIN_SYSTEM.name in facts:
         with reading(_fact_uri(lake, ds, TRAIN_SYSTEM)):

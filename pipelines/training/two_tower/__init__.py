@@ -18,8 +18,12 @@ if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
 # tensorflow-recommenders is written against Keras 2; TensorFlow picks the Keras flavour at import time.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from pipelines.training.two_tower.devices import probe_devices
 from pipelines.training.two_tower.export import export_two_tower, load_towers
 from pipelines.training.two_tower.servers import Towers
 from pipelines.training.two_tower.train import TrainResult, train_two_tower
+
+# Before any model touches a device: no cuInit false alarm on machines without an NVIDIA GPU.
+probe_devices()
 
 __all__ = ["Towers", "TrainResult", "export_two_tower", "load_towers", "train_two_tower"]

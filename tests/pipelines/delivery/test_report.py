@@ -41,6 +41,14 @@ from tests.pipelines.delivery.system_facts import (
 
 DS = dt.date(2026, 11, 22)
 HOSTILE_VERSION = "2026-11-01-<script>alert('pwned')</script>"
+# Which promotion served the night and why, as the nightly job's shards record it.
+SYSTEM_CHOICE = {
+    "version": SYSTEM_CHAMPION,
+    "trained_through": "2026-11-21",
+    "rule": "as_of",
+    "reason": f"in force on 2026-11-22 (the latest promotion trained on data up to 2026-11-22): "
+    f"{SYSTEM_CHAMPION}",
+}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SECTION_TITLES = (
     "System selection",
@@ -70,6 +78,7 @@ PUBLISH_FACT = {
     "rows": 26,
     "top_k": 12,
     "system": CHAMPION_SYSTEM.to_json(),
+    "system_choice": SYSTEM_CHOICE,
     "shards": {
         "0": {"users": 2, "rows": 23, "seconds": {"load": 1.0, "rank": 0.5}},
         "1": {"users": 1, "rows": 3, "seconds": {"load": 2.0, "rank": 0.25}},
@@ -158,7 +167,7 @@ def publish_inputs_and_candidates(lake: Lake) -> None:
         dataset,
         staging,
         ["shard=000.parquet", "shard=001.parquet"],
-        metadata={"system": CHAMPION_SYSTEM.to_json()},
+        metadata={"system": CHAMPION_SYSTEM.to_json(), "system_choice": SYSTEM_CHOICE},
     )
 
 
@@ -245,6 +254,7 @@ def test_metrics_hold_the_hand_computed_numbers(night: Lake) -> None:
         "source": "published candidates",
         "label": "two-tower + ranker + diversified",
         "system": CHAMPION_SYSTEM.to_json(),
+        "choice": SYSTEM_CHOICE,
     }
     assert system["champion"]["version"] == SYSTEM_CHAMPION
     assert system["champion"]["label"] == "two-tower + ranker + diversified"
@@ -324,6 +334,7 @@ def test_a_kept_champion_is_said_with_the_losing_check(night: Lake) -> None:
     html = published(night, "report.html").decode()
     assert f'<p class="verdict warn">{verdict}</p>' in html
     assert "not promoted, champion kept" in html
+    assert f"System as of the night: {html_unescape(SYSTEM_CHOICE['reason'])}" in html_unescape(html)
     # The stages of the candidate: its ranker adds recall on the test night, its diversification costs.
     ranker, diversification = training["selection"]["stages"]
     assert (ranker["stage"], ranker["used"], ranker["worse"]) == ("ranker", True, False)
@@ -435,6 +446,7 @@ def test_night_without_training_shows_the_champion(tmp_path: Path) -> None:
         "source": "system champion",
         "label": "two-tower + ranker + diversified",
         "system": hostile,
+        "choice": None,
     }
     assert metrics["headline"]["served_system"] == "two-tower + ranker + diversified"
     assert metrics["headline"]["system_promoted"] is None

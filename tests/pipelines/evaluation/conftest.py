@@ -13,21 +13,11 @@ from pipelines.core.settings import Settings, WorldConfig
 from pipelines.core.warehouse import DuckDBWarehouse
 from pipelines.data.world import World, load_world, world_config
 from pipelines.jobs import run
+from tests.quick_selection import QUICK_SELECTION
 
 DS = dt.date(2026, 11, 22)
-# A small selection: one candidate per retriever, two epochs, nights two days apart.
-SMALL_SELECTION = {
-    "NIGHTFEED_TWO_TOWER__EPOCHS": "2",
-    "NIGHTFEED_SELECTION__WINDOW_DAYS": "2",
-    "NIGHTFEED_SELECTION__MIN_TRAIN_EXAMPLES": "10",
-    "NIGHTFEED_SELECTION__TWO_TOWER_SEARCH": "{}",
-    "NIGHTFEED_SELECTION__MMR_LAMBDAS": "[0.8]",
-    "NIGHTFEED_SELECTION__RETRIEVAL_DEPTHS": "[500]",
-    "NIGHTFEED_SELECTION__POPULARITY_WINDOWS": "[7]",
-    "NIGHTFEED_SELECTION__KNN_NEIGHBORS": "[20]",
-    "NIGHTFEED_SELECTION__ALS_FACTORS": "[16]",
-    "NIGHTFEED_SELECTION__RESAMPLES": "200",
-}
+# A small selection (tests/quick_selection.py) with fewer bootstrap resamples.
+SMALL_SELECTION = {**QUICK_SELECTION, "NIGHTFEED_SELECTION__RESAMPLES": "200"}
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """The nightly chain of the serving tests on a tiny world: its run date and sizes, one run of the serving
-jobs, and the published lists with their inputs as data frames."""
+jobs and of the digest jobs, and the published lists with their inputs as data frames."""
 
 from __future__ import annotations
 
@@ -19,12 +19,18 @@ TOP_K = 20
 SHARDS = 2
 
 
-def run_nightly(ds: dt.date = DS) -> dict[str, Any]:
+def run_nightly(ds: dt.date = DS, params: dict[str, Any] | None = None) -> dict[str, Any]:
     for job in (jobs.EXPORT_INPUTS, jobs.EMBED_ITEMS, jobs.BUILD_INDEX):
-        run(job, ds)
-    plan = run(jobs.PLAN_SHARDS, ds)
-    results = [run(jobs.CANDIDATES_FOR_SHARD, ds, **p) for p in plan]
-    return run(jobs.PUBLISH_CANDIDATES, ds, staging=plan[0]["staging"], shard_results=results)
+        run(job, ds, params)
+    plan = run(jobs.PLAN_SHARDS, ds, params)
+    results = [run(jobs.CANDIDATES_FOR_SHARD, ds, params, **p) for p in plan]
+    return run(jobs.PUBLISH_CANDIDATES, ds, params, staging=plan[0]["staging"], shard_results=results)
+
+
+def run_digests(ds: dt.date = DS) -> dict[str, Any]:
+    plan = run(jobs.PLAN_DIGESTS, ds)
+    rendered = [run(jobs.RENDER_DIGESTS, ds, **p) for p in plan]
+    return run(jobs.PUBLISH_DIGESTS, ds, staging=plan[0]["staging"], shard_results=rendered)
 
 
 def frames(lake: Lake) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:

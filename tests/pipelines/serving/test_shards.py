@@ -1,9 +1,13 @@
 """Candidate shards on the tiny world: the shard rule, atomic publishing, reruns, dry runs, the warehouse
-copy; and the models of the chain (promotion, tower reuse, retraining skipped)."""
+copy, a past night re-run after a newer promotion; and the models of the chain (promotion, tower reuse,
+retraining skipped)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +24,11 @@ from pipelines.core.paths import SYSTEM, LakePaths
 from pipelines.core.warehouse import DuckDBWarehouse
 from pipelines.jobs import run
 from pipelines.serving.inputs import read_input
-from pipelines.serving.shards import read_candidates, shard_of
+from pipelines.serving.shards import publish_candidates, read_candidates, shard_of
+from pipelines.serving.system import ServedSystem
+from pipelines.training import registry
 from pipelines.training.registry import current_champion
-from tests.pipelines.serving.nightly_world import DS, SHARDS
+from tests.pipelines.serving.nightly_world import DS, SHARDS, run_digests, run_nightly
 
 pytestmark = pytest.mark.slow
 
@@ -178,3 +184,63 @@ def test_a_dry_run_sample_is_seeded_and_the_same_for_every_shard(world: dict[str
     first, second = dry_run_sample(users, 7), dry_run_sample(users, 7)
     assert first.equals(second) and first.num_rows == 7
     assert first.column("user_id").to_pylist() != users.slice(0, 7).column("user_id").to_pylist()
+
+
+def test_publish_refuses_shards_served_by_different_systems(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    staging = lake.begin_publish(LakePaths.candidates(DS))
+    results = [
+        {"shard": s, "users": 1, "rows": 1, "seconds": {}, "system": {}, "system_choice": {"version": v}}
+        for s, v in ((0, "2026-11-20-a"), (1, "2026-11-22-b"))
+    ]
+    settings = settings_with({"num_shards": 2})
+    with pytest.raises(ValueError, match=r"different systems \['2026-11-20-a', '2026-11-22-b'\]"):
+        publish_candidates(lake, DS, staging, results, settings)
+    assert not lake.is_published(LakePaths.candidates(DS))
+
+
+def published_bytes(lake: Lake, dataset: str) -> dict[str, bytes]:
+    """The bytes of every published file of ``dataset``, by file name."""
+    return {path.rsplit("/", 1)[1]: lake.read_bytes(path) for path in lake.manifest_files(dataset)}
+
+
+def test_a_past_night_re_run_after_a_newer_promotion_is_byte_identical_unless_asked_for_the_current(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a copy of the chain's data, so the other tests keep their champion; the night is served by the
+    # champion in force now (an earlier test may have promoted another one).
+    data_dir = tmp_path / "data"
+    shutil.copytree(world["settings"].data_dir, data_dir)
+    monkeypatch.setenv("NIGHTFEED_DATA_DIR", str(data_dir))
+    lake = Lake(settings_with(None).lake_url)
+    run_nightly()
+    run_digests()
+    candidates, digests = LakePaths.candidates(DS), LakePaths.digests(DS)
+    night = {"candidates": published_bytes(lake, candidates), "digests": published_bytes(lake, digests)}
+    served = current_champion(lake, SYSTEM)
+    assert lake.read_manifest(candidates)["metadata"]["system_choice"]["version"] == served["version"]
+
+    # A newer system, trained on the next day's data, is promoted.
+    newer = ServedSystem("most_popular", None, diversify=False)
+    version = registry.new_version(DS + dt.timedelta(days=1), newer.to_json())
+    registry.promote(
+        lake, SYSTEM, {"version": version, "system": newer.to_json()}, expected_champion=served["version"]
+    )
+    again = run_nightly()
+    run_digests()
+    assert published_bytes(lake, candidates) == night["candidates"]
+    assert published_bytes(lake, digests) == night["digests"]
+    assert again["system"] == served["system"] and again["system_choice"]["rule"] == "as_of"
+    assert again["system_choice"]["version"] == served["version"]
+
+    # Asked for the current system, the night is served by the newer one, and the report says so.
+    current = run_nightly(params={"use_current_system": True})
+    assert current["system"] == newer.to_json()
+    assert current["system_choice"]["version"] == version and current["system_choice"]["rule"] == "current"
+    assert published_bytes(lake, candidates) != night["candidates"]
+    run(jobs.WRITE_REPORT, DS)
+    metrics_path = next(p for p in lake.manifest_files(LakePaths.reports(DS)) if p.endswith("/metrics.json"))
+    metrics = json.loads(lake.read_bytes(metrics_path))
+    served_tonight = metrics["system"]["served"]
+    assert served_tonight["choice"]["rule"] == "current" and served_tonight["system"] == newer.to_json()
+    assert metrics["index"] is None, "most popular needs no index: its skipped stage has no numbers"

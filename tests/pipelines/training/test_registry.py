@@ -103,3 +103,43 @@ def test_versions_sort_by_date_then_time_and_name_the_config(lake):
     )
     # the unfinished export (no config.json) is not listed
     assert registry.list_versions(lake, KIND) == [second, first]
+
+
+# -- the promotion history ---------------------------------------------------------------------------------
+def history_files(lake: Lake) -> list[str]:
+    return [name for name in lake.ls(LakePaths.promotions(KIND)) if name.endswith(".json")]
+
+
+def test_every_promotion_is_recorded_once_in_promotion_order(lake):
+    first, second = _export(lake, 1), _export(lake, 2)
+    registry.promote(lake, KIND, {"version": first, "label": "a"}, expected_champion=None)
+    registry.promote(lake, KIND, {"version": second, "label": "b"}, expected_champion=first)
+    history = registry.promotion_history(lake, KIND)
+    assert [(r["version"], r["previous_version"], r["label"]) for r in history] == [
+        (first, None, "a"),
+        (second, first, "b"),
+    ]
+    assert history[-1] == registry.current_champion(lake, KIND)
+    files = history_files(lake)
+    assert len(files) == 2 and [f.split("Z-", 1)[1] for f in files] == [f"{first}.json", f"{second}.json"]
+    # A refused promotion leaves no trace in the history.
+    with pytest.raises(PublishConflict):
+        registry.promote(lake, KIND, {"version": _export(lake, 3)}, expected_champion=first)
+    assert history_files(lake) == files
+
+
+def test_a_champion_from_before_the_history_is_a_history_of_one_and_kept_when_replaced(lake):
+    old, new = _export(lake, 1), _export(lake, 2)
+    legacy = {"version": old, "kind": KIND, "promoted_at": "2026-11-23T02:01:00+00:00"}
+    lake.write_pointer(LakePaths.champion(KIND), legacy, if_generation_match=0)
+    assert registry.promotion_history(lake, KIND) == [legacy] and history_files(lake) == []
+    registry.promote(lake, KIND, {"version": new}, expected_champion=old)
+    assert [r["version"] for r in registry.promotion_history(lake, KIND)] == [old, new]
+    assert len(history_files(lake)) == 2
+
+
+def test_trained_through_is_the_run_date_a_version_starts_with():
+    version = registry.new_version(dt.date(2026, 11, 20), {}, now=dt.datetime(2026, 11, 29, tzinfo=dt.UTC))
+    assert registry.trained_through(version) == dt.date(2026, 11, 20)
+    with pytest.raises(ValueError, match="model version must look like"):
+        registry.trained_through("2026-11-20")
