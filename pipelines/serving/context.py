@@ -16,12 +16,12 @@ import pyarrow.compute as pc
 from pipelines.core.lake import Lake
 from pipelines.core.paths import RANKER, LakePaths
 from pipelines.core.run_date import end_of_day
-from pipelines.core.settings import TWO_TOWER_RETRIEVER, Settings
+from pipelines.core.settings import ALS_RETRIEVER, TWO_TOWER_RETRIEVER, Settings
 from pipelines.core.tables import row_numbers
 from pipelines.serving.embeddings import NO_CHAMPION, NoChampionError, read_embeddings
 from pipelines.serving.exploration import LanguagePool
 from pipelines.serving.filters import ENGLISH
-from pipelines.serving.inputs import read_input
+from pipelines.serving.inputs import read_input, read_shard_input
 from pipelines.serving.retrievers import Retriever
 from pipelines.serving.system import ServedSystem, served_system
 
@@ -170,8 +170,22 @@ def no_vectors(n_items: int) -> np.ndarray:
     return np.zeros((n_items, 1), np.float32)
 
 
-def load_context(lake: Lake, ds: dt.date, settings: Settings) -> ServingContext:
-    """Load the catalog, embeddings and the served system's retriever and ranker of ``ds``.
+def _interactions(
+    lake: Lake, ds: dt.date, system: ServedSystem, shard: int, num_shards: int
+) -> pa.Table | None:
+    """The engagements ``system``'s retriever reads: the whole log for the ones fitted on it (popularity,
+    item-kNN), the shard's users' histories for ALS (its post factors are trained), none for the
+    two-tower."""
+    if system.retriever == TWO_TOWER_RETRIEVER:
+        return None
+    if system.retriever == ALS_RETRIEVER:
+        return read_shard_input(lake, ds, "interactions", shard, num_shards)
+    return read_input(lake, ds, "interactions")
+
+
+def load_context(lake: Lake, ds: dt.date, settings: Settings, shard: int, num_shards: int) -> ServingContext:
+    """Load the catalog, embeddings and the served system's retriever and ranker of ``ds``, for the users
+    of ``shard`` of ``num_shards``.
 
     Raises:
         pipelines.serving.embeddings.NoChampionError: no system has been promoted yet.
@@ -213,7 +227,7 @@ def load_context(lake: Lake, ds: dt.date, settings: Settings) -> ServingContext:
         models,
         items,
         vectors,
-        read_input(lake, ds, "interactions"),
+        _interactions(lake, ds, system, shard, num_shards),
         end_of_day(ds),
         settings.index,
         index=index,
