@@ -77,11 +77,12 @@ class ServingContext:
         return unit_rows(self.item_vectors)
 
     @functools.cached_property
-    def ranker_items(self) -> pa.Table:
-        """The post columns the ranker reads."""
-        from pipelines.training.ranker import ITEM_COLUMNS
+    def ranker_items(self) -> Any:
+        """The ranker's post features of the catalog (a ``pipelines.training.ranker.ItemFeatures``), built
+        once for every batch of the shard."""
+        from pipelines.training.ranker import ItemFeatures
 
-        return self.items.select(list(ITEM_COLUMNS))
+        return ItemFeatures.from_rows(self.items)
 
     @functools.cached_property
     def too_old(self) -> np.ndarray:
