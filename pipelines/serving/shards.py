@@ -27,6 +27,9 @@ from pipelines.serving.timing import StageTimer
 
 log = logging.getLogger(__name__)
 
+# The catalog, embeddings, index and models (the same for every shard), then the shard's own inputs.
+LOAD_STAGES: tuple[str, ...] = ("load_context", "load_users")
+
 
 def dry_run_sample(users: pa.Table, n: int) -> pa.Table:
     """A seeded sample of ``n`` users, the same in every shard task of a dry run."""
@@ -47,16 +50,18 @@ def candidates_for_shard(
     """Compute and write the candidate lists of one shard of ``ds``'s users into ``staging``.
 
     Returns:
-        The file written, rows, users, users/s overall, seconds per stage (they add up to the wall time)
-        and, as ``overlapped_seconds``, the busy time of the user tower and retrieval that ran ahead in
-        the background.
+        The file written, rows, users, users/s of the compute stages (loads, checks and the write
+        excluded), seconds per stage (they add up to the wall time; ``load_context`` is the same for
+        every shard, ``load_users`` grows with the shard) and, as ``overlapped_seconds``, the busy time of
+        the user tower and retrieval that ran ahead in the background.
     """
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
     started = time.perf_counter()
     timer = StageTimer()
-    with timer("load"):
+    with timer("load_context"):
         ctx = load_context(lake, ds, settings, shard, num_shards)
+    with timer("load_users"):
         seen = read_shard_input(lake, ds, "seen", shard, num_shards)
         if settings.dry_run_users:
             # The sample is drawn from all users of the day, so it is the same in every shard task.
@@ -75,7 +80,7 @@ def candidates_for_shard(
     with timer("write"):
         lake.write_parquet(f"{staging}/{name}", candidates)
     elapsed = time.perf_counter() - started
-    compute = sum(v for key, v in timer.seconds.items() if key not in ("load", "write", "check"))
+    compute = sum(v for key, v in timer.seconds.items() if key not in (*LOAD_STAGES, "write", "check"))
     result = {
         "shard": shard,
         "file": name,
