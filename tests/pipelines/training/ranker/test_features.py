@@ -53,6 +53,16 @@ def _candidates() -> pa.Table:
     )
 
 
+def _scored_pairs(synthetic) -> RankingPairs:
+    """The labelled rows of the synthetic fixture with the retrieval score and rank of its scorer."""
+    rows, scorer, _ = synthetic
+    score, rank = scorer(
+        rows.column("user_id").to_numpy(zero_copy_only=False),
+        rows.column("item_id").to_numpy(zero_copy_only=False),
+    )
+    return RankingPairs.from_examples(rows, score, rank)
+
+
 def test_ranker_features_hand_computed():
     pairs = RankingPairs.from_candidates(_candidates(), _users(), _items())
     x = ranker_features(pairs, retrieval_depth=100)
@@ -95,12 +105,7 @@ def test_training_rows_and_serving_candidates_give_the_same_features():
 
 @pytest.mark.parametrize("dense_cells", [0, 1 << 24], ids=["sorted-keys", "dense-table"])
 def test_tag_overlaps_are_the_same_from_sorted_keys_and_a_dense_table(synthetic, monkeypatch, dense_cells):
-    rows, scorer, _ = synthetic
-    score, rank = scorer(
-        rows.column("user_id").to_numpy(zero_copy_only=False),
-        rows.column("item_id").to_numpy(zero_copy_only=False),
-    )
-    pairs = RankingPairs.from_examples(rows, score, rank)
+    pairs = _scored_pairs(synthetic)
     reference = ranker_features(pairs, CONFIG.retrieval_depth)
     monkeypatch.setattr(features_module, "_DENSE_TAG_TABLE_CELLS", dense_cells)
     got = ranker_features(pairs, CONFIG.retrieval_depth)
@@ -136,12 +141,7 @@ def test_affinity_lists_of_different_lengths_name_the_user_row():
 
 
 def test_a_double_matrix_holds_the_same_float32_values(synthetic):
-    rows, scorer, _ = synthetic
-    score, rank = scorer(
-        rows.column("user_id").to_numpy(zero_copy_only=False),
-        rows.column("item_id").to_numpy(zero_copy_only=False),
-    )
-    pairs = RankingPairs.from_examples(rows, score, rank)
+    pairs = _scored_pairs(synthetic)
     single = ranker_features(pairs, CONFIG.retrieval_depth)
     double = ranker_features(pairs, CONFIG.retrieval_depth, np.float64)
     assert double.dtype == np.float64 and double.flags.c_contiguous
