@@ -89,9 +89,11 @@ class Night:
         base = [__file__, "--data-dir", self.args.data_dir, "--ds", self.args.ds.isoformat()]
         result = run_child(base + command, self.env)
         self.steps.append((name, result))
+        facts = result.get("result")
+        shard = {k: facts[k] for k in ("users", "users_per_s", "seconds") if k in facts} if facts else {}
         log(
             f"{name}: {result['wall_seconds']:.1f} s, peak {gb(result['peak_memory'])}, load "
-            f"{result['loadavg'][0]} -> {result['loadavg'][1]}"
+            f"{result['loadavg'][0]} -> {result['loadavg'][1]} {json.dumps(shard) if shard else ''}"
         )
         return result
 
@@ -124,15 +126,13 @@ def install_models(args: argparse.Namespace, night: Night) -> dict[str, Any]:
     return {"system": system.label, "ranker": ranker}
 
 
-def nightly(night: Night, num_shards: int, only_shard: int | None = None) -> list[dict[str, Any]]:
+def nightly(night: Night, num_shards: int) -> list[dict[str, Any]]:
     """export -> embed -> index -> candidate shards -> publish -> digest shards -> publish."""
     params = {"num_shards": num_shards}
     night.job("EXPORT_INPUTS", params)
     night.job("EMBED_ITEMS", params)
     night.job("BUILD_INDEX", params)
     plan = night.job("PLAN_SHARDS", params)
-    if only_shard is not None:
-        return [night.job("CANDIDATES_FOR_SHARD", params, f"shard {only_shard} of {num_shards}", **plan[0])]
     shards = [night.job("CANDIDATES_FOR_SHARD", params, f"candidates shard {p['shard']}", **p) for p in plan]
     night.job("PUBLISH_CANDIDATES", params, staging=plan[0]["staging"], shard_results=shards)
     digest_plan = night.job("PLAN_DIGESTS", params)
@@ -178,12 +178,17 @@ def report(night: Night, models: dict[str, Any], shards: list[dict[str, Any]]) -
 
 
 def compare_shards(night: Night, counts: list[int], first: dict[str, Any]) -> None:
-    """The load of shard 0 when the day is cut into other numbers of shards."""
+    """The load of shard 0 when the day is exported again in other numbers of shards (the embeddings and
+    the index do not depend on it)."""
     print(f"\n{'shards':>7}{'users in shard 0':>18}{'load_users s':>14}", end="")
     print(f"{'per 100k users':>16}{'load_context s':>16}")
     rows = [first]
     for count in counts:
-        rows.append({"num_shards": count, **nightly(night, count, only_shard=0)[0]})
+        params = {"num_shards": count}
+        night.job("EXPORT_INPUTS", params, f"export_inputs ({count} shards)")
+        plan = night.job("PLAN_SHARDS", params, f"plan_shards ({count} shards)")
+        shard = night.job("CANDIDATES_FOR_SHARD", params, f"shard 0 of {count}", **plan[0])
+        rows.append({"num_shards": count, **shard})
     for row in rows:
         users, seconds = row["users"], row["seconds"]
         print(
