@@ -146,7 +146,7 @@ def install_system(args: argparse.Namespace, work: Path, day: dict[str, Any]) ->
     """
     from synthetic_day import synthetic_ranker
 
-    from pipelines.core.settings import TWO_TOWER_RETRIEVER
+    from pipelines.core.model_settings import TWO_TOWER_RETRIEVER
     from pipelines.serving.inputs import read_input
     from pipelines.serving.system import ServedSystem, served_system
     from pipelines.training import registry

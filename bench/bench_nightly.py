@@ -105,8 +105,8 @@ class Night:
 def install_models(args: argparse.Namespace, night: Night) -> dict[str, Any]:
     """Copy the small world's two-tower, train and export the ranker, promote the served system."""
     from pipelines.core.lake import Lake
+    from pipelines.core.model_settings import TWO_TOWER_RETRIEVER
     from pipelines.core.paths import SYSTEM, TWO_TOWER, LakePaths
-    from pipelines.core.settings import TWO_TOWER_RETRIEVER
     from pipelines.serving.system import ServedSystem, served_system
     from pipelines.training import registry
 

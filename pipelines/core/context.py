@@ -1,7 +1,8 @@
 """The run context: what every job gets, built once where a run enters (DAG runtime, CLI, tests).
 
 It carries the run date as a checked :class:`datetime.date`, the settings with the run's overrides
-applied, the lake, and a way to open the warehouse.
+applied, the lake, a way to open the warehouse, and who holds the night's lease (the Airflow DAG run, or
+this process on the command line).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.core.errors import PermanentError
-from pipelines.core.lake import Lake
+from pipelines.core.lake import Lake, ScratchLake
+from pipelines.core.night import process_holder
 from pipelines.core.params import overrides_from_params
 from pipelines.core.paths import LakePaths
 from pipelines.core.run_date import parse_run_date
@@ -46,17 +48,29 @@ class RunContext:
     ds: dt.date
     settings: Settings
     lake: Lake
+    holder: str
 
     @classmethod
-    def create(cls, ds: str | dt.date, params: Mapping[str, Any] | None = None) -> RunContext:
+    def create(
+        cls, ds: str | dt.date, params: Mapping[str, Any] | None = None, holder: str | None = None
+    ) -> RunContext:
         """Check ``ds`` and build the settings (with ``params``) and the lake.
+
+        Args:
+            holder: who holds the night's lease for the jobs that write it (the DAG run's id); this
+                process when None.
 
         Raises:
             pipelines.core.run_date.BadRunDate: ``ds`` is not a date.
             BadRunParameters: a param is out of range.
         """
         settings = settings_with(params)
-        return cls(ds=parse_run_date(ds), settings=settings, lake=Lake(settings.lake_url))
+        day = parse_run_date(ds)
+        lake = Lake(settings.lake_url)
+        if settings.dry_run_users:
+            # A dry run reads the real lake and writes only to its scratch folder.
+            lake = ScratchLake(lake, LakePaths.dry_run(day))
+        return cls(ds=day, settings=settings, lake=lake, holder=holder or process_holder())
 
     @contextlib.contextmanager
     def warehouse(self, read_only: bool = False) -> Iterator[Warehouse]:

@@ -81,14 +81,20 @@ def _check_date(value: Any, origin: str) -> str:
 
 
 def run_job(job: Job, **kwargs: Any) -> Any:
-    """Run ``job`` for the current task's run (see :func:`call_job`)."""
+    """Run ``job`` for the current task's run (see :func:`call_job`); every task of one DAG run holds
+    the night's lease as that run."""
     context = get_current_context()
     params = context.get("params") or {}
-    return call_job(job, resolve_ds(context), {key: params[key] for key in params}, **kwargs)
+    run = context.get("dag_run")
+    holder = f"DAG run {run.dag_id}/{run.run_id}" if run is not None else None
+    return call_job(job, resolve_ds(context), {key: params[key] for key in params}, holder=holder, **kwargs)
 
 
-def call_job(job: Job, ds: str, params: Mapping[str, Any], **kwargs: Any) -> Any:
+def call_job(job: Job, ds: str, params: Mapping[str, Any], holder: str | None = None, **kwargs: Any) -> Any:
     """Run ``job`` for ``ds`` with the run ``params`` and the task's ``kwargs``.
+
+    Args:
+        holder: the night's lease holder (the DAG run); this process when None.
 
     Returns:
         What the job returns (a small JSON-serialisable value: it becomes the task's XCom).
@@ -101,9 +107,12 @@ def call_job(job: Job, ds: str, params: Mapping[str, Any], **kwargs: Any) -> Any
     from pipelines.jobs import run
 
     try:
-        return run(job, ds, dict(params), **kwargs)
+        return run(job, ds, dict(params), holder=holder, **kwargs)
     except PermanentError as exc:
-        raise AirflowFailException(f"{job.name} for ds={ds} cannot succeed on retry: {exc}") from exc
+        hint = getattr(exc, "hint", None)
+        raise AirflowFailException(
+            f"{job.name} for ds={ds} cannot succeed on retry: {exc}" + (f"; {hint}" if hint else "")
+        ) from exc
 
 
 def mark_outlet(asset: Asset, **extra: Any) -> None:
