@@ -10,8 +10,9 @@ included), CPU time, peak memory (``VmHWM``) and the load average around it.
 a ranker trained by the selection's own code on the large world's logged impressions, through the index
 (:meth:`pipelines.evaluation.night_models.NightModels.ranker_from_impressions`), and a served system: that
 two-tower, that ranker, diversification, retrieval to ``--depth``. Jobs run one after the other, as on a
-single worker. ``--compare-shards N`` exports the inputs again in N shards and runs shard 0, to compare
-the load of a shard with its size.
+single worker. ``--compare-shards N ...`` exports the inputs again in each number of shards and loads
+shard 0 as a candidates task does (the serving context, then the shard's users and seen pairs), to
+compare the load of a shard with its size; ``--compare-only`` does only that, on a day whose nightly ran.
 """
 
 from __future__ import annotations
@@ -43,6 +44,27 @@ def run_job(args: argparse.Namespace) -> dict[str, Any]:
 
     result = run(getattr(jobs, args.job), args.ds, json.loads(args.params), **json.loads(args.kwargs))
     return {"result": result}
+
+
+def load_shard(args: argparse.Namespace) -> dict[str, Any]:
+    """The load stages of candidates shard 0, as :func:`pipelines.serving.shards.candidates_for_shard`
+    runs them, timed."""
+    import time
+
+    from pipelines.core.lake import Lake
+    from pipelines.core.settings import load_settings
+    from pipelines.serving.context import load_context
+    from pipelines.serving.inputs import read_shard_input
+
+    settings = load_settings()
+    lake = Lake(settings.lake_url)
+    started = time.perf_counter()
+    load_context(lake, args.ds, settings, 0, args.num_shards)
+    context = time.perf_counter() - started
+    seen = read_shard_input(lake, args.ds, "seen", 0, args.num_shards)
+    users = read_shard_input(lake, args.ds, "users", 0, args.num_shards)
+    seconds = {"load_context": context, "load_users": time.perf_counter() - started - context}
+    return {"users": users.num_rows, "seen_pairs": seen.num_rows, "seconds": seconds}
 
 
 def train_ranker(args: argparse.Namespace) -> dict[str, Any]:
@@ -177,24 +199,23 @@ def report(night: Night, models: dict[str, Any], shards: list[dict[str, Any]]) -
         )
 
 
-def compare_shards(night: Night, counts: list[int], first: dict[str, Any]) -> None:
-    """The load of shard 0 when the day is exported again in other numbers of shards (the embeddings and
+def compare_shards(night: Night, counts: list[int]) -> None:
+    """The load of shard 0 when the day is exported again in each number of shards (the embeddings and
     the index do not depend on it)."""
-    print(f"\n{'shards':>7}{'users in shard 0':>18}{'load_users s':>14}", end="")
-    print(f"{'per 100k users':>16}{'load_context s':>16}")
-    rows = [first]
+    rows = []
     for count in counts:
-        params = {"num_shards": count}
-        night.job("EXPORT_INPUTS", params, f"export_inputs ({count} shards)")
-        plan = night.job("PLAN_SHARDS", params, f"plan_shards ({count} shards)")
-        shard = night.job("CANDIDATES_FOR_SHARD", params, f"shard 0 of {count}", **plan[0])
-        rows.append({"num_shards": count, **shard})
-    for row in rows:
-        users, seconds = row["users"], row["seconds"]
-        print(
-            f"{row['num_shards']:>7}{users:>18,}{seconds['load_users']:>14.2f}"
-            f"{seconds['load_users'] / users * 1e5:>16.2f}{seconds['load_context']:>16.2f}"
-        )
+        night.job("EXPORT_INPUTS", {"num_shards": count}, f"export_inputs ({count} shards)")
+        loaded = night.child(f"load shard 0 of {count}", ["--load-shard", "--num-shards", str(count)])
+        rows.append({"num_shards": count, **loaded})
+    print(f"\n{'shards':>7}{'users in shard 0':>18}{'seen pairs':>12}{'load_users s':>14}", end="")
+    print(f"{'per 100k users':>16}{'load_context s':>16}{'load avg':>16}")
+    lines = [
+        f"{row['num_shards']:>7}{row['users']:>18,}{row['seen_pairs']:>12,}"
+        f"{row['seconds']['load_users']:>14.2f}{row['seconds']['load_users'] / row['users'] * 1e5:>16.2f}"
+        f"{row['seconds']['load_context']:>16.2f}{row['loadavg'][0]:>9.2f} -> {row['loadavg'][1]:.2f}"
+        for row in rows
+    ]
+    print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -204,11 +225,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ds", type=dt.date.fromisoformat, default=dt.date(2026, 11, 22))
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--compare-shards", type=int, nargs="*", default=[])
+    parser.add_argument("--compare-only", action="store_true", help="only the shard comparison")
     parser.add_argument("--depth", type=int, default=500, help="the served system's retrieval depth")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     parser.add_argument("--params", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--train-ranker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--load-shard", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--num-shards", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--two-tower", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.job:
@@ -217,15 +241,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.train_ranker:
         child_result(train_ranker(args))
         return
-    if not args.world_lake:
+    if args.load_shard:
+        child_result(load_shard(args))
+        return
+    if not args.world_lake and not args.compare_only:
         parser.error("--world-lake is required")
     os.environ["NIGHTFEED_DATA_DIR"] = args.data_dir
     night = Night(args)
-    models = install_models(args, night)
-    shards = nightly(night, args.shards)
-    report(night, models, shards)
+    if not args.compare_only:
+        models = install_models(args, night)
+        report(night, models, nightly(night, args.shards))
     if args.compare_shards:
-        compare_shards(night, args.compare_shards, {"num_shards": args.shards, **shards[0]})
+        compare_shards(night, args.compare_shards)
 
 
 if __name__ == "__main__":
