@@ -25,7 +25,6 @@ import argparse
 import math
 import os
 import platform
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_support import peak_memory
 
 from pipelines.core.settings import IndexConfig
 from pipelines.serving.exact_search import EXACT_BLOCK_BYTES, EXACT_ITEM_BLOCK, exact_top_k
@@ -139,10 +140,6 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
     return hits / exact.size
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def bench_size(n: int, args: argparse.Namespace, config: IndexConfig) -> None:
     rng = np.random.default_rng(args.seed + n)
     started = time.perf_counter()
@@ -210,7 +207,7 @@ def bench_size(n: int, args: argparse.Namespace, config: IndexConfig) -> None:
         share = f"{leaves / settings.num_leaves:.3f}" if leaves else "1"
         recall = recall_at_k(positions, exact_pos)
         print(f"{label:>16} {share:>6} {qps:>10,.0f} {recall:>10.4f} {qps / exact_qps:>8.1f}x")
-    print(f"peak RSS so far: {peak_rss_mib():,.0f} MiB; load average {os.getloadavg()[0]:.1f}")
+    print(f"peak memory so far (VmHWM): {peak_memory() / 2**20:,.0f} MiB; load {os.getloadavg()[0]:.1f}")
 
 
 def _searcher_with_leaves(index: ItemIndex, queries: np.ndarray, k: int, leaves: int):

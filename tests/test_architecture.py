@@ -83,7 +83,7 @@ def test_imports_point_down_the_layers(path: Path) -> None:
 @pytest.mark.parametrize(
     ("module", "source", "broken"),
     [
-        ("pipelines.training.ranker.train", "from pipelines.serving.shards import shard_of", "higher layer"),
+        ("pipelines.training.ranker.train", "from pipelines.serving.sharding import shard_of", "higher"),
         ("pipelines.core.lake", "def f():\n    import pipelines.jobs\n", "higher layer"),
         ("pipelines.serving.inputs", "from pipelines.data.features import build_features", "serving may not"),
         ("pipelines.data.world", "from airflow.sdk import dag", "never imports Airflow"),
@@ -96,7 +96,7 @@ def test_the_check_catches_a_forbidden_import(module: str, source: str, broken: 
 
 
 def test_the_check_allows_downward_and_same_layer_imports() -> None:
-    source = "from pipelines.core.lake import Lake\nfrom pipelines.serving.shards import shard_of\n"
+    source = "from pipelines.core.lake import Lake\nfrom pipelines.serving.sharding import shard_of\n"
     assert violations(source, "pipelines.delivery.digests") == []
     assert violations("from pipelines.training import registry", "pipelines.serving.embeddings") == []
 

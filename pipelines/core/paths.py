@@ -109,3 +109,8 @@ class LakePaths:
     @staticmethod
     def shard_file(shard: int, suffix: str = "parquet") -> str:
         return f"shard={shard:03d}.{suffix}"
+
+    @staticmethod
+    def input_file(name: str, shard: int | None = None) -> str:
+        """File of input ``name`` inside ``inputs/ds=…``: ``<name>.parquet``, or the part of ``shard``."""
+        return f"{name}.parquet" if shard is None else f"{name}/{LakePaths.shard_file(shard)}"

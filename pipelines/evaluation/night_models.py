@@ -98,8 +98,10 @@ class NightModels:
         return self._keep(RANKER, served_day, result, model, {**config.model_dump(), "source": source})
 
     def ranker_from_impressions(self, night: dt.date, two_tower_version: str) -> Trained | None:
-        """A ranker on the logged impressions before ``night``, scored by the two-tower it will re-order;
-        None when the data logs no impressions."""
+        """A ranker on the logged impressions before ``night``, scored by the two-tower it will re-order
+        through an index of the served day's catalog, as serving retrieves; None when the data logs no
+        impressions."""
+        from pipelines.serving.index import build_scann_index
         from pipelines.training.retrieval_scores import retrieval_scores_for_rows
 
         config = self.settings.ranker
@@ -113,7 +115,13 @@ class NightModels:
             SERVING_INPUTS["items"], served_day, **sql_params(self.settings), max_item_age_days=0
         )
         towers = self.store.get(TWO_TOWER, two_tower_version)
-        scores = retrieval_scores_for_rows(towers, rows, catalog, config.retrieval_depth)
+        ids = catalog.column("item_id").combine_chunks()
+        index = build_scann_index(
+            np.asarray(ids.to_pylist(), object), towers.embed_items(catalog), self.settings.index
+        )
+        scores = retrieval_scores_for_rows(
+            towers.embed_users, rows, ids, index.embeddings, index.search_positions, config.retrieval_depth
+        )
         return self._ranker(served_day, rows, scores, "impressions")
 
     def ranker_from_replay(self, served_day: dt.date, rows: pa.Table, scores: np.ndarray) -> Trained | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +30,7 @@ from pipelines.serving.inputs import query_inputs
 from pipelines.serving.lists import lists_for, retrieved_pairs
 from pipelines.serving.model_store import ModelStore
 from pipelines.serving.retrieval import make_retriever
+from pipelines.serving.sharding import crc32_of
 from pipelines.serving.system import ServedSystem
 from pipelines.serving.timing import StageTimer
 
@@ -193,8 +193,7 @@ class Replay:
         users, items = self.night.inputs["users"], self.night.inputs["items"]
         user_row = pc.index_in(pairs.column("user_id"), value_set=users.column("user_id"))
         item_row = pc.index_in(pairs.column("item_id"), value_set=items.column("item_id"))
-        ids = pairs.column("user_id").to_pylist()
-        in_eval = np.array([zlib.crc32(u.encode()) % 1000 < eval_share * 1000 for u in ids], dtype=bool)
+        in_eval = crc32_of(pairs.column("user_id")) % 1000 < eval_share * 1000
         rows = users.take(user_row).drop_columns(["user_id"])
         for name in items.column_names:
             if name not in ("item_id", *rows.column_names):

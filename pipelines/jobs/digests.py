@@ -10,11 +10,14 @@ if TYPE_CHECKING:
     from pipelines.core.context import RunContext
 
 
-def _digest_inputs(ctx: RunContext) -> tuple[pa.Table, pa.Table]:
-    """The users (``profiles``) and ``items`` serving inputs of ``ds`` that digests are made from."""
-    from pipelines.serving.inputs import read_input
+def _digest_inputs(ctx: RunContext, shard: int, num_shards: int) -> tuple[pa.Table, pa.Table]:
+    """The users of ``shard`` (its part of the ``profiles`` input) and the ``items`` input of ``ds`` that
+    the shard's digests are made from."""
+    from pipelines.delivery.digests.recipients import ITEM_COLUMNS
+    from pipelines.serving.inputs import read_input, read_shard_input
 
-    return read_input(ctx.lake, ctx.ds, "profiles"), read_input(ctx.lake, ctx.ds, "items")
+    users = read_shard_input(ctx.lake, ctx.ds, "profiles", shard, num_shards)
+    return users, read_input(ctx.lake, ctx.ds, "items", list(ITEM_COLUMNS))
 
 
 def plan_digests(ctx: RunContext) -> list[dict[str, Any]]:
@@ -34,7 +37,7 @@ def render_digests(ctx: RunContext, shard: int, num_shards: int, staging: str | 
         shard,
         num_shards,
         staging,
-        *_digest_inputs(ctx),
+        *_digest_inputs(ctx, shard, num_shards),
         ctx.settings.digest,
         dry_run_users=ctx.settings.dry_run_users,
     )

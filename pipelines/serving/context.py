@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core.lake import Lake
-from pipelines.core.model_settings import TWO_TOWER_RETRIEVER
+from pipelines.core.model_settings import ALS_RETRIEVER, TWO_TOWER_RETRIEVER
 from pipelines.core.paths import RANKER, LakePaths
 from pipelines.core.run_date import end_of_day
 from pipelines.core.settings import Settings
@@ -22,7 +22,7 @@ from pipelines.core.tables import row_numbers
 from pipelines.serving.embeddings import read_embeddings
 from pipelines.serving.exploration import LanguagePool
 from pipelines.serving.filters import ENGLISH
-from pipelines.serving.inputs import read_input
+from pipelines.serving.inputs import read_input, read_shard_input
 from pipelines.serving.retrievers import Retriever
 from pipelines.serving.system import ServedSystem
 
@@ -78,11 +78,12 @@ class ServingContext:
         return unit_rows(self.item_vectors)
 
     @functools.cached_property
-    def ranker_items(self) -> pa.Table:
-        """The post columns the ranker reads."""
-        from pipelines.training.ranker import ITEM_COLUMNS
+    def ranker_items(self) -> Any:
+        """The ranker's post features of the catalog (a ``pipelines.training.ranker.ItemFeatures``), built
+        once for every batch of the shard."""
+        from pipelines.training.ranker import ItemFeatures
 
-        return self.items.select(list(ITEM_COLUMNS))
+        return ItemFeatures.from_rows(self.items)
 
     @functools.cached_property
     def too_old(self) -> np.ndarray:
@@ -171,8 +172,24 @@ def no_vectors(n_items: int) -> np.ndarray:
     return np.zeros((n_items, 1), np.float32)
 
 
-def load_context(lake: Lake, ds: dt.date, settings: Settings, system: ServedSystem) -> ServingContext:
-    """Load the catalog, embeddings and ``system``'s retriever and ranker for the night of ``ds``."""
+def _interactions(
+    lake: Lake, ds: dt.date, system: ServedSystem, shard: int, num_shards: int
+) -> pa.Table | None:
+    """The engagements ``system``'s retriever reads: the whole log for the ones fitted on it (popularity,
+    item-kNN), the shard's users' histories for ALS (its post factors are trained), none for the
+    two-tower."""
+    if system.retriever == TWO_TOWER_RETRIEVER:
+        return None
+    if system.retriever == ALS_RETRIEVER:
+        return read_shard_input(lake, ds, "interactions", shard, num_shards)
+    return read_input(lake, ds, "interactions")
+
+
+def load_context(
+    lake: Lake, ds: dt.date, settings: Settings, system: ServedSystem, shard: int, num_shards: int
+) -> ServingContext:
+    """Load the catalog, embeddings and ``system``'s retriever and ranker for the night of ``ds``, for the
+    users of ``shard`` of ``num_shards``."""
     from pipelines.serving.index_store import load_index
     from pipelines.serving.model_store import ModelStore
     from pipelines.serving.retrieval import make_retriever
@@ -207,7 +224,7 @@ def load_context(lake: Lake, ds: dt.date, settings: Settings, system: ServedSyst
         models,
         items,
         vectors,
-        read_input(lake, ds, "interactions"),
+        _interactions(lake, ds, system, shard, num_shards),
         end_of_day(ds),
         settings.index,
         index=index,

@@ -1,11 +1,19 @@
 """The nightly inputs snapshot: what serving needs from the warehouse, copied into ``inputs/ds=…/`` so that
-shard workers read only the lake (users with features, the eligible catalog, seen pairs, profiles)."""
+shard workers read only the lake (users with features, the eligible catalog, seen pairs, profiles,
+interactions).
+
+The inputs keyed by user are written per shard (``users/shard=NNN.parquet``, by the shard rule of
+:mod:`pipelines.serving.sharding`), so a shard task reads its own users, seen pairs, profiles and
+histories and its load grows with its size, not with the day's. The catalog is one file.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from pipelines.core.errors import PermanentError, UserError
@@ -14,6 +22,12 @@ from pipelines.core.paths import LakePaths
 from pipelines.core.schema import SERVING_INPUTS
 from pipelines.core.settings import Settings
 from pipelines.core.warehouse import Warehouse
+from pipelines.serving.sharding import shard_of
+
+log = logging.getLogger(__name__)
+
+# The inputs partitioned by the shard of their ``user_id``; the others are written whole.
+SHARDED_INPUTS: tuple[str, ...] = ("users", "seen", "profiles", "interactions")
 
 
 class EmptyInputsError(PermanentError):
@@ -62,29 +76,87 @@ def query_inputs(warehouse: Warehouse, ds: dt.date, settings: Settings) -> dict[
     return tables
 
 
+def shard_parts(table: pa.Table, num_shards: int) -> list[pa.Table]:
+    """``table`` split by the shard of its ``user_id``; each part keeps the rows' order."""
+    shards = shard_of(table.column("user_id"), num_shards)
+    order = np.argsort(shards, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(shards, minlength=num_shards))])
+    return [table.take(pa.array(order[bounds[k] : bounds[k + 1]])) for k in range(num_shards)]
+
+
 def export_inputs(warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
-    """Snapshot the serving inputs of ``ds`` from the warehouse into the lake.
+    """Snapshot the serving inputs of ``ds`` from the warehouse into the lake, the inputs keyed by user
+    in ``candidates.num_shards`` parts.
 
     Returns:
-        Rows per input file and the dataset URI.
+        Rows per input, the number of shards and the dataset URI.
 
     Raises:
         EmptyInputsError: no users, or no eligible posts, on ``ds`` (nothing is published).
     """
+    num_shards = settings.candidates.num_shards
     tables = query_inputs(warehouse, ds, settings)
     dataset = LakePaths.inputs(ds)
     staging = lake.begin_publish(dataset)
+    files = []
     for name, table in tables.items():
-        lake.write_parquet(f"{staging}/{name}.parquet", table)
+        if name in SHARDED_INPUTS:
+            for shard, part in enumerate(shard_parts(table, num_shards)):
+                files.append(LakePaths.input_file(name, shard))
+                lake.write_parquet(f"{staging}/{files[-1]}", part)
+        else:
+            files.append(LakePaths.input_file(name))
+            lake.write_parquet(f"{staging}/{files[-1]}", table)
     rows = {name: table.num_rows for name, table in tables.items()}
-    lake.publish(dataset, staging, [f"{name}.parquet" for name in tables], metadata={"rows": rows})
-    return {"dataset": lake.uri(dataset), "rows": rows}
+    lake.publish(dataset, staging, files, metadata={"rows": rows, "num_shards": num_shards})
+    return {"dataset": lake.uri(dataset), "rows": rows, "num_shards": num_shards}
 
 
-def read_input(lake: Lake, ds: dt.date, name: str) -> pa.Table:
-    """One published input table of ``ds`` (``users``, ``items``, ``seen`` or ``profiles``)."""
-    wanted = f"{name}.parquet"
-    for path in lake.manifest_files(LakePaths.inputs(ds)):
-        if path.endswith("/" + wanted):
-            return lake.read_parquet(path)
-    raise FileNotFoundError(f"{lake.uri(LakePaths.inputs(ds))} has no {wanted}")
+def _input_files(lake: Lake, ds: dt.date, name: str) -> tuple[list[str], int | None]:
+    """The published files of input ``name`` of ``ds`` (one per shard, in shard order, for a partitioned
+    input) and the number of shards the inputs were written in (None: one file)."""
+    manifest = lake.read_manifest(LakePaths.inputs(ds))
+    files = lake.manifest_files(LakePaths.inputs(ds))
+    whole = [path for path in files if path.endswith("/" + LakePaths.input_file(name))]
+    if whole:
+        return whole, None
+    parts = sorted(path for path in files if f"/{name}/" in path)
+    if not parts:
+        raise FileNotFoundError(f"{lake.uri(LakePaths.inputs(ds))} has no input {name!r}")
+    return parts, int(manifest["metadata"]["num_shards"])
+
+
+def read_input(lake: Lake, ds: dt.date, name: str, columns: list[str] | None = None) -> pa.Table:
+    """One whole published input table of ``ds`` (``users``, ``items``, ``seen``, ``profiles`` or
+    ``interactions``), all columns or ``columns``; a partitioned one comes shard after shard, each part
+    in the query's order.
+
+    Raises:
+        FileNotFoundError: the inputs of ``ds`` have no such table.
+    """
+    files, _ = _input_files(lake, ds, name)
+    return pa.concat_tables(lake.read_parquet(path, columns) for path in files)
+
+
+def read_shard_input(lake: Lake, ds: dt.date, name: str, shard: int, num_shards: int) -> pa.Table:
+    """The rows of input ``name`` of ``ds`` whose ``user_id`` belongs to ``shard`` of ``num_shards``.
+
+    Reads that shard's part alone when the inputs were written in ``num_shards`` parts; otherwise
+    (another shard count, a run with other parameters) reads the whole table and keeps the shard's rows.
+
+    Raises:
+        FileNotFoundError: the inputs of ``ds`` have no such table.
+    """
+    files, written_in = _input_files(lake, ds, name)
+    if written_in == num_shards:
+        return lake.read_parquet(files[shard])
+    log.warning(
+        "ds=%s: input %s was written in %s, not in %d parts: shard %d reads it whole",
+        ds,
+        name,
+        f"{written_in} parts" if written_in else "one file",
+        num_shards,
+        shard,
+    )
+    table = pa.concat_tables(lake.read_parquet(path) for path in files)
+    return table.filter(pa.array(shard_of(table.column("user_id"), num_shards) == shard))

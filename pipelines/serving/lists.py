@@ -117,16 +117,13 @@ def _batch_lists(
         pair_item = positions[pair_user, pair_slot]
     with timer("rank"):
         if ctx.ranker is not None and len(pair_user):
-            # Features are per pair, so the ranker only needs the posts of this batch's pairs.
-            listed = np.zeros(len(ctx.item_ids), bool)
-            listed[pair_item] = True
             pairs = RankingPairs(
                 users=batch.users,
-                items=ctx.ranker_items.take(pa.array(np.flatnonzero(listed))),
+                items=ctx.ranker_items,
                 user_row=pair_user,
-                item_row=(np.cumsum(listed) - 1)[pair_item],
-                retrieval_score=retrieval_scores[pair_user, pair_slot].astype(np.float64),
-                retrieval_rank=(pair_slot + 1).astype(np.float64),
+                item_row=pair_item,
+                retrieval_score=retrieval_scores[pair_user, pair_slot],
+                retrieval_rank=pair_slot + 1,
             )
             pair_score = ctx.ranker.score_pairs(pairs)
         else:

@@ -29,7 +29,7 @@ def make_retriever(
     models: ModelStore,
     items: pa.Table,
     item_vectors: np.ndarray,
-    interactions: pa.Table,
+    interactions: pa.Table | None,
     as_of: dt.datetime,
     index_config: IndexConfig,
     index: ItemIndex | None = None,
@@ -41,10 +41,14 @@ def make_retriever(
         models: where the system's models come from.
         items: the catalog rows (the ``items`` input).
         item_vectors: the two-tower item embeddings of ``items``, row by row.
-        interactions: the ``interactions`` input (user histories, recent engagement counts).
+        interactions: the ``interactions`` input (user histories, recent engagement counts); the
+            two-tower reads none.
         as_of: the end of the served day (popularity windows end here).
         index_config: how to build the vector index when none is given.
         index: the published index over ``item_vectors`` (built in memory when None).
+
+    Raises:
+        ValueError: an unknown retriever, or no ``interactions`` for a retriever that reads them.
     """
     catalog_ids = items.column("item_id").combine_chunks()
     if system.retriever == TWO_TOWER_RETRIEVER:
@@ -54,6 +58,8 @@ def make_retriever(
             ids = np.asarray(catalog_ids.to_pylist(), dtype=object)
             index = build_scann_index(ids, np.asarray(item_vectors, np.float32), index_config)
         return EmbeddingRetriever(towers.embed_users, index.search_positions)
+    if interactions is None:
+        raise ValueError(f"the {system.retriever} retriever needs the interactions input")
     if system.retriever == POPULAR_RETRIEVER:
         return PopularityRetriever.fit(interactions, catalog_ids, as_of, system.popularity_window_days)
     history = UserHistory.from_interactions(interactions)

@@ -1,5 +1,5 @@
-"""Candidate shards: users go to shard ``crc32(user_id) % num_shards``, a hash that is stable across runs,
-machines and Python versions. Plans the shards of a run date, computes one shard's lists into a staging
+"""Candidate shards: users go to shard ``crc32(user_id) % num_shards`` (:mod:`pipelines.serving.sharding`).
+Plans the shards of a run date, computes one shard's lists from its part of the inputs into a staging
 folder, publishes ``candidates/ds=…/`` (one file per shard, the manifest last) and reads it back."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import zlib
 from typing import Any
 
 import numpy as np
@@ -21,19 +20,16 @@ from pipelines.core.settings import Settings
 from pipelines.serving.batch import UserBatch
 from pipelines.serving.checks import check_lists
 from pipelines.serving.context import load_context
-from pipelines.serving.inputs import read_input
+from pipelines.serving.inputs import read_input, read_shard_input
 from pipelines.serving.lists import lists_for
+from pipelines.serving.sharding import shard_of
 from pipelines.serving.system import served_system
 from pipelines.serving.timing import StageTimer
 
 log = logging.getLogger(__name__)
 
-
-def shard_of(user_ids: np.ndarray | list[str], num_shards: int) -> np.ndarray:
-    """The shard of each user: ``crc32(utf-8 id) % num_shards``, stable everywhere."""
-    return np.fromiter(
-        (zlib.crc32(u.encode()) % num_shards for u in user_ids), dtype=np.int64, count=len(user_ids)
-    )
+# The catalog, embeddings, index and models (the same for every shard), then the shard's own inputs.
+LOAD_STAGES: tuple[str, ...] = ("load_context", "load_users")
 
 
 def dry_run_sample(users: pa.Table, n: int) -> pa.Table:
@@ -55,9 +51,11 @@ def candidates_for_shard(
     """Compute and write the candidate lists of one shard of ``ds``'s users into ``staging``.
 
     Returns:
-        The file written, rows, users, users/s overall, seconds per stage (they add up to the wall time),
-        as ``overlapped_seconds`` the busy time of the user tower and retrieval that ran ahead in the
-        background, the system served and, as ``system_choice``, which promotion it is and why.
+        The file written, rows, users, users/s of the compute stages (loads, checks and the write
+        excluded), seconds per stage (they add up to the wall time; ``load_context`` is the same for
+        every shard, ``load_users`` grows with the shard), as ``overlapped_seconds`` the busy time of the
+        user tower and retrieval that ran ahead in the background, the system served and, as
+        ``system_choice``, which promotion it is and why.
 
     Raises:
         pipelines.serving.system.NoChampionError: no system is in force for ``ds``.
@@ -66,15 +64,18 @@ def candidates_for_shard(
         raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
     started = time.perf_counter()
     timer = StageTimer()
-    with timer("load"):
+    with timer("load_context"):
         in_force = served_system(lake, ds, settings.use_current_system)
-        ctx = load_context(lake, ds, settings, in_force.system)
-        users = read_input(lake, ds, "users")
+        ctx = load_context(lake, ds, settings, in_force.system, shard, num_shards)
+    with timer("load_users"):
+        seen = read_shard_input(lake, ds, "seen", shard, num_shards)
         if settings.dry_run_users:
-            users = dry_run_sample(users, settings.dry_run_users)
-        users = users.filter(pa.array(shard_of(users.column("user_id").to_pylist(), num_shards) == shard))
-        seen = read_input(lake, ds, "seen")
-        seen = seen.filter(pc.is_in(seen.column("user_id"), value_set=users.column("user_id")))
+            # The sample is drawn from all users of the day, so it is the same in every shard task.
+            users = dry_run_sample(read_input(lake, ds, "users").sort_by("user_id"), settings.dry_run_users)
+            users = users.filter(pa.array(shard_of(users.column("user_id"), num_shards) == shard))
+            seen = seen.filter(pc.is_in(seen.column("user_id"), value_set=users.column("user_id")))
+        else:
+            users = read_shard_input(lake, ds, "users", shard, num_shards)
     with timer("prepare"):
         batch = UserBatch.build(users, seen, ctx)
     candidates = lists_for(ctx, batch, settings, timer)
@@ -85,7 +86,7 @@ def candidates_for_shard(
     with timer("write"):
         lake.write_parquet(f"{staging}/{name}", candidates)
     elapsed = time.perf_counter() - started
-    compute = sum(v for key, v in timer.seconds.items() if key not in ("load", "write", "check"))
+    compute = sum(v for key, v in timer.seconds.items() if key not in (*LOAD_STAGES, "write", "check"))
     result = {
         "shard": shard,
         "file": name,

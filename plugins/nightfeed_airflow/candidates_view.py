@@ -134,7 +134,7 @@ def user_candidates(lake: Any, ds: dt.date, user_id: str) -> UserCandidates:
     from pipelines.core.paths import LakePaths
     from pipelines.core.schema import CANDIDATES
     from pipelines.serving.inputs import read_input
-    from pipelines.serving.shards import shard_of
+    from pipelines.serving.sharding import shard_of
 
     dataset = LakePaths.candidates(ds)
     manifest = lake.read_manifest(dataset)

@@ -21,6 +21,7 @@ import pytest
 
 from pipelines.core.lake import Lake
 from pipelines.core.paths import LakePaths
+from pipelines.serving.inputs import read_input
 from tests.airflow_support import REPO, SMALL_SELECTION, airflow_env, dags_test, run_airflow
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -138,10 +139,7 @@ def test_candidates_are_published_in_the_requested_shards(nightly: dict[str, Any
             longest = max(longest, len(ranks))
         served |= users
     assert longest == TOP_K
-    inputs_users = {
-        path for path in lake.manifest_files(LakePaths.inputs(DAY)) if path.endswith("/users.parquet")
-    }
-    expected = set(lake.read_parquet(inputs_users.pop()).column("user_id").to_pylist())
+    expected = set(read_input(lake, DAY, "users").column("user_id").to_pylist())
     assert served == expected, "every user of the day's inputs has a published list"
 
 

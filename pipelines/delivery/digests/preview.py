@@ -65,7 +65,7 @@ def preview_digest(
         DigestConfigError: a bad digest config.
         ManifestError: the candidates of ``ds`` are not published.
     """
-    from pipelines.serving.shards import shard_of
+    from pipelines.serving.sharding import shard_of
 
     check_config(config)
     user = next((row for row in user_rows(users) if row["user_id"] == user_id), None)

@@ -63,7 +63,7 @@ class Recipient:
 
 def user_rows(users: pa.Table, shard: int | None = None, num_shards: int = 1) -> list[dict[str, Any]]:
     """The users' rows as dicts (only those of ``shard`` when given); errors name the table's row."""
-    from pipelines.serving.shards import shard_of
+    from pipelines.serving.sharding import shard_of
 
     require_columns(users, USER_COLUMNS, "users table")
     row = first_null(users, "user_id")
@@ -72,7 +72,7 @@ def user_rows(users: pa.Table, shard: int | None = None, num_shards: int = 1) ->
     table = users.select(list(USER_COLUMNS))
     numbers = np.arange(table.num_rows)
     if shard is not None:
-        numbers = np.flatnonzero(shard_of(table.column("user_id").to_pylist(), num_shards) == shard)
+        numbers = np.flatnonzero(shard_of(table.column("user_id"), num_shards) == shard)
         table = table.take(pa.array(numbers))
     rows = table.to_pylist()
     seen: dict[str, int] = {}
@@ -127,7 +127,7 @@ def read_ranked_items(
     Raises:
         ValueError: a missing column, a null key, or a user of another shard in the file.
     """
-    from pipelines.serving.shards import shard_of
+    from pipelines.serving.sharding import shard_of
 
     table = lake.read_parquet(path)
     require_columns(table, CANDIDATE_COLUMNS, f"candidates shard {lake.uri(path)}")

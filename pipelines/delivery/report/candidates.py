@@ -73,7 +73,7 @@ def candidates_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
     catalog: dict[str, Any] = {"size": None}
     users_in_inputs = None
     if lake.is_published(LakePaths.inputs(ds)):
-        items = pc.unique(read_input(lake, ds, "items").column("item_id"))
+        items = pc.unique(read_input(lake, ds, "items", ["item_id"]).column("item_id"))
         size = len(items)
         in_top = int(pc.sum(pc.is_in(listed_top, value_set=items)).as_py() or 0)
         in_all = int(pc.sum(pc.is_in(listed, value_set=items)).as_py() or 0)
@@ -85,7 +85,7 @@ def candidates_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
             "coverage": in_all / size if size else None,
             "listed_items_not_in_catalog": len(listed) - in_all,
         }
-        users_in_inputs = read_input(lake, ds, "users").num_rows
+        users_in_inputs = lake.read_manifest(LakePaths.inputs(ds))["metadata"]["rows"]["users"]
     users = len(lengths)
     return {
         "published": True,

@@ -11,6 +11,7 @@ from pipelines.training.ranker.features import (
     ITEM_COLUMNS,
     ITEM_NUMERIC_FEATURES,
     USER_COLUMNS,
+    ItemFeatures,
     RankingPairs,
     ranker_features,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "ITEM_NUMERIC_FEATURES",
     "USER_COLUMNS",
     "FeatureMismatchError",
+    "ItemFeatures",
     "Ranker",
     "RankerResult",
     "RankingPairs",

@@ -62,19 +62,59 @@ USER_COLUMNS: tuple[str, ...] = (
     *USER_NUMERIC_FEATURES.values(),
 )
 CANDIDATE_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "retrieval_score", "retrieval_rank")
+_COLUMN = {name: j for j, name in enumerate(FEATURE_NAMES)}
+
+
+@dataclass(frozen=True)
+class ItemFeatures:
+    """The post side of the ranker's features for a table of post rows, computed once: a serving shard
+    builds it for its whole catalog, and every batch of pairs only gathers rows of it.
+
+    Attributes:
+        numbers: ``(n_posts, len(ITEM_NUMERIC_FEATURES))`` float32, columns in ``ITEM_NUMERIC_FEATURES``
+            order; NaN where a value is missing.
+        tag_indptr: ``(n_posts + 1,)``: post ``j``'s tags are ``tag_codes[tag_indptr[j]:tag_indptr[j + 1]]``.
+        tag_codes: positions in ``vocabulary``; -1 for a null tag.
+        vocabulary: the distinct tags of the posts.
+    """
+
+    numbers: np.ndarray
+    tag_indptr: np.ndarray
+    tag_codes: np.ndarray
+    vocabulary: pa.Array
+
+    @classmethod
+    def from_rows(cls, items: pa.Table) -> ItemFeatures:
+        """The features of every row of ``items`` (``item_features`` columns, at least ``ITEM_COLUMNS``).
+
+        Raises:
+            ValueError: a column is missing or not numeric.
+        """
+        require_columns(items, ITEM_COLUMNS, "item rows")
+        numbers = np.empty((items.num_rows, len(ITEM_NUMERIC_FEATURES)), np.float32)
+        for j, column in enumerate(ITEM_NUMERIC_FEATURES.values()):
+            numbers[:, j] = numeric_column(items, column)
+        tags = _flat_strings(items.column("tags"))
+        vocabulary = pc.unique(tags.drop_null())
+        lengths = _list_lengths(items.column("tags"))
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return cls(numbers, indptr, _codes(tags, vocabulary), vocabulary)
+
+    def __len__(self) -> int:
+        return len(self.numbers)
 
 
 @dataclass(frozen=True)
 class RankingPairs:
-    """(user, post) pairs to rank, pointing into one table of user rows and one table of post rows.
+    """(user, post) pairs to rank, pointing into one table of user rows and the features of post rows.
 
-    Keeping user and post rows apart means a user's lists (selected and affinity tags) are stored once
-    however many candidates the user has; every pair only carries two row numbers and its two-tower
-    score and rank.
+    Keeping user and post rows apart means a user's lists (selected and affinity tags) and a post's
+    features are stored once however many pairs they are in; every pair only carries two row numbers and
+    its two-tower score and rank.
 
     Attributes:
         users: user rows with at least ``USER_COLUMNS`` (``user_features`` columns).
-        items: post rows with at least ``ITEM_COLUMNS`` (``item_features`` columns).
+        items: the features of the post rows (:meth:`ItemFeatures.from_rows`).
         user_row: (n,) row of ``users`` for each pair.
         item_row: (n,) row of ``items`` for each pair.
         retrieval_score: (n,) two-tower score of each pair.
@@ -82,7 +122,7 @@ class RankingPairs:
     """
 
     users: pa.Table
-    items: pa.Table
+    items: ItemFeatures
     user_row: np.ndarray
     item_row: np.ndarray
     retrieval_score: np.ndarray
@@ -90,7 +130,6 @@ class RankingPairs:
 
     def __post_init__(self) -> None:
         require_columns(self.users, USER_COLUMNS, "user rows")
-        require_columns(self.items, ITEM_COLUMNS, "item rows")
         n = len(self.user_row)
         for name in ("item_row", "retrieval_score", "retrieval_rank"):
             if len(getattr(self, name)) != n:
@@ -99,7 +138,7 @@ class RankingPairs:
                 )
         for name, rows, limit in (
             ("user_row", self.user_row, self.users.num_rows),
-            ("item_row", self.item_row, self.items.num_rows),
+            ("item_row", self.item_row, len(self.items)),
         ):
             bad = np.flatnonzero((rows < 0) | (rows >= limit))
             if len(bad):
@@ -116,7 +155,7 @@ class RankingPairs:
         index = np.arange(rows.num_rows, dtype=np.int64)
         return cls(
             users=rows.select(list(USER_COLUMNS)),
-            items=rows.select(list(ITEM_COLUMNS)),
+            items=ItemFeatures.from_rows(rows),
             user_row=index,
             item_row=index,
             retrieval_score=np.asarray(retrieval_score, dtype=np.float64),
@@ -141,7 +180,7 @@ class RankingPairs:
         item_row = _pair_rows(candidates, items, "item_id", "item rows")
         return cls(
             users=users,
-            items=items,
+            items=ItemFeatures.from_rows(items),
             user_row=user_row,
             item_row=item_row,
             retrieval_score=numeric_column(candidates, "retrieval_score"),
@@ -149,7 +188,9 @@ class RankingPairs:
         )
 
 
-def ranker_features(pairs: RankingPairs, retrieval_depth: int) -> np.ndarray:
+def ranker_features(
+    pairs: RankingPairs, retrieval_depth: int, dtype: type[np.floating] = np.float32
+) -> np.ndarray:
     """The feature matrix of ``pairs``, columns in ``FEATURE_NAMES`` order; used by training and serving.
 
     ``retrieval_rank`` is capped at ``retrieval_depth + 1``: training ranks are ranks within the user's
@@ -158,30 +199,37 @@ def ranker_features(pairs: RankingPairs, retrieval_depth: int) -> np.ndarray:
     affinity weights over the post's tags, ``selected_tag_overlap`` the number of the post's tags the
     user selected at sign-up. Missing numbers stay NaN (LightGBM treats them as missing).
 
+    Every value is a float32 whatever ``dtype``: a float64 matrix holds the same numbers, for a scorer
+    that reads doubles (the compiled trees) without a copy of the whole matrix.
+
     Args:
         pairs: the pairs to describe.
         retrieval_depth: the depth the ranker was trained with.
+        dtype: the matrix's type, ``np.float32`` or ``np.float64``.
 
     Returns:
-        (len(pairs), len(FEATURE_NAMES)) float32 matrix.
+        (len(pairs), len(FEATURE_NAMES)) matrix of ``dtype``.
 
     Raises:
         ValueError: a list column is malformed (the message names the row).
     """
     if retrieval_depth < 1:
         raise ValueError(f"retrieval_depth must be >= 1, got {retrieval_depth}")
-    columns: dict[str, np.ndarray] = {
-        "retrieval_score": pairs.retrieval_score,
-        "retrieval_rank": np.minimum(pairs.retrieval_rank, retrieval_depth + 1),
-    }
-    for name, column in ITEM_NUMERIC_FEATURES.items():
-        columns[name] = numeric_column(pairs.items, column)[pairs.item_row]
-    for name, column in USER_NUMERIC_FEATURES.items():
-        columns[name] = numeric_column(pairs.users, column)[pairs.user_row]
-    columns["tag_affinity"], columns["selected_tag_overlap"] = _tag_overlaps(pairs)
-    matrix = np.empty((len(pairs), len(FEATURE_NAMES)), dtype=np.float32)
-    for j, name in enumerate(FEATURE_NAMES):
-        matrix[:, j] = columns[name]
+    matrix = np.empty((len(pairs), len(FEATURE_NAMES)), dtype=dtype)
+
+    def put(name: str, values: np.ndarray) -> None:
+        matrix[:, _COLUMN[name]] = np.asarray(values).astype(np.float32, copy=False)
+
+    put("retrieval_score", pairs.retrieval_score)
+    put("retrieval_rank", np.minimum(pairs.retrieval_rank, retrieval_depth + 1))
+    matrix[:, [_COLUMN[name] for name in ITEM_NUMERIC_FEATURES]] = pairs.items.numbers[pairs.item_row]
+    user_numbers = np.empty((pairs.users.num_rows, len(USER_NUMERIC_FEATURES)), np.float32)
+    for j, column in enumerate(USER_NUMERIC_FEATURES.values()):
+        user_numbers[:, j] = numeric_column(pairs.users, column)
+    matrix[:, [_COLUMN[name] for name in USER_NUMERIC_FEATURES]] = user_numbers[pairs.user_row]
+    affinity, selected = _tag_overlaps(pairs)
+    put("tag_affinity", affinity)
+    put("selected_tag_overlap", selected)
     return matrix
 
 
@@ -192,26 +240,29 @@ _DENSE_TAG_TABLE_CELLS = 1 << 24
 def _tag_overlaps(pairs: RankingPairs) -> tuple[np.ndarray, np.ndarray]:
     """Per pair: sum of the user's affinity weights over the post's tags, and count of selected tags.
 
-    Tags become integer codes of one shared vocabulary; a (user row, tag code) pair becomes one int64
-    key, so both overlaps are a sorted-key lookup of every (pair, post tag) against the user side.
+    User tags get the codes of the posts' tag vocabulary (a tag no post has cannot overlap); a (user
+    row, tag code) pair becomes one int64 key, so both overlaps are a lookup of every (pair, post tag)
+    against the user side.
     """
-    item_len, item_codes, aff_len, aff_codes, sel_len, sel_codes = _encode_tags(pairs.users, pairs.items)
-    aff_weights = _flat_numbers(pairs.users.column("affinity_weights"))
-    weight_len = _list_lengths(pairs.users.column("affinity_weights"))
+    items, users = pairs.items, pairs.users
+    aff_len, aff_codes = _user_tags(users, "affinity_tags", items)
+    sel_len, sel_codes = _user_tags(users, "selected_tags", items)
+    aff_weights = _flat_numbers(users.column("affinity_weights"))
+    weight_len = _list_lengths(users.column("affinity_weights"))
     bad = np.flatnonzero(weight_len != aff_len)
     if len(bad):
         raise ValueError(
             f"user row {bad[0]}: {aff_len[bad[0]]} affinity_tags but {weight_len[bad[0]]} affinity_weights"
         )
-    vocab = int(max(item_codes.max(initial=-1), aff_codes.max(initial=-1), sel_codes.max(initial=-1))) + 1
+    vocab = max(len(items.vocabulary), 1)
 
     # Expand every pair into one entry per tag of its post.
+    item_len = np.diff(items.tag_indptr)
     per_pair = item_len[pairs.item_row]
     pair_of_entry = np.repeat(np.arange(len(pairs), dtype=np.int64), per_pair)
-    item_start = np.cumsum(item_len) - item_len
     entry_start = np.cumsum(per_pair) - per_pair
     within = np.arange(len(pair_of_entry), dtype=np.int64) - np.repeat(entry_start, per_pair)
-    entry_code = item_codes[np.repeat(item_start[pairs.item_row], per_pair) + within]
+    entry_code = items.tag_codes[np.repeat(items.tag_indptr[pairs.item_row], per_pair) + within]
     valid = entry_code >= 0
     query = pairs.user_row[pair_of_entry].astype(np.int64) * vocab + entry_code
 
@@ -242,23 +293,14 @@ def _tag_overlaps(pairs: RankingPairs) -> tuple[np.ndarray, np.ndarray]:
     return affinity, selected
 
 
-def _encode_tags(users: pa.Table, items: pa.Table) -> tuple[np.ndarray, ...]:
-    item_tags = _flat_strings(items.column("tags"))
-    users_aff = _flat_strings(users.column("affinity_tags"))
-    users_sel = _flat_strings(users.column("selected_tags"))
-    vocabulary = pc.unique(pa.concat_arrays([item_tags, users_aff, users_sel]).drop_null())
+def _codes(values: pa.Array, vocabulary: pa.Array) -> np.ndarray:
+    """The position of each value in ``vocabulary``, -1 for values (and nulls) not in it."""
+    return pc.index_in(values, value_set=vocabulary).fill_null(-1).to_numpy().astype(np.int64)
 
-    def codes(values: pa.Array) -> np.ndarray:
-        return pc.index_in(values, value_set=vocabulary).fill_null(-1).to_numpy().astype(np.int64)
 
-    return (
-        _list_lengths(items.column("tags")),
-        codes(item_tags),
-        _list_lengths(users.column("affinity_tags")),
-        codes(users_aff),
-        _list_lengths(users.column("selected_tags")),
-        codes(users_sel),
-    )
+def _user_tags(users: pa.Table, column: str, items: ItemFeatures) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's number of tags in ``column`` and their codes in the posts' vocabulary (flat)."""
+    return _list_lengths(users.column(column)), _codes(_flat_strings(users.column(column)), items.vocabulary)
 
 
 def _list_lengths(column: pa.ChunkedArray) -> np.ndarray:

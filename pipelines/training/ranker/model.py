@@ -152,5 +152,7 @@ class Ranker:
         return np.asarray(self.booster.predict(features, num_threads=self.num_threads), dtype=np.float64)
 
     def score_pairs(self, pairs: RankingPairs) -> np.ndarray:
-        """Features and scores of ``pairs`` in one call (the serving path)."""
-        return self.score(ranker_features(pairs, self.retrieval_depth))
+        """Features and scores of ``pairs`` in one call (the serving path): the matrix is built in the
+        type the scorer reads (doubles for the compiled trees), so it is never copied."""
+        dtype = np.float64 if self._compiled is not None else np.float32
+        return self.score(ranker_features(pairs, self.retrieval_depth, dtype))

@@ -156,8 +156,9 @@ def publish_inputs_and_candidates(lake: Lake) -> None:
     inputs = LakePaths.inputs(DS)
     staging = lake.begin_publish(inputs)
     lake.write_parquet(f"{staging}/items.parquet", pa.table({"item_id": [f"p{n:02d}" for n in range(1, 21)]}))
-    lake.write_parquet(f"{staging}/users.parquet", pa.table({"user_id": ["u1", "u2", "u3", "u4"]}))
-    lake.publish(inputs, staging, ["items.parquet", "users.parquet"])
+    lake.write_parquet(f"{staging}/users/shard=000.parquet", pa.table({"user_id": ["u1", "u2", "u3", "u4"]}))
+    files = ["items.parquet", "users/shard=000.parquet"]
+    lake.publish(inputs, staging, files, metadata={"rows": {"items": 20, "users": 4}, "num_shards": 1})
     dataset = LakePaths.candidates(DS)
     staging = lake.begin_publish(dataset)
     table = candidate_rows()

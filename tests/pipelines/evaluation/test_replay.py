@@ -6,15 +6,19 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from pipelines.core.run_date import end_of_day
 from pipelines.core.settings import Settings
 from pipelines.core.warehouse import DuckDBWarehouse
 from pipelines.evaluation.night_models import NightModels
 from pipelines.evaluation.recipes import Kitchen, Recipe
 from pipelines.evaluation.replay import Replay, load_night
 from pipelines.serving.model_store import ModelStore
+from pipelines.serving.retrieval import make_retriever
+from pipelines.serving.sharding import shard_of
 from tests.pipelines.evaluation.conftest import DS
 
 pytestmark = pytest.mark.slow
@@ -83,3 +87,24 @@ def test_scores_are_those_of_the_lists_against_the_night_truth(replayed) -> None
     expected = [len(top.get(u, set()) & truth[u]) / len(truth[u]) for u in scores.user_ids]
     assert scores.per_user["recall_at_50"] == pytest.approx(expected)
     assert 0 < scores.means()["recall_at_50"] < 1
+
+
+def test_als_retrieves_the_same_from_a_shards_own_histories_as_from_the_whole_log(replayed) -> None:
+    # A nightly shard task reads only its users' part of the interactions input for ALS.
+    replay, systems = replayed
+    system = systems[RECIPES[6].name]
+    night = replay.night
+    interactions = night.inputs["interactions"]
+    mine = pa.array(shard_of(interactions.column("user_id"), 2) == 0)
+    users = night.users()
+    users = users.filter(pa.array(shard_of(users.column("user_id"), 2) == 0))
+    items = night.inputs["items"]
+    vectors, as_of, config = replay.item_vectors(None), end_of_day(night.served_day), replay.settings.index
+    whole, own = (
+        make_retriever(system, replay.models, items, vectors, log, as_of, config)
+        for log in (interactions, interactions.filter(mine))
+    )
+    expected = whole.search(whole.queries(users), 100)
+    got = own.search(own.queries(users), 100)
+    assert users.num_rows > 10 and (expected[0] >= 0).any()
+    assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])

@@ -72,6 +72,28 @@ def test_item_knn_cosine_on_hand_computed_co_occurrence() -> None:
     assert positions.tolist() == [[1, 2, -1]] and values[0, :2].tolist() == pytest.approx([1.0, 0.5])
 
 
+def test_item_knn_computed_in_blocks_of_posts_is_the_same_to_the_last_bit() -> None:
+    # Popular posts co-occur with most others: the product is computed a few posts at a time.
+    rng = np.random.default_rng(4)
+    # Three posts everyone engaged with: equal similarities, ties broken by column.
+    engaged = sp.hstack([np.ones((300, 3)), sp.random(300, 77, density=0.08, random_state=rng)]).tocsr()
+    engaged.data[:] = 1.0
+    whole = fit_item_knn(engaged, neighbors=7, block_entries=1 << 40)
+    blocked = fit_item_knn(engaged, neighbors=7, block_entries=50)
+    for name in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(blocked, name), getattr(whole, name))
+    # The same as a dense computation of the cosine, top 7 per post, without the post itself.
+    x = engaged.toarray()
+    co = x.T @ x
+    norms = np.sqrt(np.diag(co))
+    dense = co / np.outer(norms, norms)
+    np.fill_diagonal(dense, 0.0)
+    for post in range(80):
+        expected = np.argsort(-dense[post], kind="stable")[:7]
+        assert sorted(whole[post].indices) == sorted(expected[dense[post, expected] > 0]), post
+    assert whole.nnz == 80 * 7 and whole.dtype == np.float32
+
+
 def test_top_per_row_breaks_ties_by_column() -> None:
     kept = top_per_row(sp.csr_matrix(np.array([[0.5, 0.5, 0.5]])), 2).toarray()
     assert kept.tolist() == [[0.5, 0.5, 0.0]]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
+import textwrap
 import unicodedata
 from html.parser import HTMLParser
 from typing import Any
 
 import pytest
 
+from pipelines.delivery.digests import message as message_module
 from pipelines.delivery.digests.links import message_token, unsubscribe_token
 from pipelines.delivery.digests.message import digest_item, render_message
 from pipelines.delivery.digests.schedule import SendSlot
@@ -157,3 +160,20 @@ def test_long_international_subject_folds_and_round_trips() -> None:
         line for line in head.split("\r\n") if line.startswith("List-Unsubscribe: <https://")
     ]
     assert parse(message.raw)["Subject"] == expected
+
+
+def test_cleaned_text_wraps_as_textwrap_wraps_it() -> None:
+    rng = random.Random(15)
+    words = ["a", "post", "ünïcødé", "🚀", "שלום", "x" * 80, "end.", "-", "co-op", "\u00a0nbsp", "\u3000"]
+    for _ in range(500):
+        text = " ".join(rng.choices(words, k=rng.randint(1, 40)))
+        text = rng.choice([text, f" {text}", text.replace(" ", "  ", 1), text.replace(" ", "\t", 1)])
+        expected = textwrap.fill(
+            text,
+            width=76,
+            initial_indent="   ",
+            subsequent_indent="   ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        assert message_module._wrap(text) == expected, text

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.training.ranker import features as features_module
-from pipelines.training.ranker.features import FEATURE_NAMES, RankingPairs, ranker_features
+from pipelines.training.ranker.features import FEATURE_NAMES, ItemFeatures, RankingPairs, ranker_features
 from tests.pipelines.training.ranker.synthetic_ranking import COL, CONFIG
 
 
@@ -53,6 +53,16 @@ def _candidates() -> pa.Table:
     )
 
 
+def _scored_pairs(synthetic) -> RankingPairs:
+    """The labelled rows of the synthetic fixture with the retrieval score and rank of its scorer."""
+    rows, scorer, _ = synthetic
+    score, rank = scorer(
+        rows.column("user_id").to_numpy(zero_copy_only=False),
+        rows.column("item_id").to_numpy(zero_copy_only=False),
+    )
+    return RankingPairs.from_examples(rows, score, rank)
+
+
 def test_ranker_features_hand_computed():
     pairs = RankingPairs.from_candidates(_candidates(), _users(), _items())
     x = ranker_features(pairs, retrieval_depth=100)
@@ -95,12 +105,7 @@ def test_training_rows_and_serving_candidates_give_the_same_features():
 
 @pytest.mark.parametrize("dense_cells", [0, 1 << 24], ids=["sorted-keys", "dense-table"])
 def test_tag_overlaps_are_the_same_from_sorted_keys_and_a_dense_table(synthetic, monkeypatch, dense_cells):
-    rows, scorer, _ = synthetic
-    score, rank = scorer(
-        rows.column("user_id").to_numpy(zero_copy_only=False),
-        rows.column("item_id").to_numpy(zero_copy_only=False),
-    )
-    pairs = RankingPairs.from_examples(rows, score, rank)
+    pairs = _scored_pairs(synthetic)
     reference = ranker_features(pairs, CONFIG.retrieval_depth)
     monkeypatch.setattr(features_module, "_DENSE_TAG_TABLE_CELLS", dense_cells)
     got = ranker_features(pairs, CONFIG.retrieval_depth)
@@ -133,3 +138,29 @@ def test_affinity_lists_of_different_lengths_name_the_user_row():
     pairs = RankingPairs.from_candidates(_candidates(), users, _items())
     with pytest.raises(ValueError, match=r"user row 0: 3 affinity_tags but 2 affinity_weights"):
         ranker_features(pairs, retrieval_depth=100)
+
+
+def test_a_double_matrix_holds_the_same_float32_values(synthetic):
+    pairs = _scored_pairs(synthetic)
+    single = ranker_features(pairs, CONFIG.retrieval_depth)
+    double = ranker_features(pairs, CONFIG.retrieval_depth, np.float64)
+    assert double.dtype == np.float64 and double.flags.c_contiguous
+    np.testing.assert_array_equal(double, single.astype(np.float64))
+
+
+def test_pairs_read_the_item_features_of_the_whole_catalog_built_once():
+    # A serving shard builds the catalog's item features once and every batch points into them.
+    catalog = ItemFeatures.from_rows(_items())
+    cands = _candidates()
+    pairs = RankingPairs(
+        users=_users(),
+        items=catalog,
+        user_row=np.array([0, 0, 0, 1]),
+        item_row=np.array([0, 1, 2, 1]),
+        retrieval_score=cands["retrieval_score"].to_numpy().astype(np.float32),
+        retrieval_rank=np.array([1, 150, 3, 101]),
+    )
+    expected = ranker_features(RankingPairs.from_candidates(cands, _users(), _items()), 100)
+    np.testing.assert_array_equal(ranker_features(pairs, 100), expected)
+    assert catalog.tag_codes[catalog.tag_indptr[2] : catalog.tag_indptr[3]].size == 0  # i2 has no tags
+    assert sorted(catalog.vocabulary.to_pylist()) == ["django", "go", "python", "rust"]
