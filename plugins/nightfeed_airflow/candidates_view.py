@@ -27,10 +27,11 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from nightfeed_airflow.dag_support import NIGHTLY_DAG_ID
+
 log = logging.getLogger(__name__)
 
 URL_PREFIX = "/nightfeed"
-NIGHTLY_DAG_ID = "nightfeed_nightly"
 MAX_ID_LENGTH = 200
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),

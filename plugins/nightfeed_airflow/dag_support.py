@@ -13,6 +13,10 @@ from airflow.sdk import Param
 
 from pipelines.core.params import RUN_DATE, RunParam
 
+NIGHTLY_DAG_ID = "nightfeed_nightly"
+# The features DAG's last task: it starts the nightly run of its day (not a job: Airflow wiring only).
+TRIGGER_NIGHTLY = "trigger_nightly"
+
 
 def default_args(
     execution_timeout: dt.timedelta,

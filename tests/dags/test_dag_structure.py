@@ -20,8 +20,13 @@ def edges(dag: dict) -> set[tuple[str, str]]:
 
 def test_features_dag(dags: dict[str, dict]) -> None:
     dag = dags["nightfeed_features"]
-    assert set(dag["tasks"]) == {"build_features"}
-    assert edges(dag) == set()
+    assert edges(dag) == {("build_features", "trigger_nightly")}
+    # Each features run starts the nightly run of its own day; a rerun of the day re-runs that nightly.
+    assert dag["tasks"]["trigger_nightly"]["trigger"] == {
+        "dag_id": "nightfeed_nightly",
+        "logical_date": "{{ params.run_date or ds }}",
+        "reset_dag_run": True,
+    }
     assert dag["tasks"]["build_features"]["outlets"] == [FEATURES_URI]
     # Data-interval timetable: the run for a day has that day as logical date (see the DAG's docs).
     assert dag["timetable"] == "CronDataIntervalTimetable"
@@ -60,7 +65,10 @@ def test_nightly_dag(dags: dict[str, dict]) -> None:
     }
     mapped = {task_id for task_id, task in dag["tasks"].items() if task["mapped"]}
     assert mapped == {"candidates_for_shard", "render_digests"}
-    assert dag["schedule_assets"] == [FEATURES_URI]
+    # Daily intervals (so it can be backfilled), but the scheduler makes no run: the features run does.
+    assert dag["timetable"] == "FeaturesDays"
+    assert dag["timetable_summary"] == "after nightfeed_features"
+    assert dag["catchup"] is False
     assert dag["max_active_runs"] == 1
     # The report is written whether or not digests were skipped, but not after a failure.
     assert dag["tasks"]["write_report"]["trigger_rule"] == "none_failed"
@@ -76,10 +84,12 @@ def test_params_have_titles_descriptions_and_types(dags: dict[str, dict], stem: 
 
 
 @pytest.mark.parametrize("stem", ["nightfeed_features", "nightfeed_training", "nightfeed_nightly"])
-def test_every_task_is_a_job_of_the_catalog(dags: dict[str, dict], stem: str) -> None:
+def test_every_task_is_a_job_of_the_catalog_or_a_trigger(dags: dict[str, dict], stem: str) -> None:
     from pipelines.core.jobs import JOBS
 
-    assert set(dags[stem]["tasks"]) <= {job.name for job in JOBS}
+    wiring = {task_id for task_id, task in dags[stem]["tasks"].items() if task["trigger"]}
+    assert wiring <= {"trigger_nightly"}
+    assert set(dags[stem]["tasks"]) - wiring <= {job.name for job in JOBS}
 
 
 @pytest.mark.parametrize("stem", ["nightfeed_features", "nightfeed_training", "nightfeed_nightly"])

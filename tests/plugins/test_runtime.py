@@ -18,25 +18,19 @@ pytestmark = pytest.mark.airflow
 
 _SCRIPT = r"""
 import datetime as dt, json
-from types import SimpleNamespace
 from airflow.sdk.exceptions import AirflowFailException
-from nightfeed_airflow.runtime import FEATURES, call_job, resolve_ds
+from nightfeed_airflow.runtime import call_job, resolve_ds
 from pipelines.core import jobs
-
-def events(*days):
-    return {FEATURES: [SimpleNamespace(extra={"ds": d} if d else {}) for d in days]}
 
 utc = dt.timezone.utc
 cases = {
-    "run_date_wins": {"params": {"run_date": "2026-11-02"}, "triggering_asset_events": events("2026-11-20"),
+    "run_date_wins": {"params": {"run_date": "2026-11-02"},
                       "logical_date": dt.datetime(2026, 11, 21, tzinfo=utc)},
-    "newest_event": {"params": {"run_date": None},
-                     "triggering_asset_events": events("2026-11-20", "2026-11-21", None)},
+    "no_run_date": {"params": {"run_date": None}, "logical_date": dt.datetime(2026, 11, 21, tzinfo=utc)},
     "logical_date_in_utc": {"params": {}, "logical_date": dt.datetime(2026, 11, 21, 23, 30,
                             tzinfo=dt.timezone(dt.timedelta(hours=-5)))},
     "nothing": {"params": {}, "logical_date": None},
     "bad_run_date": {"params": {"run_date": "21/11/2026"}},
-    "bad_event_ds": {"params": {}, "triggering_asset_events": events("yesterday")},
 }
 out = {}
 for name, context in cases.items():
@@ -74,12 +68,12 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return json.loads(line[len("RESULT ") :])
 
 
-def test_run_date_param_wins_over_events_and_logical_date(results: dict[str, str]) -> None:
+def test_run_date_param_wins_over_the_logical_date(results: dict[str, str]) -> None:
     assert results["run_date_wins"] == "2026-11-02"
 
 
-def test_asset_triggered_run_takes_the_newest_features_day(results: dict[str, str]) -> None:
-    assert results["newest_event"] == "2026-11-21"
+def test_an_empty_run_date_leaves_the_logical_date(results: dict[str, str]) -> None:
+    assert results["no_run_date"] == "2026-11-21"
 
 
 def test_logical_date_is_read_in_utc(results: dict[str, str]) -> None:
@@ -92,11 +86,9 @@ def test_a_run_without_any_date_fails_without_retries(results: dict[str, str]) -
     assert "run_date" in results["nothing"]
 
 
-@pytest.mark.parametrize(
-    ("case", "origin"), [("bad_run_date", "param run_date"), ("bad_event_ds", "extra['ds']")]
-)
-def test_malformed_dates_name_their_origin(results: dict[str, str], case: str, origin: str) -> None:
-    assert results[case].startswith("AirflowFailException: ") and origin in results[case]
+def test_a_malformed_run_date_names_the_param(results: dict[str, str]) -> None:
+    assert results["bad_run_date"].startswith("AirflowFailException: ")
+    assert "param run_date" in results["bad_run_date"]
 
 
 def test_permanent_failures_become_airflow_fail_exceptions(results: dict[str, str]) -> None:
