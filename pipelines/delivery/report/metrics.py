@@ -61,7 +61,8 @@ def collect_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
         (PUBLISH_CANDIDATES, publish_metrics),
         (PUBLISH_DIGESTS, digest_metrics),
     ):
-        if job.name in facts:
+        # A stage the served system does not use (no index without a two-tower) records why it skipped.
+        if job.name in facts and not facts[job.name].get("skipped"):
             with reading(_fact_uri(lake, ds, job)):
                 sections[job] = reader(facts[job.name])
         else:
