@@ -23,6 +23,7 @@ import datetime as dt
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronDataIntervalTimetable, dag, task
+from nightfeed_airflow.alerts import FailureAlert
 from nightfeed_airflow.dag_support import NIGHTLY_DAG_ID, TRIGGER_NIGHTLY, dag_params, default_args
 from nightfeed_airflow.runtime import FEATURES, mark_outlet, run_job
 
@@ -37,6 +38,7 @@ from pipelines.core import jobs
     catchup=False,
     max_active_runs=1,
     default_args=default_args(execution_timeout=dt.timedelta(hours=1)),
+    on_failure_callback=FailureAlert(),
     tags=["nightfeed", "features"],
     params=dag_params(),
 )

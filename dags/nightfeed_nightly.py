@@ -32,6 +32,7 @@ import datetime as dt
 
 from airflow.sdk import TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
+from nightfeed_airflow.alerts import FailureAlert
 from nightfeed_airflow.dag_support import dag_params, default_args
 from nightfeed_airflow.runtime import CANDIDATES, mark_outlet, run_job
 from nightfeed_airflow.timetables import FeaturesDays
@@ -48,6 +49,7 @@ from pipelines.core.params import DRY_RUN_USERS, NUM_SHARDS, SKIP_DIGESTS, TOP_K
     catchup=False,
     max_active_runs=1,
     default_args=default_args(execution_timeout=dt.timedelta(hours=2)),
+    on_failure_callback=FailureAlert(),
     tags=["nightfeed", "serving"],
     params=dag_params(NUM_SHARDS, TOP_K, DRY_RUN_USERS, SKIP_DIGESTS),
 )

@@ -62,6 +62,9 @@ PUBLISH_DIGESTS = Job(
     "publish_digests", "digests", "publish every shard's digests, manifest last", records_fact=True
 )
 WRITE_REPORT = Job("write_report", "report", "build and publish the run report of ds")
+CHECK_FRESHNESS = Job(
+    "check_freshness", "freshness", "fail when the newest published candidates or digests are too old"
+)
 
 JOBS: tuple[Job, ...] = (
     BUILD_FEATURES,
@@ -76,6 +79,7 @@ JOBS: tuple[Job, ...] = (
     RENDER_DIGESTS,
     PUBLISH_DIGESTS,
     WRITE_REPORT,
+    CHECK_FRESHNESS,
 )
 # The jobs whose facts make up a full night's report, in the order they run.
 NIGHT_FACTS: tuple[Job, ...] = tuple(job for job in JOBS if job.records_fact)

@@ -100,21 +100,6 @@ def _lake() -> Any:
     return Lake(load_settings().lake_url)
 
 
-def latest_published_ds(lake: Any) -> dt.date | None:
-    """The newest ``ds`` whose candidates are published (unpublished or failed runs are skipped)."""
-    from pipelines.core.paths import LakePaths
-    from pipelines.core.run_date import BadRunDate, parse_run_date
-
-    for name in sorted(lake.ls("candidates"), reverse=True):
-        try:
-            day = parse_run_date(name.removeprefix("ds="))
-        except BadRunDate:
-            continue
-        if lake.is_published(LakePaths.candidates(day)):
-            return day
-    return None
-
-
 def user_candidates(lake: Any, ds: dt.date, user_id: str) -> UserCandidates:
     """``user_id``'s published candidates of ``ds``, best first, with item titles.
 
@@ -204,7 +189,9 @@ def _resolve_ds(lake: Any, ds: str | None) -> dt.date | None:
     from pipelines.core.run_date import BadRunDate, parse_run_date
 
     if not ds:
-        return latest_published_ds(lake)
+        from pipelines.delivery.freshness import newest_published_ds
+
+        return newest_published_ds(lake, "candidates")
     try:
         return parse_run_date(ds, "ds")
     except BadRunDate as exc:

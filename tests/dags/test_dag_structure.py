@@ -7,6 +7,7 @@ import pytest
 pytestmark = pytest.mark.airflow
 
 FEATURES_URI = "nightfeed://features/"
+ALL_DAGS = ["nightfeed_features", "nightfeed_training", "nightfeed_nightly", "nightfeed_freshness"]
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +77,31 @@ def test_nightly_dag(dags: dict[str, dict]) -> None:
     assert set(dag["params"]) == {"run_date", "num_shards", "top_k", "dry_run_users", "skip_digests"}
 
 
-@pytest.mark.parametrize("stem", ["nightfeed_features", "nightfeed_training", "nightfeed_nightly"])
+def test_freshness_dag(dags: dict[str, dict]) -> None:
+    dag = dags["nightfeed_freshness"]
+    assert set(dag["tasks"]) == {"check_freshness"} and edges(dag) == set()
+    # Daily at 06:00 UTC with no interval: the logical date, and so ds, is the day the check runs.
+    assert dag["timetable"] == "CronTriggerTimetable"
+    assert dag["timetable_config"]["expression"] == "0 6 * * *"
+    assert dag["timetable_config"]["interval"] == 0.0
+    assert set(dag["params"]) == {"run_date"}
+
+
+@pytest.mark.parametrize("stem", ALL_DAGS)
+def test_every_task_and_run_alerts_on_failure(dags: dict[str, dict], stem: str) -> None:
+    assert dags[stem]["on_failure_callback"] == ["FailureAlert"]
+    for task_id, task in dags[stem]["tasks"].items():
+        assert task["on_failure_callback"] == ["FailureAlert"], task_id
+
+
+@pytest.mark.parametrize("stem", ALL_DAGS)
 def test_params_have_titles_descriptions_and_types(dags: dict[str, dict], stem: str) -> None:
     for name, schema in dags[stem]["params"].items():
         assert schema.get("title") and schema.get("description"), name
         assert schema.get("type"), name
 
 
-@pytest.mark.parametrize("stem", ["nightfeed_features", "nightfeed_training", "nightfeed_nightly"])
+@pytest.mark.parametrize("stem", ALL_DAGS)
 def test_every_task_is_a_job_of_the_catalog_or_a_trigger(dags: dict[str, dict], stem: str) -> None:
     from pipelines.core.jobs import JOBS
 
@@ -92,7 +110,7 @@ def test_every_task_is_a_job_of_the_catalog_or_a_trigger(dags: dict[str, dict], 
     assert set(dags[stem]["tasks"]) - wiring <= {job.name for job in JOBS}
 
 
-@pytest.mark.parametrize("stem", ["nightfeed_features", "nightfeed_training", "nightfeed_nightly"])
+@pytest.mark.parametrize("stem", ALL_DAGS)
 def test_params_are_the_declared_run_params(dags: dict[str, dict], stem: str) -> None:
     from pipelines.core.params import RUN_PARAMS
 

@@ -206,24 +206,21 @@ def celery_topology(home: Path, data_dir: Path, workers: int = 2, **settings: st
     logs.mkdir(parents=True, exist_ok=True)
     with postgres() as database, redis(logs) as broker:
         port = free_port()
-        env = airflow_env(
-            home,
-            data_dir,
-            **read_env_file(ENV_FILE),
-            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=database,
-            AIRFLOW__CELERY__BROKER_URL=broker,
-            AIRFLOW__CELERY__RESULT_BACKEND="db+" + database,
-            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-            AIRFLOW__API__HOST="127.0.0.1",
-            AIRFLOW__API__PORT=str(port),
-            AIRFLOW__API__WORKERS="1",
-            AIRFLOW__API_AUTH__JWT_SECRET=os.urandom(16).hex(),
-            AIRFLOW__API__SECRET_KEY=os.urandom(16).hex(),
-            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
-            AIRFLOW__CORE__HOSTNAME_CALLABLE="tests.deployment.topology.worker_hostname",
-            AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
-            **settings,
-        )
+        addresses = {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+            "AIRFLOW__CELERY__BROKER_URL": broker,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(16).hex(),
+            "AIRFLOW__API__SECRET_KEY": os.urandom(16).hex(),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.deployment.topology.worker_hostname",
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        }
+        env = airflow_env(home, data_dir, **{**read_env_file(ENV_FILE), **addresses, **settings})
         # The SQLite lock timeout of the embedded tests means nothing to Postgres' driver.
         env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS")
         env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC")
