@@ -41,14 +41,22 @@ def settings_with(params: Mapping[str, Any] | None = None) -> Settings:
 
 @dataclass(frozen=True)
 class RunContext:
-    """One run of one date: ``ds``, the settings in force, the lake, and the warehouse on demand."""
+    """One run of one date: ``ds``, the settings in force, the lake, and the warehouse on demand.
+
+    ``credentials`` are the Google credentials the lake and BigQuery use, when the caller has some (the
+    Airflow runtime passes those of its ``google_cloud_default`` connection); None means Google's
+    application-default credentials.
+    """
 
     ds: dt.date
     settings: Settings
     lake: Lake
+    credentials: Any | None = None
 
     @classmethod
-    def create(cls, ds: str | dt.date, params: Mapping[str, Any] | None = None) -> RunContext:
+    def create(
+        cls, ds: str | dt.date, params: Mapping[str, Any] | None = None, credentials: Any | None = None
+    ) -> RunContext:
         """Check ``ds`` and build the settings (with ``params``) and the lake.
 
         Raises:
@@ -56,12 +64,13 @@ class RunContext:
             BadRunParameters: a param is out of range.
         """
         settings = settings_with(params)
-        return cls(ds=parse_run_date(ds), settings=settings, lake=Lake(settings.lake_url))
+        lake = Lake(settings.lake_url, credentials=credentials)
+        return cls(ds=parse_run_date(ds), settings=settings, lake=lake, credentials=credentials)
 
     @contextlib.contextmanager
     def warehouse(self, read_only: bool = False) -> Iterator[Warehouse]:
         """The warehouse of these settings, closed when the block ends."""
-        with open_warehouse(self.settings, read_only=read_only) as warehouse:
+        with open_warehouse(self.settings, read_only=read_only, credentials=self.credentials) as warehouse:
             yield warehouse
 
     def record_fact(self, job: str, result: Any) -> None:

@@ -56,8 +56,19 @@ class PointerVersion:
 class Lake:
     """Object storage rooted at ``url`` (a local path, ``file://`` or ``gs://bucket/prefix``)."""
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, url: str, storage_options: dict[str, Any] | None = None, credentials: Any | None = None
+    ) -> None:
+        """Open the lake at ``url``.
+
+        Args:
+            url: a local folder, ``file://…`` or ``gs://bucket/prefix``.
+            storage_options: further fsspec options.
+            credentials: Google credentials for ``gs://`` (the runtime passes those of an Airflow
+                connection); None: Google's application-default credentials.
+        """
         self.url = url.rstrip("/")
+        self.credentials = credentials
         self.protocol = "gs" if self.url.startswith("gs://") else "file"
         if self.protocol == "gs":
             # gcsfs probes a gRPC control API per bucket unless told not to; against emulators every
@@ -71,6 +82,8 @@ class Lake:
             # Several workers write one dataset (a shard each) and the publisher checks their files:
             # a cached listing would hide objects written by other processes, so every listing asks GCS.
             options.setdefault("use_listings_cache", False)
+            if credentials is not None:
+                options.setdefault("token", credentials)
         self.fs = fsspec.filesystem(self.protocol, **options)
         self._gcs_bucket = None
 
@@ -223,7 +236,7 @@ class Lake:
 
                 client = storage.Client(project="nightfeed-local", credentials=AnonymousCredentials())
             else:
-                client = storage.Client()
+                client = storage.Client(credentials=self.credentials)
             self._gcs_bucket = client.bucket(self.root.split("/", 1)[0])
         return self._gcs_bucket
 

@@ -21,15 +21,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def run(job: Job, ds: str | dt.date, params: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
-    """Run ``job`` for ``ds`` with the run ``params`` (DAG params or CLI flags) and job ``kwargs``.
+def run(
+    job: Job,
+    ds: str | dt.date,
+    params: Mapping[str, Any] | None = None,
+    credentials: Any | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Run ``job`` for ``ds`` with the run ``params`` (DAG params or CLI flags) and job ``kwargs``;
+    ``credentials`` are the Google credentials of the lake and BigQuery (None: application-default).
 
     Raises:
         pipelines.core.errors.PermanentError: the run cannot succeed on retry (the message says why).
     """
     from pipelines.core.context import RunContext
 
-    return run_in(RunContext.create(ds, params), job, **kwargs)
+    return run_in(RunContext.create(ds, params, credentials), job, **kwargs)
 
 
 def run_in(ctx: RunContext, job: Job, **kwargs: Any) -> Any:

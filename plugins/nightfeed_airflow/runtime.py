@@ -72,21 +72,24 @@ def run_job(job: Job, **kwargs: Any) -> Any:
 
 
 def call_job(job: Job, ds: str, params: Mapping[str, Any], **kwargs: Any) -> Any:
-    """Run ``job`` for ``ds`` with the run ``params`` and the task's ``kwargs``.
+    """Run ``job`` for ``ds`` with the run ``params``, the task's ``kwargs`` and the Google credentials
+    of the ``google_cloud_default`` connection, if there is one (see :mod:`nightfeed_airflow.gcp`).
 
     Returns:
         What the job returns (a small JSON-serialisable value: it becomes the task's XCom).
 
     Raises:
         AirflowFailException: the job raised a ``PermanentError`` (bad data, no blessed model, bad
-            params), so retrying would not help; any other exception propagates and is retried.
+            params), or the connection's key is unusable, so retrying would not help; any other
+            exception propagates and is retried.
     """
+    from nightfeed_airflow.gcp import BadGcpConnection, connection_credentials
     from pipelines.core.errors import PermanentError
     from pipelines.jobs import run
 
     try:
-        return run(job, ds, dict(params), **kwargs)
-    except PermanentError as exc:
+        return run(job, ds, dict(params), connection_credentials(), **kwargs)
+    except (PermanentError, BadGcpConnection) as exc:
         raise AirflowFailException(f"{job.name} for ds={ds} cannot succeed on retry: {exc}") from exc
 
 
