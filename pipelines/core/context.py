@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.core.errors import PermanentError
 from pipelines.core.lake import Lake
+from pipelines.core.lineage import Lineage
 from pipelines.core.params import overrides_from_params
 from pipelines.core.paths import LakePaths
 from pipelines.core.run_date import parse_run_date
@@ -52,25 +53,40 @@ class RunContext:
     settings: Settings
     lake: Lake
     credentials: Any | None = None
+    lineage: Lineage = field(default_factory=Lineage)
 
     @classmethod
     def create(
-        cls, ds: str | dt.date, params: Mapping[str, Any] | None = None, credentials: Any | None = None
+        cls,
+        ds: str | dt.date,
+        params: Mapping[str, Any] | None = None,
+        credentials: Any | None = None,
+        lineage: Lineage | None = None,
     ) -> RunContext:
         """Check ``ds`` and build the settings (with ``params``) and the lake.
+
+        Args:
+            ds: the run date.
+            params: run params (DAG params or CLI flags) overriding settings.
+            credentials: Google credentials of the lake and BigQuery (None: application-default).
+            lineage: where the tables and datasets the run reads and writes are recorded (a new one if
+                None).
 
         Raises:
             pipelines.core.run_date.BadRunDate: ``ds`` is not a date.
             BadRunParameters: a param is out of range.
         """
         settings = settings_with(params)
+        lineage = lineage if lineage is not None else Lineage()
         lake = Lake(settings.lake_url, credentials=credentials)
-        return cls(ds=parse_run_date(ds), settings=settings, lake=lake, credentials=credentials)
+        lake.lineage = lineage
+        return cls(parse_run_date(ds), settings, lake, credentials, lineage)
 
     @contextlib.contextmanager
     def warehouse(self, read_only: bool = False) -> Iterator[Warehouse]:
-        """The warehouse of these settings, closed when the block ends."""
+        """The warehouse of these settings, closed when the block ends; it records this run's lineage."""
         with open_warehouse(self.settings, read_only=read_only, credentials=self.credentials) as warehouse:
+            warehouse.lineage = self.lineage
             yield warehouse
 
     def record_fact(self, job: str, result: Any) -> None:

@@ -32,6 +32,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.core.lineage import Lineage
 from pipelines.core.paths import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class Lake:
         """
         self.url = url.rstrip("/")
         self.credentials = credentials
+        # Set by the run context: the datasets this run reads (by manifest) and publishes are recorded.
+        self.lineage: Lineage | None = None
         self.protocol = "gs" if self.url.startswith("gs://") else "file"
         if self.protocol == "gs":
             # gcsfs probes a gRPC control API per bucket unless told not to; against emulators every
@@ -94,6 +97,14 @@ class Lake:
     def path(self, rel: str) -> str:
         """Filesystem path (no protocol) of ``rel``."""
         return f"{self.root}/{rel.strip('/')}" if rel else self.root
+
+    def lineage_name(self, rel: str) -> tuple[str, str]:
+        """OpenLineage namespace and name of ``rel``: ``gs://bucket`` and the object path, or ``file`` and
+        the absolute path."""
+        if self.protocol == "gs":
+            bucket, _, path = self.path(rel).partition("/")
+            return f"gs://{bucket}", path
+        return "file", self.path(rel)
 
     def uri(self, rel: str) -> str:
         """Full URL of ``rel``, as a user would paste it."""
@@ -291,6 +302,8 @@ class Lake:
             "metadata": metadata or {},
         }
         self.write_pointer(f"{dataset}/{MANIFEST_NAME}", manifest, if_generation_match=generation)
+        if self.lineage is not None:
+            self.lineage.wrote(*self.lineage_name(dataset))
         self._collect_garbage(dataset, keep=manifest["staging"])
         log.info("published %s (%d files)", self.uri(dataset), len(files))
         return manifest
@@ -304,6 +317,8 @@ class Lake:
         pointer = self.read_pointer(f"{dataset}/{MANIFEST_NAME}")
         if pointer.content is None:
             raise ManifestError(f"{self.uri(dataset)} has no published manifest")
+        if self.lineage is not None:
+            self.lineage.read(*self.lineage_name(dataset))
         return pointer.content
 
     def manifest_files(self, dataset: str) -> list[str]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipelines.core.context import RunContext
     from pipelines.core.jobs import Job
+    from pipelines.core.lineage import Lineage
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +27,19 @@ def run(
     ds: str | dt.date,
     params: Mapping[str, Any] | None = None,
     credentials: Any | None = None,
+    lineage: Lineage | None = None,
     **kwargs: Any,
 ) -> Any:
     """Run ``job`` for ``ds`` with the run ``params`` (DAG params or CLI flags) and job ``kwargs``;
-    ``credentials`` are the Google credentials of the lake and BigQuery (None: application-default).
+    ``credentials`` are the Google credentials of the lake and BigQuery (None: application-default), and
+    the tables and datasets the job reads and writes are recorded in ``lineage`` when one is given.
 
     Raises:
         pipelines.core.errors.PermanentError: the run cannot succeed on retry (the message says why).
     """
     from pipelines.core.context import RunContext
 
-    return run_in(RunContext.create(ds, params, credentials), job, **kwargs)
+    return run_in(RunContext.create(ds, params, credentials, lineage), job, **kwargs)
 
 
 def run_in(ctx: RunContext, job: Job, **kwargs: Any) -> Any:

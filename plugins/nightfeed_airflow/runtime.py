@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
 from pipelines.core.jobs import Job
 from pipelines.core.params import RUN_DATE
+
+if TYPE_CHECKING:
+    from pipelines.core.lineage import Lineage
 
 # Logical assets rather than file paths: the feature tables live in DuckDB or BigQuery and the models in
 # the lake, depending on settings; consumers only need to know "features for ds are ready".
@@ -65,13 +68,19 @@ def _check_date(value: Any, origin: str) -> str:
 
 
 def run_job(job: Job, **kwargs: Any) -> Any:
-    """Run ``job`` for the current task's run (see :func:`call_job`)."""
+    """Run ``job`` for the current task's run (see :func:`call_job`), recording its lineage for the
+    task's OpenLineage events (see :mod:`nightfeed_airflow.lineage`)."""
+    from nightfeed_airflow.lineage import task_lineage
+
     context = get_current_context()
     params = context.get("params") or {}
-    return call_job(job, resolve_ds(context), {key: params[key] for key in params}, **kwargs)
+    ds, lineage = resolve_ds(context), task_lineage(context)
+    return call_job(job, ds, {key: params[key] for key in params}, lineage=lineage, **kwargs)
 
 
-def call_job(job: Job, ds: str, params: Mapping[str, Any], **kwargs: Any) -> Any:
+def call_job(
+    job: Job, ds: str, params: Mapping[str, Any], lineage: Lineage | None = None, **kwargs: Any
+) -> Any:
     """Run ``job`` for ``ds`` with the run ``params``, the task's ``kwargs`` and the Google credentials
     of the ``google_cloud_default`` connection, if there is one (see :mod:`nightfeed_airflow.gcp`).
 
@@ -88,7 +97,7 @@ def call_job(job: Job, ds: str, params: Mapping[str, Any], **kwargs: Any) -> Any
     from pipelines.jobs import run
 
     try:
-        return run(job, ds, dict(params), connection_credentials(), **kwargs)
+        return run(job, ds, dict(params), connection_credentials(), lineage, **kwargs)
     except (PermanentError, BadGcpConnection) as exc:
         raise AirflowFailException(f"{job.name} for ds={ds} cannot succeed on retry: {exc}") from exc
 

@@ -60,6 +60,9 @@ class BigQueryWarehouse(Warehouse):
     def table_ref(self, name: str) -> str:
         return f"`{self.project}.{self.dataset}.{name}`"
 
+    def lineage_name(self, table: str) -> tuple[str, str]:
+        return "bigquery", f"{self.project}.{self.dataset}.{table}"
+
     def _query_arrow(self, sql: str) -> pa.Table:
         return self.client.query(sql).result().to_arrow(create_bqstorage_client=False)
 
