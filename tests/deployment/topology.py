@@ -93,6 +93,24 @@ class Topology:
             with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired):
                 proc.wait(timeout=10)
 
+    def start_worker(self, name: str, wait: bool = True) -> None:
+        """Start (or restart, as compose's ``restart: always`` would) the Celery worker ``name``."""
+        env = {
+            **self.env,
+            WORKER_HOSTNAME: name,
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        }
+        cmd = [AIRFLOW, "celery", "worker", "--celery-hostname", f"{name}@%h"]
+        log = self.logs / f"{name}.log"
+        if log.exists():
+            log.rename(self.logs / f"{name}.{int(time.time())}.log")
+        self.processes[name] = _start(cmd, log, env)
+        if wait:
+            self.wait_worker_ready(name)
+
+    def wait_worker_ready(self, name: str) -> None:
+        _wait(lambda: " ready." in self.log_tail(name, 100_000), 120, name, lambda: _tails(self))
+
     def log_tail(self, name: str, chars: int = 6000) -> str:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
@@ -237,23 +255,10 @@ def celery_topology(home: Path, data_dir: Path, workers: int = 2, **settings: st
             for name, args in commands.items():
                 topology.processes[name] = _start([AIRFLOW, *args], logs / f"{name}.log", env)
             for n in range(1, workers + 1):
-                name = f"worker-{n}"
-                worker_env = {
-                    **env,
-                    WORKER_HOSTNAME: name,
-                    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-                }
-                cmd = [AIRFLOW, "celery", "worker", "--celery-hostname", f"{name}@%h"]
-                topology.processes[name] = _start(cmd, logs / f"{name}.log", worker_env)
+                topology.start_worker(f"worker-{n}", wait=False)
             _wait(lambda: _healthy(topology), 180, "airflow", lambda: _tails(topology))
             for n in range(1, workers + 1):
-                name = f"worker-{n}"
-                _wait(
-                    lambda name=name: " ready." in topology.log_tail(name, 100_000),
-                    120,
-                    name,
-                    lambda: _tails(topology),
-                )
+                topology.wait_worker_ready(f"worker-{n}")
             yield topology
         finally:
             _stop(*topology.processes.values())
