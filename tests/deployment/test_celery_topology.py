@@ -28,7 +28,7 @@ import pytest
 
 from pipelines.core.lake import Lake
 from pipelines.core.paths import LakePaths
-from tests.airflow_support import REPO, airflow_env, wait_for
+from tests.airflow_support import REPO, airflow_env, run_pipelines, wait_for
 from tests.deployment.topology import Topology, celery_topology
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -82,6 +82,12 @@ def history_and_champion(data_dir: Path) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def backfill(topology: Topology, dag_id: str, *flags: str) -> str:
+    """``airflow backfill create`` of ``dag_id`` over the BACKFILL days; returns what it printed."""
+    days = ["--from-date", str(BACKFILL[0]), "--to-date", str(BACKFILL[-1])]
+    return topology.airflow("backfill", "create", "--dag-id", dag_id, *days, *flags).stdout
 
 
 def runs(topology: Topology, dag_id: str) -> list[dict[str, Any]]:
@@ -164,27 +170,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         # Unpausing makes the scheduler run the features of LATEST, which start the nightly run of LATEST.
         wait_for(lambda: finished(topology, NIGHTLY, 1), 300, 3, "the scheduled nightly run")
         facts["scheduled_s"] = time.monotonic() - started
-        facts["dry_run"] = topology.airflow(
-            "backfill",
-            "create",
-            "--dag-id",
-            NIGHTLY,
-            "--from-date",
-            str(BACKFILL[0]),
-            "--to-date",
-            str(BACKFILL[-1]),
-            "--dry-run",
-        ).stdout
-        topology.airflow(
-            "backfill",
-            "create",
-            "--dag-id",
-            FEATURES,
-            "--from-date",
-            str(BACKFILL[0]),
-            "--to-date",
-            str(BACKFILL[-1]),
-        )
+        facts["dry_run"] = backfill(topology, NIGHTLY, "--dry-run")
+        backfill(topology, FEATURES)
         facts["lost"] = lost = lose_a_worker_mid_shard(topology, BACKFILL[0])
         # Once its shard is done elsewhere the lost worker comes back, as compose's restart policy would.
         wait_for(lambda: shard_state(topology, lost) == "success", 300, 2, "the lost shard retried")
@@ -245,16 +232,8 @@ def test_a_shard_of_a_lost_worker_is_retried_on_the_other_worker(deployment: dic
 def test_the_lists_published_after_the_loss_equal_a_clean_run(deployment: dict[str, Any]) -> None:
     clean_dir = deployment["base"] / "clean"
     shutil.copytree(deployment["data_dir"], clean_dir)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipelines", "nightly", "--ds", str(BACKFILL[0])],
-        env=airflow_env(deployment["base"] / "cli_home", clean_dir, **SETTINGS),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    env = airflow_env(deployment["base"] / "cli", clean_dir, **SETTINGS)
+    run_pipelines(["nightly", "--ds", str(BACKFILL[0])], env)
     clean = published_rows(Lake(str(clean_dir / "lake")), BACKFILL[0])
     assert clean, "the clean run published lists"
     assert published_rows(deployment["lake"], BACKFILL[0]) == clean

@@ -9,8 +9,6 @@ the clients asks nothing of Google).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.airflow_support import REPO, airflow_env
+from tests.airflow_support import airflow_env, script_result
 
 pytestmark = pytest.mark.airflow
 
@@ -72,18 +70,9 @@ def service_account_key() -> dict[str, str]:
 
 def run(tmp_path: Path, connection: dict[str, Any] | None, **settings: str) -> dict[str, Any]:
     extra = {"AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(connection)} if connection else {}
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
-        env=airflow_env(tmp_path / "airflow_home", tmp_path / "data", **extra, **settings),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    return script_result(
+        _SCRIPT, airflow_env(tmp_path / "airflow_home", tmp_path / "data", **extra, **settings)
     )
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-    assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(line[len("RESULT ") :])
 
 
 def test_a_connection_key_reaches_the_lake_and_bigquery(tmp_path: Path) -> None:

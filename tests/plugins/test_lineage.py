@@ -6,14 +6,12 @@ quarantine dataset it published."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.airflow_support import REPO, airflow_env, dags_test, prepare_home
+from tests.airflow_support import airflow_env, dags_test, prepare_home, run_pipelines
 from tests.deployment.topology import ENV_FILE, read_env_file
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -34,9 +32,7 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
             {"type": "file", "log_file_path": str(events_file), "append": True}
         ),
     )
-    world = [sys.executable, "-m", "pipelines", "world", "--scale", "tiny", "--end-date", DS]
-    proc = subprocess.run(world, env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_pipelines(["world", "--scale", "tiny", "--end-date", DS], env)
     run = dags_test(env, "nightfeed_features", DS)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert events_file.exists(), run.stdout[-4000:]

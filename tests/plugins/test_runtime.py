@@ -6,13 +6,9 @@ a developer's AIRFLOW_HOME.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from tests.airflow_support import REPO, airflow_env
+from tests.airflow_support import airflow_env, script_result
 
 pytestmark = pytest.mark.airflow
 
@@ -54,18 +50,7 @@ print("RESULT " + json.dumps(out))
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     base = tmp_path_factory.mktemp("runtime")
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
-        env=airflow_env(base / "airflow_home", base / "data"),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-    assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(line[len("RESULT ") :])
+    return script_result(_SCRIPT, airflow_env(base / "airflow_home", base / "data"))
 
 
 def test_run_date_param_wins_over_the_logical_date(results: dict[str, str]) -> None:
