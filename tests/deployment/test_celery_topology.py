@@ -171,7 +171,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         wait_for(lambda: finished(topology, NIGHTLY, 1), 300, 3, "the scheduled nightly run")
         facts["scheduled_s"] = time.monotonic() - started
         facts["dry_run"] = backfill(topology, NIGHTLY, "--dry-run")
-        backfill(topology, FEATURES)
+        backfill(topology, FEATURES, "--max-active-runs", "1")  # one day after the other: nightlies in order
         facts["lost"] = lost = lose_a_worker_mid_shard(topology, BACKFILL[0])
         # Once its shard is done elsewhere the lost worker comes back, as compose's restart policy would.
         wait_for(lambda: shard_state(topology, lost) == "success", 300, 2, "the lost shard retried")
