@@ -145,6 +145,7 @@ def _stop(*procs: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def postgres() -> Iterator[str]:
     """A private Postgres 15 cluster on a free loopback port; yields the SQLAlchemy URL of its database."""
+    assert (PG_BIN / "postgres").exists(), "needs Debian's postgresql-15 (.ci/run installs it)"
     user = "postgres" if os.geteuid() == 0 else None  # Postgres refuses to run as root
     base = Path(tempfile.mkdtemp(prefix="nightfeed-pg-"))
     if user:
@@ -189,6 +190,7 @@ def _pg_ready(port: int) -> bool:
 @contextlib.contextmanager
 def redis(logs: Path) -> Iterator[str]:
     """A Redis server on a free loopback port, nothing persisted; yields the broker URL."""
+    assert Path(REDIS_SERVER).exists(), "needs Debian's redis-server (.ci/run installs it)"
     port = free_port()
     cmd = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     proc = _start(cmd, logs / "redis.log")
