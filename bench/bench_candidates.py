@@ -283,7 +283,8 @@ def synthetic_ranker(
     user's click-through) with interactions and noise, so boosting keeps finding structure and the model
     is as deep as ``trees`` rounds allow: what scoring costs with a production-sized model.
     """
-    from pipelines.core.settings import RankerBlessingConfig, RankerConfig
+    from pipelines.core.model_settings import RankerConfig
+    from pipelines.core.settings import RankerBlessingConfig
     from pipelines.training.ranker import (
         FEATURE_NAMES,
         RankingPairs,

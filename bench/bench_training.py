@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from pipelines.core.settings import TwoTowerConfig
+from pipelines.core.model_settings import TwoTowerConfig
 from pipelines.training.two_tower.data import TrainingData, prepare_training_data, training_dataset
 from pipelines.training.two_tower.fit import deterministic_ops, fit_model, seed_everything
 from pipelines.training.two_tower.model import TwoTowerModel

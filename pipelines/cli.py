@@ -11,8 +11,8 @@ Commands:
     report      build and publish the run report of a date
     outputs     print where a date's outputs are
 
-A user's mistake (a bad date, a missing input, data that fails its checks) prints one line and exits 2;
-a traceback means a bug.
+A user's mistake (a bad date, flag, file or setting, a missing input, data that fails its checks) prints
+one ``error:`` line, usually a ``hint:`` line, and exits 2; a traceback means a bug.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 from pipelines.core import jobs
-from pipelines.core.errors import PermanentError
+from pipelines.core.errors import PermanentError, UserError
 from pipelines.core.params import DRY_RUN_USERS, FORCE_RETRAIN, NUM_SHARDS, SKIP_DIGESTS, TOP_K, RunParam
 from pipelines.core.run_date import BadRunDate, date_range, parse_run_date
 from pipelines.core.settings import WorldRegime
@@ -56,10 +56,23 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     return {param.name: getattr(args, param.name) for param in COMMAND_PARAMS.get(args.command, ())}
 
 
+_CONTEXTS: list[RunContext] = []  # the runs of this command: their night leases end with it
+
+
 def _context(args: argparse.Namespace) -> RunContext:
     from pipelines.core.context import RunContext
 
-    return RunContext.create(args.ds, _params(args))
+    ctx = RunContext.create(args.ds, _params(args))
+    _CONTEXTS.append(ctx)
+    return ctx
+
+
+def _release_nights() -> None:
+    from pipelines.core import night
+
+    while _CONTEXTS:
+        ctx = _CONTEXTS.pop()
+        night.release(ctx.lake, ctx.ds, ctx.holder)
 
 
 def cmd_world(args: argparse.Namespace) -> None:
@@ -87,12 +100,28 @@ def cmd_import(args: argparse.Namespace) -> None:
     from pipelines.data.movielens import import_movielens
 
     if not args.movielens and not (args.events and args.items and args.users):
-        raise SystemExit("import needs --events, --items and --users (or --movielens DIR)")
-    with open_warehouse(settings_with(None)) as warehouse:
+        raise UserError(
+            "import needs --events, --items and --users (or --movielens DIR)",
+            hint="python -m pipelines import --events events.csv --items items.csv --users users.csv",
+        )
+    settings = settings_with(None)
+    # The rows are spilled on the data disk, not in a /tmp that may be held in memory.
+    scratch = settings.data_dir / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with open_warehouse(settings) as warehouse:
         if args.movielens:
-            _print(import_movielens(warehouse, args.movielens))
+            report = import_movielens(warehouse, args.movielens, settings.quality, scratch_dir=scratch)
         else:
-            _print(import_files(warehouse, args.events, args.items, args.users))
+            report = import_files(
+                warehouse,
+                args.events,
+                args.items,
+                args.users,
+                settings.quality,
+                allow_empty=args.allow_empty,
+                scratch_dir=scratch,
+            )
+    _print(report.to_dict())
 
 
 def cmd_features(args: argparse.Namespace) -> None:
@@ -102,9 +131,9 @@ def cmd_features(args: argparse.Namespace) -> None:
     from pipelines.jobs import run
 
     if args.end and not args.start:
-        args.start = _first_raw_day()
+        args.start = _first_raw_day(args.end)
     if args.end and args.end < args.start:
-        raise SystemExit(f"--end {args.end} is before --start {args.start}")
+        raise UserError(f"--end {args.end} is before --start {args.start}")
     if not args.end:
         _print(run(jobs.BUILD_FEATURES, args.ds))
         return
@@ -139,15 +168,36 @@ def cmd_features(args: argparse.Namespace) -> None:
     )
 
 
-def _first_raw_day() -> dt.date:
+def _first_raw_day(end: dt.date) -> dt.date:
+    """The first plausible day of raw events up to ``end``: a stray epoch-0 or far-off day is skipped."""
     from pipelines.core.context import settings_with
     from pipelines.core.warehouse import open_warehouse
+    from pipelines.data.plausible import first_plausible_day
 
-    with open_warehouse(settings_with(None)) as warehouse:
-        days = warehouse.partitions("raw_events")
-    if not days:
-        raise SystemExit("no raw events loaded yet: run `python -m pipelines world` or `import` first")
-    return days[0]
+    settings = settings_with(None)
+    with open_warehouse(settings) as warehouse:
+        return first_plausible_day(warehouse, end, settings.quality)
+
+
+def _require_published(ctx: RunContext, *datasets: str) -> None:
+    """Refuse a command that reads nightly outputs of ``ctx.ds`` that are not published.
+
+    Args:
+        ctx: the run.
+        datasets: names of :class:`~pipelines.core.paths.LakePaths` datasets (``inputs``, ``candidates``).
+
+    Raises:
+        UserError: one of them is not published.
+    """
+    from pipelines.core.paths import LakePaths
+
+    for name in datasets:
+        dataset = getattr(LakePaths, name)(ctx.ds)
+        if not ctx.lake.is_published(dataset):
+            raise UserError(
+                f"the {name} of ds={ctx.ds} are not published ({ctx.lake.uri(dataset)})",
+                hint=f"run `python -m pipelines nightly --ds {ctx.ds}` first",
+            )
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -177,6 +227,7 @@ def _digests(ctx: RunContext) -> dict[str, Any]:
 def cmd_nightly(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
+    from pipelines.core.lake import ScratchLake
     from pipelines.jobs import run_in
 
     ctx = _context(args)
@@ -193,11 +244,15 @@ def cmd_nightly(args: argparse.Namespace) -> None:
     if not args.skip_digests:
         out[jobs.PUBLISH_DIGESTS.name] = _digests(ctx)
     out[jobs.WRITE_REPORT.name] = run_in(ctx, jobs.WRITE_REPORT)
+    if isinstance(ctx.lake, ScratchLake):
+        out["dry_run"] = {"scratch": ctx.lake.scratch_uri(), "published": "nothing"}
     _print(out)
 
 
 def cmd_digests(args: argparse.Namespace) -> None:
-    _print(_digests(_context(args)))
+    ctx = _context(args)
+    _require_published(ctx, "inputs", "candidates")
+    _print(_digests(ctx))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -217,25 +272,19 @@ def cmd_digest_preview(args: argparse.Namespace) -> None:
     from pipelines.serving.inputs import read_input
 
     ctx = _context(args)
+    _require_published(ctx, "inputs", "candidates")
     users, items = read_input(ctx.lake, ctx.ds, "profiles"), read_input(ctx.lake, ctx.ds, "items")
     path = preview_digest(ctx.lake, ctx.ds, args.user, users, items, ctx.settings.digest, args.out)
     print(f"digest preview of {args.user} for {ctx.ds}: {path}")
 
 
 def cmd_outputs(args: argparse.Namespace) -> None:
+    from pipelines.core.night import read_night
     from pipelines.core.paths import LakePaths
 
     ctx = _context(args)
     settings, lake, ds = ctx.settings, ctx.lake, ctx.ds
-    datasets = {
-        "inputs": LakePaths.inputs(ds),
-        "item_embeddings": LakePaths.embeddings(ds),
-        "index": LakePaths.index(ds),
-        "candidates": LakePaths.candidates(ds),
-        "digests": LakePaths.digests(ds),
-        "report": LakePaths.reports(ds),
-        "quarantine": LakePaths.quarantine(ds),
-    }
+    datasets = {**LakePaths.night_datasets(ds), "quarantine": LakePaths.quarantine(ds)}
     out: dict[str, Any] = {
         "warehouse": str(settings.duckdb_file)
         if settings.warehouse == "duckdb"
@@ -244,6 +293,8 @@ def cmd_outputs(args: argparse.Namespace) -> None:
     }
     for name, rel in datasets.items():
         out[name] = {"uri": lake.uri(rel), "published": lake.is_published(rel)}
+    # The last complete night: the run of each dataset that belongs together (written last).
+    out["night"] = {"uri": lake.uri(LakePaths.night(ds)), "runs": (read_night(lake, ds) or {}).get("runs")}
     _print(out)
 
 
@@ -274,8 +325,15 @@ def _add_param(parser: argparse.ArgumentParser, param: RunParam) -> None:
         parser.add_argument(param.flag, dest=param.name, type=int, default=None, help=param.description)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command line's error format: one ``error:`` line and a ``hint:`` line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}\nhint: see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="python -m pipelines", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
@@ -294,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--movielens", help="a MovieLens release folder (u.data, ratings.dat or ratings.csv)"
             )
+            p.add_argument(
+                "--allow-empty", action="store_true", help="accept files with a header and no rows"
+            )
         elif name == "features":
             p.add_argument("--ds", type=_date)
             p.add_argument("--start", type=_date, help="first date (default: the first day of raw events)")
@@ -309,16 +370,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a user's mistake (any ``PermanentError``) prints ``error:`` and ``hint:`` lines.
+
+    Returns:
+        0 on success, 2 for a :class:`~pipelines.core.errors.PermanentError` (no traceback).
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.command == "features" and not (args.ds or args.end):
-        raise SystemExit("features needs --ds DATE, or --end DATE with an optional --start DATE")
     try:
-        COMMANDS[args.command][0](args)
+        if args.command == "features" and not (args.ds or args.end):
+            raise UserError("features needs --ds DATE, or --end DATE with an optional --start DATE")
+        try:
+            COMMANDS[args.command][0](args)
+        finally:
+            _release_nights()
     except PermanentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        hint = getattr(exc, "hint", None)
+        if hint:
+            print(f"hint: {hint}", file=sys.stderr)
         return 2
     return 0

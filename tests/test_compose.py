@@ -1,11 +1,14 @@
-"""docker-compose.yaml: valid against the Compose specification, internally consistent, production env set.
+"""docker-compose.yaml: valid against the Compose specification, internally consistent, production env set,
+no secret with a default.
 
 There is no Docker engine in CI, so the file is checked with ``check-jsonschema``'s bundled Compose schema
-plus the cross-references a schema cannot see.
+plus the cross-references a schema cannot see, and its ``${...}`` variables are interpolated here the way
+Compose does it.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +30,13 @@ PRODUCTION_ENV = {
     "NIGHTFEED_BIGQUERY_PROJECT": "${NIGHTFEED_BIGQUERY_PROJECT:-nightfeed-prod}",
     "NIGHTFEED_LAKE": "${NIGHTFEED_LAKE:-gs://nightfeed-lake/prod}",
     "GOOGLE_APPLICATION_CREDENTIALS": "/opt/airflow/secrets/gcp-credentials.json",
+}
+# Environment variables a deployment must set itself: Compose refuses to start without them.
+REQUIRED_SECRETS = {
+    "AIRFLOW_JWT_SECRET": "AIRFLOW__API_AUTH__JWT_SECRET",
+    "AIRFLOW_API_SECRET_KEY": "AIRFLOW__API__SECRET_KEY",
+    "_AIRFLOW_WWW_USER_PASSWORD": "_AIRFLOW_WWW_USER_PASSWORD",
+    "NIGHTFEED_UNSUBSCRIBE_SECRET": "NIGHTFEED_DIGEST__UNSUBSCRIBE_SECRET",
 }
 AIRFLOW_COMPONENTS = {
     "airflow-apiserver": "api-server",
@@ -117,3 +127,54 @@ def test_dockerfile_builds_from_the_pinned_airflow_with_the_lock() -> None:
     assert "-r ${NIGHTFEED_HOME}/requirements.txt -c ${NIGHTFEED_HOME}/constraints.txt" in dockerfile
     for folder in ("pipelines/", "sql/", "dags/", "plugins/"):
         assert f"COPY --chown=airflow:0 {folder}" in dockerfile
+
+
+_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+class MissingVariable(ValueError):
+    """What ``docker compose`` reports for a ``${VAR:?message}`` whose variable is unset or empty."""
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """``text`` with Compose's variable syntax replaced: ``$$``, ``${V}``, ``${V:-d}``, ``${V-d}``,
+    ``${V:?m}`` and ``${V?m}`` (the last two raise :class:`MissingVariable` naming ``V``)."""
+
+    def value(match: re.Match[str]) -> str:
+        name, operator, arg = match.groups()
+        if name is None:
+            return "$"
+        current = env.get(name)
+        missing = current is None or (operator in (":-", ":?") and current == "")
+        if operator in (":?", "?") and missing:
+            raise MissingVariable(f"required variable {name} is missing a value: {arg}")
+        if operator in (":-", "-") and missing:
+            return arg
+        return current or ""
+
+    return _VARIABLE.sub(value, text)
+
+
+def test_compose_refuses_to_start_without_each_secret() -> None:
+    text = COMPOSE.read_text()
+    secrets = {name: f"secret-for-{name.lower()}" for name in REQUIRED_SECRETS}
+    rendered = yaml.safe_load(interpolate(text, secrets))
+    init = rendered["services"]["airflow-init"]["environment"]
+    for name, key in REQUIRED_SECRETS.items():
+        assert init[key] == secrets[name], key
+        for empty in ({k: v for k, v in secrets.items() if k != name}, {**secrets, name: ""}):
+            with pytest.raises(MissingVariable, match=name):
+                interpolate(text, empty)
+    worker = rendered["services"]["airflow-worker"]["environment"]
+    assert worker["AIRFLOW__API_AUTH__JWT_SECRET"] == secrets["AIRFLOW_JWT_SECRET"]
+    assert worker["NIGHTFEED_DIGEST__UNSUBSCRIBE_SECRET"] == secrets["NIGHTFEED_UNSUBSCRIBE_SECRET"]
+
+
+def test_no_secret_has_a_default(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        env = service.get("environment") or {}
+        for key in REQUIRED_SECRETS.values():
+            if key in env:
+                assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", str(env[key])), f"{name}: {key}={env[key]!r}"
+    for default in ("change-me", "PASSWORD:-airflow}"):
+        assert default not in COMPOSE.read_text().replace("POSTGRES_PASSWORD:-airflow}", "")

@@ -1,7 +1,8 @@
 """The run context: what every job gets, built once where a run enters (DAG runtime, CLI, tests).
 
 It carries the run date as a checked :class:`datetime.date`, the settings with the run's overrides
-applied, the lake, and a way to open the warehouse.
+applied, the lake, a way to open the warehouse, and who holds the night's lease (the Airflow DAG run, or
+this process on the command line).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.core.errors import PermanentError
-from pipelines.core.lake import Lake
+from pipelines.core.lake import Lake, ScratchLake
 from pipelines.core.lineage import Lineage
+from pipelines.core.night import process_holder
 from pipelines.core.params import overrides_from_params
 from pipelines.core.paths import LakePaths
 from pipelines.core.run_date import parse_run_date
@@ -52,6 +54,7 @@ class RunContext:
     ds: dt.date
     settings: Settings
     lake: Lake
+    holder: str
     credentials: Any | None = None
     lineage: Lineage = field(default_factory=Lineage)
 
@@ -62,6 +65,7 @@ class RunContext:
         params: Mapping[str, Any] | None = None,
         credentials: Any | None = None,
         lineage: Lineage | None = None,
+        holder: str | None = None,
     ) -> RunContext:
         """Check ``ds`` and build the settings (with ``params``) and the lake.
 
@@ -71,16 +75,22 @@ class RunContext:
             credentials: Google credentials of the lake and BigQuery (None: application-default).
             lineage: where the tables and datasets the run reads and writes are recorded (a new one if
                 None).
+            holder: who holds the night's lease for the jobs that write it (the DAG run's id); this
+                process when None.
 
         Raises:
             pipelines.core.run_date.BadRunDate: ``ds`` is not a date.
             BadRunParameters: a param is out of range.
         """
         settings = settings_with(params)
+        day = parse_run_date(ds)
         lineage = lineage if lineage is not None else Lineage()
         lake = Lake(settings.lake_url, credentials=credentials)
+        if settings.dry_run_users:
+            # A dry run reads the real lake and writes only to its scratch folder.
+            lake = ScratchLake(lake, LakePaths.dry_run(day))
         lake.lineage = lineage
-        return cls(parse_run_date(ds), settings, lake, credentials, lineage)
+        return cls(day, settings, lake, holder or process_holder(), credentials, lineage)
 
     @contextlib.contextmanager
     def warehouse(self, read_only: bool = False) -> Iterator[Warehouse]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -25,12 +25,15 @@ class Job:
         stage: the module of ``pipelines.jobs`` that implements it.
         summary: one line for DAG docs, ``--help`` and logs.
         records_fact: whether its result is kept for the run report (``reports/ds=…/facts/<name>.json``).
+        night: ``"write"`` if it writes the datasets of a night (it holds the night's lease),
+            ``"close"`` if it ends the night (writes the night manifest and releases the lease).
     """
 
     name: str
     stage: str
     summary: str
     records_fact: bool = False
+    night: Literal["write", "close"] | None = None
 
     def function(self) -> Callable[..., Any]:
         """The implementation, imported on first use (so the catalog itself stays light)."""
@@ -46,22 +49,46 @@ TRAIN_SYSTEM = Job(
     "train candidate systems on past nights, replay their lists, promote the one that wins the gate",
     records_fact=True,
 )
-EXPORT_INPUTS = Job("export_inputs", "nightly", "snapshot the serving inputs of ds", records_fact=True)
+EXPORT_INPUTS = Job(
+    "export_inputs", "nightly", "snapshot the serving inputs of ds", records_fact=True, night="write"
+)
 EMBED_ITEMS = Job(
-    "embed_items", "nightly", "embed the catalog with the two-tower champion", records_fact=True
+    "embed_items",
+    "nightly",
+    "embed the catalog with the two-tower champion",
+    records_fact=True,
+    night="write",
 )
-BUILD_INDEX = Job("build_index", "nightly", "build and recall-check the ScaNN index", records_fact=True)
-PLAN_SHARDS = Job("plan_shards", "nightly", "open the candidates staging folder, one item per shard")
-CANDIDATES_FOR_SHARD = Job("candidates_for_shard", "nightly", "compute one shard's candidate lists")
+BUILD_INDEX = Job(
+    "build_index", "nightly", "build and recall-check the ScaNN index", records_fact=True, night="write"
+)
+PLAN_SHARDS = Job(
+    "plan_shards", "nightly", "open the candidates staging folder, one item per shard", night="write"
+)
+CANDIDATES_FOR_SHARD = Job(
+    "candidates_for_shard", "nightly", "compute one shard's candidate lists", night="write"
+)
 PUBLISH_CANDIDATES = Job(
-    "publish_candidates", "nightly", "publish every shard's candidates, manifest last", records_fact=True
+    "publish_candidates",
+    "nightly",
+    "publish every shard's candidates, manifest last",
+    records_fact=True,
+    night="write",
 )
-PLAN_DIGESTS = Job("plan_digests", "digests", "open the digests staging folder, one item per shard")
-RENDER_DIGESTS = Job("render_digests", "digests", "render one candidates shard's digest e-mails")
+PLAN_DIGESTS = Job(
+    "plan_digests", "digests", "open the digests staging folder, one item per shard", night="write"
+)
+RENDER_DIGESTS = Job(
+    "render_digests", "digests", "render one candidates shard's digest e-mails", night="write"
+)
 PUBLISH_DIGESTS = Job(
-    "publish_digests", "digests", "publish every shard's digests, manifest last", records_fact=True
+    "publish_digests",
+    "digests",
+    "publish every shard's digests, manifest last",
+    records_fact=True,
+    night="write",
 )
-WRITE_REPORT = Job("write_report", "report", "build and publish the run report of ds")
+WRITE_REPORT = Job("write_report", "report", "build and publish the run report of ds", night="close")
 CHECK_FRESHNESS = Job(
     "check_freshness", "freshness", "fail when the newest published candidates or digests are too old"
 )

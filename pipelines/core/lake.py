@@ -10,7 +10,10 @@ Readers must never see half a dataset, so every dataset follows write-audit-publ
 4. readers go through ``read_manifest``/``manifest_files`` only, so an unpublished or killed run is
    invisible, and a rerun replaces the whole dataset at the moment its manifest lands.
 
-Old staging folders of the same dataset are garbage-collected after a successful publish.
+Old staging folders of the same dataset are garbage-collected after a successful publish. A dataset read
+by a native loader (the item index) is published with a SHA-256 of every file in its manifest and
+verified before it is loaded; a pointer or manifest that is not JSON is a :class:`CorruptArtifactError`
+naming the object.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import io
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,8 +37,9 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.core.errors import PermanentError
 from pipelines.core.lineage import Lineage
-from pipelines.core.paths import MANIFEST_NAME
+from pipelines.core.paths import MANIFEST_NAME, LakePaths
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +48,14 @@ class PublishConflict(RuntimeError):
     """Another writer replaced the pointer between our read and our write."""
 
 
-class ManifestError(RuntimeError):
+class CorruptArtifactError(PermanentError):
+    """A stored object does not match its recorded checksum or cannot be parsed; the message names it."""
+
+
+CHECKSUM_CHUNK = 8 << 20
+
+
+class ManifestError(PermanentError):
     """A manifest is missing, malformed, or names files that are not there."""
 
 
@@ -87,11 +100,16 @@ class Lake:
             options.setdefault("use_listings_cache", False)
             if credentials is not None:
                 options.setdefault("token", credentials)
+        self.storage_options = options
         self.fs = fsspec.filesystem(self.protocol, **options)
         self._gcs_bucket = None
 
     def __repr__(self) -> str:
         return f"Lake({self.url!r})"
+
+    def _target(self, rel: str) -> str:
+        """Where a write of ``rel`` goes (:class:`ScratchLake` writes elsewhere than it reads)."""
+        return self.path(rel)
 
     # -- paths -------------------------------------------------------------------------------------
     def path(self, rel: str) -> str:
@@ -126,7 +144,7 @@ class Lake:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write one object atomically (temp file + rename locally; single object upload on GCS)."""
-        full = self.path(rel)
+        full = self._target(rel)
         if self.protocol == "file":
             Path(full).parent.mkdir(parents=True, exist_ok=True)
             tmp = f"{full}.tmp-{uuid.uuid4().hex}"
@@ -141,6 +159,37 @@ class Lake:
     def read_json(self, rel: str) -> Any:
         return json.loads(self.read_bytes(rel))
 
+    def checksum(self, rel: str) -> str:
+        """``sha256:<hex>`` of the object ``rel``, read in chunks (bounded memory whatever its size)."""
+        digest = hashlib.sha256()
+        with self.fs.open(self.path(rel), "rb") as fh:
+            while chunk := fh.read(CHECKSUM_CHUNK):
+                digest.update(chunk)
+        return f"sha256:{digest.hexdigest()}"
+
+    def find(self, rel: str) -> list[str]:
+        """Paths of every object under ``rel``, relative to it, sorted; empty when there is none."""
+        base = self.path(rel).rstrip("/")
+        if not self.fs.exists(base):
+            return []
+        return sorted(full.rstrip("/")[len(base) :].lstrip("/") for full in self.fs.find(base))
+
+    def verify(self, folder: str, checksums: dict[str, str]) -> None:
+        """Check every object ``folder/<name>`` against its recorded checksum.
+
+        Raises:
+            CorruptArtifactError: an object is missing or its bytes differ (the message names it).
+        """
+        for name, expected in sorted(checksums.items()):
+            rel = f"{folder}/{name}"
+            if not self.exists(rel):
+                raise CorruptArtifactError(f"{self.uri(rel)} is missing (recorded with checksum {expected})")
+            found = self.checksum(rel)
+            if found != expected:
+                raise CorruptArtifactError(
+                    f"{self.uri(rel)} is corrupt: its checksum is {found}, {expected} was recorded"
+                )
+
     def write_json(self, rel: str, obj: Any) -> None:
         self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
@@ -154,7 +203,7 @@ class Lake:
             return pq.read_table(fh, columns=columns)
 
     def rm(self, rel: str) -> None:
-        full = self.path(rel)
+        full = self._target(rel)
         if self.fs.exists(full):
             self.fs.rm(full, recursive=True)
 
@@ -189,13 +238,27 @@ class Lake:
                 data = blob.download_as_bytes()
             except NotFound:
                 return PointerVersion(None, 0)
-            return PointerVersion(json.loads(data), int(blob.generation))
+            return PointerVersion(self._pointer_json(rel, data), int(blob.generation))
         full = Path(self.path(rel))
         try:
             stat = full.stat()
-            return PointerVersion(json.loads(full.read_bytes()), stat.st_mtime_ns)
+            data = full.read_bytes()
         except FileNotFoundError:
             return PointerVersion(None, 0)
+        return PointerVersion(self._pointer_json(rel, data), stat.st_mtime_ns)
+
+    def _pointer_json(self, rel: str, data: bytes) -> dict[str, Any]:
+        try:
+            content = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CorruptArtifactError(
+                f"{self.uri(rel)} is not valid JSON ({exc}); restore or remove it"
+            ) from exc
+        if not isinstance(content, dict):
+            raise CorruptArtifactError(
+                f"{self.uri(rel)} must hold a JSON object, got {type(content).__name__}"
+            )
+        return content
 
     def write_pointer(self, rel: str, content: dict[str, Any], if_generation_match: int | None) -> None:
         """Replace the pointer ``rel`` with ``content`` atomically.
@@ -211,7 +274,7 @@ class Lake:
         if self.protocol == "gs":
             from google.api_core.exceptions import PreconditionFailed
 
-            blob = self._bucket().blob(self._blob_name(rel))
+            blob = self._bucket().blob(self._target(rel).split("/", 1)[1])
             try:
                 # Small pointer objects go up as one multipart upload, where GCS enforces the precondition.
                 blob.upload_from_string(
@@ -220,11 +283,11 @@ class Lake:
             except PreconditionFailed as exc:
                 raise PublishConflict(f"{self.uri(rel)} changed while publishing") from exc
             return
-        full = Path(self.path(rel))
+        full = Path(self._target(rel))
         full.parent.mkdir(parents=True, exist_ok=True)
         with self._local_lock(full):
             if if_generation_match is not None:
-                current = full.stat().st_mtime_ns if full.exists() else 0
+                current = Path(self.path(rel)).stat().st_mtime_ns if self.exists(rel) else 0
                 if current != if_generation_match:
                     raise PublishConflict(f"{full} changed while publishing")
             self.write_bytes(rel, data)
@@ -269,6 +332,7 @@ class Lake:
         files: list[str],
         metadata: dict[str, Any] | None = None,
         expected_generation: int | None = None,
+        checksums: bool = False,
     ) -> dict[str, Any]:
         """Make ``files`` (names inside ``staging``) the visible content of ``dataset``.
 
@@ -279,6 +343,7 @@ class Lake:
             metadata: extra facts stored in the manifest (row counts, model versions, ...).
             expected_generation: generation of the manifest read before the run started; None means
                 "whatever is there now" (read just before writing).
+            checksums: record each file's SHA-256 in the manifest (for :meth:`verified_files`).
 
         Returns:
             The manifest written.
@@ -301,10 +366,12 @@ class Lake:
             "published_at": dt.datetime.now(dt.UTC).isoformat(),
             "metadata": metadata or {},
         }
+        if checksums:
+            manifest["checksums"] = {name: self.checksum(f"{staging}/{name}") for name in sorted(files)}
         self.write_pointer(f"{dataset}/{MANIFEST_NAME}", manifest, if_generation_match=generation)
         if self.lineage is not None:
             self.lineage.wrote(*self.lineage_name(dataset))
-        self._collect_garbage(dataset, keep=manifest["staging"])
+        self.collect_garbage(dataset, keep=manifest["staging"])
         log.info("published %s (%d files)", self.uri(dataset), len(files))
         return manifest
 
@@ -326,15 +393,79 @@ class Lake:
         manifest = self.read_manifest(dataset)
         return [f"{dataset}/run={manifest['staging']}/{name}" for name in manifest["files"]]
 
+    def verified_files(self, dataset: str) -> list[str]:
+        """:meth:`manifest_files`, each checked against the checksum its manifest records.
+
+        Raises:
+            ManifestError: nothing published there, or published without checksums.
+            CorruptArtifactError: a file is missing or does not match (the message names it).
+        """
+        manifest = self.read_manifest(dataset)
+        if "checksums" not in manifest:
+            raise ManifestError(f"{self.uri(dataset)} was published without checksums; publish it again")
+        self.verify(f"{dataset}/run={manifest['staging']}", manifest["checksums"])
+        return self.manifest_files(dataset)
+
     def is_published(self, dataset: str) -> bool:
         return self.read_pointer(f"{dataset}/{MANIFEST_NAME}").content is not None
 
-    def _collect_garbage(self, dataset: str, keep: str) -> None:
-        # Staging ids sort by time: older folders are superseded or abandoned; newer ones may belong to a
-        # run still writing, so they are left alone.
+    def collect_garbage(self, dataset: str, keep: str) -> None:
+        """Remove the runs of ``dataset`` older than ``keep`` that no night manifest names.
+
+        Staging ids sort by time: older folders are superseded or abandoned; newer ones may belong to a
+        run still writing, so they are left alone. The run a night manifest names stays until a newer
+        night manifest names another (readers of that night still read it).
+        """
+        pinned = self._pinned_runs(dataset)
         for name in self.ls(dataset):
-            if name.startswith("run=") and name < f"run={keep}":
+            if name.startswith("run=") and name < f"run={keep}" and name.removeprefix("run=") not in pinned:
                 self.rm(f"{dataset}/{name}")
+
+    def _pinned_runs(self, dataset: str) -> set[str]:
+        match = re.search(r"/ds=(\d{4}-\d{2}-\d{2})$", dataset)
+        if match is None:
+            return set()
+        night = self.read_pointer(LakePaths.night(dt.date.fromisoformat(match[1]))).content
+        return set((night or {}).get("runs", {}).values())
+
+
+class ScratchLake(Lake):
+    """A lake that writes under ``scratch`` (a folder of ``base``) and reads the scratch copy of an object
+    first, then ``base``: a dry run sees the real models and inputs, and nothing it writes (datasets,
+    manifests, facts, reports) reaches a reader of ``base``. Nothing in ``base`` is ever removed."""
+
+    def __init__(self, base: Lake, scratch: str) -> None:
+        super().__init__(base.url, base.storage_options, base.credentials)
+        self.scratch = scratch.strip("/")
+
+    def __repr__(self) -> str:
+        return f"ScratchLake({self.url!r}, scratch={self.scratch!r})"
+
+    def _target(self, rel: str) -> str:
+        return super().path(f"{self.scratch}/{rel}")
+
+    def path(self, rel: str) -> str:
+        scratch = self._target(rel)
+        return scratch if self.fs.exists(scratch) else super().path(rel)
+
+    def ls(self, rel: str) -> list[str]:
+        base, scratch = Lake.path(self, rel), self._target(rel)
+        names = set()
+        for full in (base, scratch):
+            if self.fs.exists(full):
+                names.update(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(full, detail=False))
+        return sorted(names)
+
+    def scratch_uri(self) -> str:
+        """Where this lake's writes go, as a user would paste it."""
+        full = Lake.path(self, self.scratch)
+        return f"gs://{full}" if self.protocol == "gs" else full
+
+    def clear(self) -> None:
+        """Remove everything written under the scratch folder (a new dry run starts clean)."""
+        full = Lake.path(self, self.scratch)
+        if self.fs.exists(full):
+            self.fs.rm(full, recursive=True)
 
 
 def new_staging_id() -> str:

@@ -12,8 +12,9 @@ RANKER = "ranker"
 ALS = "als"
 # The champion of kind ``system`` names the served system (retriever, models, list stages).
 SYSTEM = "system"
-MODEL_KINDS: tuple[str, ...] = (TWO_TOWER, RANKER, ALS)
 MANIFEST_NAME = "_MANIFEST.json"
+NIGHT_MANIFEST_NAME = "_NIGHT.json"
+LEASE_NAME = "_LEASE.json"
 CHAMPION_NAME = "champion.json"
 FACTS_DIR = "facts"
 
@@ -71,6 +72,33 @@ class LakePaths:
     @staticmethod
     def fact(ds: dt.date, job: str) -> str:
         return f"{LakePaths.facts(ds)}/{job}.json"
+
+    @staticmethod
+    def night(ds: dt.date) -> str:
+        """The night manifest of ``ds``: the run of each dataset of the last complete night."""
+        return f"{LakePaths.dataset('nights', ds)}/{NIGHT_MANIFEST_NAME}"
+
+    @staticmethod
+    def night_lease(ds: dt.date) -> str:
+        """The lease of night ``ds``: who writes its datasets now, and until when."""
+        return f"{LakePaths.dataset('nights', ds)}/{LEASE_NAME}"
+
+    @staticmethod
+    def night_datasets(ds: dt.date) -> dict[str, str]:
+        """The datasets one night publishes, by name, in the order the night writes them."""
+        return {
+            "inputs": LakePaths.inputs(ds),
+            "embeddings": LakePaths.embeddings(ds),
+            "index": LakePaths.index(ds),
+            "candidates": LakePaths.candidates(ds),
+            "digests": LakePaths.digests(ds),
+            "report": LakePaths.reports(ds),
+        }
+
+    @staticmethod
+    def dry_run(ds: dt.date) -> str:
+        """Scratch folder of a dry run of ``ds``: everything it writes, never read by anyone else."""
+        return f"dry-runs/ds={ds.isoformat()}"
 
     @staticmethod
     def shard_file(shard: int, suffix: str = "parquet") -> str:

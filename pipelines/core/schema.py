@@ -30,6 +30,7 @@ RAW_USERS = RAW_SCHEMAS["raw_users"]
 # Queries that are read, not materialised: names in the SQL catalog (``sql/queries/<name>.sql``).
 QUALITY_SUMMARY = "quality/quality_summary"
 QUARANTINE_ROWS = "quality/quarantine_rows"
+RAW_EVENT_DAYS = "quality/raw_event_days"
 RETRIEVAL_DATASET = "training/retrieval_dataset"
 RANKING_DATASET = "training/ranking_dataset"
 
@@ -47,6 +48,7 @@ QUARANTINE_REASONS: tuple[str, ...] = (
     "unknown_user",
     "unknown_item",
     "future_timestamp",
+    "out_of_range",
     "malformed_value",
     "duplicate",
 )

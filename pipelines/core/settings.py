@@ -11,10 +11,12 @@ Nothing here touches the environment or the disk at import time; call :func:`loa
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import yaml
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,33 +24,22 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from pipelines.core.errors import UserError
+from pipelines.core.model_settings import RankerConfig, SelectionConfig, TwoTowerConfig
+from pipelines.core.section import Section
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-TWO_TOWER_RETRIEVER = "two_tower"
-ALS_RETRIEVER = "als"
-KNN_RETRIEVER = "item_knn"
-POPULAR_RETRIEVER = "most_popular"
-RETRIEVERS: tuple[str, ...] = (TWO_TOWER_RETRIEVER, ALS_RETRIEVER, KNN_RETRIEVER, POPULAR_RETRIEVER)
-"""The ways the nightly lists can be retrieved (``pipelines.serving.retrievers``)."""
-
-NO_RANKER = "none"
-IMPRESSIONS_RANKER = "impressions"
-RETRIEVAL_RANKER = "retrieval"
-RANKER_SOURCES: tuple[str, ...] = (NO_RANKER, IMPRESSIONS_RANKER, RETRIEVAL_RANKER)
-"""A two-tower system's ranker: none, trained on the logged feed's impressions, or trained on an earlier
-night's retrieved posts labelled by what users did next."""
+class SettingsFileError(UserError, FileNotFoundError):
+    """The settings file named by ``NIGHTFEED_CONFIG`` is missing or not valid YAML."""
 
 
 WorldRegime = Literal["default", "popularity", "collaborative", "content", "freshness", "ratings"]
 
 
-class WorldConfig(_Section):
+class WorldConfig(Section):
     """Size and shape of the synthetic developer-news world."""
 
     n_users: int = Field(1500, ge=10)
@@ -66,14 +57,30 @@ class WorldConfig(_Section):
     )
 
 
-class QualityConfig(_Section):
+class QualityConfig(Section):
+    """Data-quality rules: the bad-row threshold and the plausible range of timestamps (``out_of_range``)."""
+
     max_bad_fraction: float = Field(
         0.01, ge=0, le=1, description="fail the run when more than this share of a day's raw rows is bad"
     )
-    max_future_skew_minutes: int = Field(10, ge=0, description="event time allowed past the end of ds")
+    max_future_skew_minutes: int = Field(
+        10, ge=0, description="time allowed past the end of ds (quality gate) or past now (import)"
+    )
+    max_past_years: int = Field(
+        50,
+        ge=1,
+        description="a timestamp more than this many years before now (import) or before ds (quality gate) "
+        "is out_of_range",
+    )
+    max_gap_days: int = Field(
+        365,
+        ge=1,
+        description="event days cut off from the bulk of the events by more than this many days without "
+        "events are out_of_range (import) and not built by a history build",
+    )
 
 
-class FeaturesConfig(_Section):
+class FeaturesConfig(Section):
     lookback_days: int = Field(
         30, ge=2, description="days of events behind history and the *_lookback columns"
     )
@@ -84,150 +91,7 @@ class FeaturesConfig(_Section):
     affinity_tags: int = Field(10, ge=1, description="top tags kept per user")
 
 
-class TwoTowerConfig(_Section):
-    """Two-tower retrieval model: tower sizes, vocabularies, loss options and training schedule."""
-
-    embedding_dim: int = Field(64, ge=4, description="size of the L2-normalised user and item embeddings")
-    id_embedding_dim: int = Field(32, ge=4)
-    feature_embedding_dim: int = Field(16, ge=2, description="tags, text tokens, source, author, ...")
-    hidden_units: int = Field(128, ge=4, description="width of the dense layer of each tower")
-    text_tokens: int = Field(5000, ge=100)
-    text_sequence_length: int = Field(24, ge=4)
-    history_length: int = Field(20, ge=1)
-    max_tags: int = Field(8, ge=1, description="item tags and selected tags kept per row")
-    oov_buckets: int = Field(64, ge=1)
-    id_dropout: float = Field(
-        0.1, ge=0, lt=1, description="share of known ids swapped for an OOV bucket while training"
-    )
-    cold_start_dropout: float = Field(
-        0.1, ge=0, lt=1, description="share of training rows shown as a new user (no id, no history)"
-    )
-    temperature: float = Field(0.1, gt=0)
-    learnable_temperature: bool = False
-    batch_size: int = Field(512, ge=8)
-    epochs: int = Field(4, ge=1)
-    learning_rate: float = Field(0.01, gt=0, description="Adam")
-    train_days: int = Field(21, ge=1, description="days of retrieval examples the model learns from")
-    max_examples_per_user: int = Field(200, ge=1, description="most recent training examples kept per user")
-    logq_correction: bool = Field(
-        False,
-        description="subtract log(sampling probability) from each candidate logit "
-        "(selection.two_tower_search decides on replayed nights whether it helps on the data at hand)",
-    )
-    remove_accidental_hits: bool = True
-    mixed_negatives: int = Field(256, ge=0, description="extra uniformly sampled corpus items per batch")
-    hard_negatives: int = Field(0, ge=0, description="top-scoring in-batch negatives kept per row; 0 = off")
-    deterministic_ops: bool = Field(True, description="tf.config.experimental.enable_op_determinism")
-    seed: int = 42
-
-
-class SelectionConfig(_Section):
-    """How the served system is chosen: candidate systems replayed on past nights exactly as they would
-    have been served, scored on what users did next, and gated against the champion and the baselines."""
-
-    validation_nights: int = Field(2, ge=1, description="earlier nights the candidates are chosen on")
-    window_days: int | None = Field(
-        None, ge=1, description="days after a night whose engagements count; None: sized by the data"
-    )
-    window_choices: list[int] = Field(
-        default_factory=lambda: [1, 2, 3, 7, 14, 28, 56],
-        description="window lengths tried, shortest first, when window_days is None",
-    )
-    min_eval_users: int = Field(
-        500, ge=1, description="the window is the shortest choice with at least this many evaluated users"
-    )
-    max_eval_users: int = Field(3000, ge=10, description="a seeded sample is evaluated beyond this")
-    ks: list[int] = Field(default_factory=lambda: [10, 50, 100])
-    metric: str = Field("recall_at_50", description="what systems are chosen by")
-    gate_metrics: list[str] = Field(
-        default_factory=lambda: ["recall_at_50", "ndcg_at_10"],
-        description="metrics a challenger must not lose on against the best baseline (paired CI)",
-    )
-    tolerance: float = Field(
-        0.01, ge=0, description="the lower end of the paired 95% interval may reach -tolerance"
-    )
-    fresh_days: float = Field(2.0, gt=0, description="posts younger than this at the night count as fresh")
-    resamples: int = Field(1000, ge=100, description="bootstrap resamples of the users")
-    retrievers: list[str] = Field(
-        default_factory=lambda: list(RETRIEVERS),
-        description="retriever families tried; the gate compares the chosen one with the best of the others",
-    )
-    rankers: list[str] = Field(
-        default_factory=lambda: list(RANKER_SOURCES),
-        description="rankers tried on the two-tower's lists (none, impressions, retrieval); the first "
-        "is kept unless another makes the lists better beyond noise on the validation nights",
-    )
-    diversify_choices: list[bool] = Field(
-        default_factory=lambda: [False, True],
-        description="diversification tried off and on; the first is kept unless the other is better "
-        "beyond noise",
-    )
-    two_tower_search: dict[str, list[Any]] = Field(
-        default_factory=lambda: {
-            "logq_correction": [False, True],
-            "train_days": [21, 90, 365],
-            "max_examples_per_user": [200, 1000],
-            "history_length": [20, 50],
-            "temperature": [0.1, 0.05, 0.2],
-            "mixed_negatives": [256, 0],
-            "epochs": [4, 8],
-        },
-        description="two-tower settings searched one at a time, in this order, from two_tower's own values: "
-        "each keeps the value whose replayed lists score best on the validation nights",
-    )
-    mmr_lambdas: list[float] = Field(
-        default_factory=lambda: [0.9, 0.7, 0.5], description="diversification relevance weights tried"
-    )
-    retrieval_depths: list[int] = Field(
-        default_factory=lambda: [100, 250, 500], description="posts retrieved per user tried for a ranker"
-    )
-    min_train_examples: int = Field(
-        200, ge=1, description="a two-tower variant whose window holds fewer examples is not tried"
-    )
-    popularity_windows: list[int | None] = Field(
-        default_factory=lambda: [1, 3, 7, 30, None], description="most-popular windows tried (None: all)"
-    )
-    knn_neighbors: list[int] = Field(default_factory=lambda: [20, 100])
-    als_factors: list[int] = Field(default_factory=lambda: [16, 64])
-    max_item_age_choices: list[float | None] = Field(
-        default_factory=lambda: [None, 30.0, 7.0, 3.0],
-        description="age limits tried for each retriever (None: no limit); the first is kept unless "
-        "another is better beyond noise",
-    )
-    seed: int = 13
-
-    @model_validator(mode="after")
-    def _check(self) -> SelectionConfig:
-        if not self.ks or min(self.ks) < 1:
-            raise ValueError(f"selection.ks must be a non-empty list of positive cut-offs, got {self.ks}")
-        self.ks = sorted(set(self.ks))
-        named = {f"{m}_at_{k}" for m in ("recall", "ndcg") for k in self.ks}
-        unknown = [m for m in [self.metric, *self.gate_metrics] if m not in named]
-        if unknown:
-            raise ValueError(f"selection metrics {unknown} are not among {sorted(named)}")
-        for name, chosen, known in (
-            ("retrievers", self.retrievers, RETRIEVERS),
-            ("rankers", self.rankers, RANKER_SOURCES),
-        ):
-            if not chosen or set(chosen) - set(known):
-                raise ValueError(f"selection.{name} must be a non-empty list of {known}, got {chosen}")
-        if not self.diversify_choices or not self.max_item_age_choices:
-            raise ValueError("selection.diversify_choices and max_item_age_choices need at least one choice")
-        unknown = set(self.two_tower_search) - set(TwoTowerConfig.model_fields)
-        if unknown or any(not values for values in self.two_tower_search.values()):
-            raise ValueError(
-                f"selection.two_tower_search maps two_tower settings to lists of values to try; "
-                f"unknown settings {sorted(unknown)} or an empty list in {self.two_tower_search}"
-            )
-        for name, values in self.two_tower_search.items():
-            for value in values:
-                TwoTowerConfig.model_validate({name: value})
-        if not self.mmr_lambdas or not self.retrieval_depths:
-            raise ValueError("selection.mmr_lambdas and retrieval_depths need at least one choice")
-        return self
-
-
-class IndexConfig(_Section):
+class IndexConfig(Section):
     num_neighbors: int = Field(500, ge=1)
     min_recall: float = Field(0.95, ge=0, le=1)
     recall_k: int = Field(100, ge=1)
@@ -243,7 +107,7 @@ class IndexConfig(_Section):
     seed: int = Field(13, description="picks the sample of user queries for the recall check")
 
 
-class CandidatesConfig(_Section):
+class CandidatesConfig(Section):
     num_shards: int = Field(4, ge=1, le=4096)
     top_n: int = Field(500, ge=1, description="retrieved per user before filtering")
     top_k: int = Field(100, ge=1, description="published per user")
@@ -265,31 +129,7 @@ class CandidatesConfig(_Section):
     )
 
 
-class RankerConfig(_Section):
-    """LightGBM lambdarank ranker: tree shape, boosting schedule, training window and threads."""
-
-    num_leaves: int = Field(31, ge=2)
-    learning_rate: float = Field(0.05, gt=0)
-    min_data_in_leaf: int = Field(20, ge=1)
-    num_boost_round: int = Field(200, ge=1)
-    early_stopping_rounds: int = Field(20, ge=1, description="rounds without eval NDCG@10 gain")
-    train_days: int = Field(14, ge=1)
-    eval_days: int = Field(3, ge=1)
-    retrieval_depth: int = Field(
-        100,
-        ge=1,
-        description="the retrieval_rank feature is the rank within this many two-tower results, "
-        "depth + 1 beyond it (training and serving alike)",
-    )
-    num_threads: int = Field(2, ge=1, description="LightGBM threads for training and scoring")
-    compiled_scoring: bool = Field(
-        True,
-        description="serve with the trees compiled to native code (lleaves); false scores with LightGBM",
-    )
-    seed: int = 42
-
-
-class DiversifyConfig(_Section):
+class DiversifyConfig(Section):
     mmr_lambda: float = Field(0.8, ge=0, le=1, description="1 = pure relevance, 0 = pure novelty")
     mmr_depth: int = Field(50, ge=1, description="slots filled by MMR; the rest keep ranker order")
     max_per_source_top: int = Field(2, ge=1)
@@ -302,10 +142,16 @@ class DiversifyConfig(_Section):
 
 
 LOCAL_UNSUBSCRIBE_SECRET = "local-only-unsubscribe-secret-not-for-production"
+_KEY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,16}$"
 
 
-class DigestConfig(_Section):
-    """Digest e-mails: who gets one, what it holds, and the links in it (see ``pipelines/digests.py``)."""
+class DigestConfig(Section):
+    """Digest e-mails: who gets one, what it holds, and the links in it (see ``pipelines/delivery/digests``).
+
+    Unsubscribe tokens name the key that signed them: to rotate, move the current key into
+    ``unsubscribe_previous_keys`` under its id and set a new ``unsubscribe_secret`` and
+    ``unsubscribe_key_id``; new links use the new key while links already sent keep working.
+    """
 
     items_per_digest: int = Field(8, ge=1)
     min_fresh_candidates: int = Field(3, ge=1)
@@ -320,11 +166,53 @@ class DigestConfig(_Section):
     unsubscribe_secret: str = Field(
         LOCAL_UNSUBSCRIBE_SECRET,
         min_length=16,
-        description="HMAC key of unsubscribe tokens; set NIGHTFEED_DIGEST__UNSUBSCRIBE_SECRET in production",
+        description="HMAC key that signs new unsubscribe tokens; production refuses the built-in one: set "
+        "NIGHTFEED_DIGEST__UNSUBSCRIBE_SECRET (e.g. to `openssl rand -hex 32`)",
     )
+    unsubscribe_key_id: str = Field(
+        "k1", pattern=_KEY_ID_PATTERN, description="id of unsubscribe_secret, written into every token"
+    )
+    unsubscribe_previous_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="earlier keys by id, still accepted when verifying (a rotation's grace period: keep one "
+        "until unsubscribe_token_days after the last digest signed with it)",
+    )
+    unsubscribe_token_days: int = Field(
+        90, ge=30, description="an unsubscribe token expires this many days after its run date"
+    )
+    _production: bool = PrivateAttr(False)
+
+    @field_validator("unsubscribe_previous_keys", mode="before")
+    @classmethod
+    def _no_previous_keys(cls, value: Any) -> Any:
+        return {} if value == "" else value  # an empty environment variable (docker compose's default)
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> DigestConfig:
+        for key_id, secret in self.unsubscribe_previous_keys.items():
+            if not re.fullmatch(_KEY_ID_PATTERN, key_id):
+                raise ValueError(f"digest.unsubscribe_previous_keys: bad key id {key_id!r}")
+            if len(secret) < 16:
+                raise ValueError(
+                    f"digest.unsubscribe_previous_keys[{key_id!r}] must have at least 16 characters"
+                )
+        if self.unsubscribe_key_id in self.unsubscribe_previous_keys:
+            raise ValueError(
+                f"digest.unsubscribe_key_id {self.unsubscribe_key_id!r} is also a previous key's id"
+            )
+        return self
+
+    @property
+    def production(self) -> bool:
+        """True when these settings run in production mode (set by :class:`Settings`)."""
+        return self._production
+
+    def verification_keys(self) -> dict[str, str]:
+        """Every key an unsubscribe token may be signed with, by key id (the current one first)."""
+        return {self.unsubscribe_key_id: self.unsubscribe_secret, **self.unsubscribe_previous_keys}
 
 
-class AlertsConfig(_Section):
+class AlertsConfig(Section):
     """Who hears of a failed task or DAG run: e-mail through an SMTP connection, Slack optionally."""
 
     email_to: list[str] = Field(
@@ -340,7 +228,7 @@ class AlertsConfig(_Section):
     slack_channel: str = "#nightfeed-alerts"
 
 
-class FreshnessConfig(_Section):
+class FreshnessConfig(Section):
     """How old the newest published outputs may be before the freshness check fails."""
 
     max_age_days: int = Field(
@@ -369,6 +257,12 @@ class Settings(BaseSettings):
     dry_run_users: int | None = Field(
         None, ge=1, description="compute for a seeded sample of this many users and publish nothing"
     )
+    night_lease_minutes: int = Field(
+        60,
+        ge=1,
+        description="how long a night's lease lasts without renewal (every nightly task renews it); a run "
+        "that died frees its night after this long",
+    )
     force_retrain: bool = Field(
         False, description="train even when the champion was trained on data up to the same date"
     )
@@ -390,7 +284,13 @@ class Settings(BaseSettings):
     def _check_backends(self) -> Settings:
         if self.warehouse == "bigquery" and not self.bigquery_project:
             raise ValueError("warehouse=bigquery needs bigquery_project (NIGHTFEED_BIGQUERY_PROJECT)")
+        self.digest._production = self.production
         return self
+
+    @property
+    def production(self) -> bool:
+        """Production mode: the BigQuery warehouse or a ``gs://`` lake (built-in secrets are refused)."""
+        return self.warehouse == "bigquery" or self.lake_url.startswith("gs://")
 
     @property
     def duckdb_file(self) -> Path:
@@ -413,8 +313,17 @@ class Settings(BaseSettings):
         config_file = os.environ.get("NIGHTFEED_CONFIG")
         if config_file:
             if not Path(config_file).is_file():
-                raise FileNotFoundError(f"NIGHTFEED_CONFIG={config_file!r} is not a file")
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+                raise SettingsFileError(
+                    f"NIGHTFEED_CONFIG={config_file!r} is not a file",
+                    hint="point NIGHTFEED_CONFIG at a YAML settings file, or unset it",
+                )
+            try:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+            except yaml.YAMLError as exc:
+                detail = " ".join(str(exc).split())
+                raise SettingsFileError(
+                    f"NIGHTFEED_CONFIG={config_file!r} is not valid YAML: {detail}"
+                ) from exc
         return tuple(sources)
 
     def with_overrides(self, overrides: dict[str, Any] | None) -> Settings:
@@ -440,5 +349,10 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings from defaults, the YAML file and the environment, then apply ``overrides``."""
+    """Read settings from defaults, the YAML file and the environment, then apply ``overrides``.
+
+    Raises:
+        SettingsFileError: ``NIGHTFEED_CONFIG`` names a missing file or one that is not valid YAML.
+        pydantic.ValidationError: a value is unknown or out of range.
+    """
     return Settings().with_overrides(overrides or None)

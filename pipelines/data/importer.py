@@ -1,155 +1,216 @@
-"""Import users' own data into the raw tables from CSV or Parquet files.
+"""Import users' own data files (or tables already read) into the raw tables, in bounded memory.
 
-Own data follows the raw schemas in :mod:`pipelines.core.schema` without the ``ds`` column (it is derived:
-an event's date, a post's creation date, a user's signup date, all in UTC). In CSV files, list columns
-(``tags``, ``selected_tags``, ``blocked_tags``, ``blocked_sources``) hold ``|``-separated values and
-timestamps are ISO 8601 (a missing zone means UTC). Columns are checked before anything is loaded; an
-error names the file, the column and the first bad row.
+Every file is read batch by batch (:mod:`pipelines.data.input_files`), its rows checked and spilled by
+``ds`` to a scratch folder (:mod:`pipelines.data.spill`); once every file passed, each ``ds`` partition is
+loaded on its own, replacing that partition. Peak memory is bounded by a batch and by one day's rows,
+not by the file. Rows whose timestamps are not plausible (:mod:`pipelines.data.plausible`) are left out
+and counted as ``out_of_range``; a file that fails its checks loads nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-from pipelines.core.schema import PARTITION_COLUMN, RAW_SCHEMAS
+from pipelines.core.settings import QualityConfig
 from pipelines.core.warehouse import Warehouse
+from pipelines.data.input_files import (
+    DS_SOURCE,
+    UTC_TIMESTAMP,
+    InputFileError,
+    existing_file,
+    iter_table_file,
+)
+from pipelines.data.plausible import OUT_OF_RANGE, plausible_days, time_bounds
+from pipelines.data.spill import DaySpill
 
 log = logging.getLogger(__name__)
 
-# The column whose UTC date becomes ``ds`` for each raw table.
-DS_SOURCE = {"raw_events": "event_ts", "raw_items": "created_at", "raw_users": "signup_ts"}
-LIST_SEPARATOR = "|"
+
+@dataclass
+class ImportReport:
+    """Rows loaded per raw table, and rows left out per table and reason."""
+
+    loaded: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"loaded": {...}, "rejected": {table: {reason: rows}}}``."""
+        return {"loaded": dict(self.loaded), "rejected": {t: dict(r) for t, r in self.rejected.items()}}
 
 
-class InputFileError(ValueError):
-    """An input file does not match the documented schema; the message names file, column and row."""
+def load_batches(
+    warehouse: Warehouse,
+    sources: Mapping[str, Iterable[tuple[int, pa.Table]]],
+    origins: Mapping[str, str],
+    quality: QualityConfig | None = None,
+    now: dt.datetime | None = None,
+    allow_empty: bool = False,
+    scratch_dir: str | Path | None = None,
+) -> ImportReport:
+    """Check every raw table's batches, spill them by ``ds``, then load one partition at a time.
 
-
-def read_table_file(path: str | Path, table: str) -> pa.Table:
-    """Read a CSV or Parquet file holding rows of raw table ``table`` and return them with ``ds`` added.
-
-    Raises:
-        InputFileError: unknown format, missing or extra columns, or a value that cannot be converted.
-    """
-    path = Path(path)
-    schema = RAW_SCHEMAS[table]
-    wanted = [f for f in schema if f.name != PARTITION_COLUMN]
-    if path.suffix == ".parquet":
-        rows = pq.read_table(path)
-    elif path.suffix == ".csv":
-        text_types = {f.name: pa.string() for f in wanted}
-        options = pacsv.ConvertOptions(column_types=text_types, strings_can_be_null=True)
-        rows = pacsv.read_csv(path, convert_options=options)
-    else:
-        raise InputFileError(f"{path}: expected a .csv or .parquet file")
-    missing = [f.name for f in wanted if f.name not in rows.column_names]
-    extra = [c for c in rows.column_names if c not in schema.names]
-    if missing or extra:
-        raise InputFileError(f"{path}: columns do not match {table}: missing {missing}, unexpected {extra}")
-    columns = [_convert(path, rows.column(f.name), f) for f in wanted]
-    out = pa.Table.from_arrays(columns, schema=pa.schema(wanted))
-    return _with_ds(out, table)
-
-
-def _convert(path: Path, column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:
-    if column.type == field.type:
-        return column
-    try:
-        if pa.types.is_list(field.type) and pa.types.is_string(column.type):
-            return pc.split_pattern(column, LIST_SEPARATOR)
-        if pa.types.is_timestamp(field.type) and pa.types.is_string(column.type):
-            try:
-                return pa.chunked_array([_parse_timestamps(column.to_pylist())], type=field.type)
-            except ValueError as exc:
-                raise InputFileError(f"{path}: column {field.name!r} {exc}") from exc
-        if pa.types.is_boolean(field.type) and pa.types.is_string(column.type):
-            lowered = pc.utf8_lower(column)
-            return pc.if_else(pc.is_in(lowered, pa.array(["true", "1", "yes"])), True, False).cast(pa.bool_())
-        return column.cast(field.type)
-    except InputFileError:
-        raise
-    except (pa.ArrowInvalid, ValueError) as exc:
-        bad = _first_bad_row(column.to_pylist(), field)
-        raise InputFileError(f"{path}: column {field.name!r} row {bad}: {exc}") from exc
-
-
-def _parse_timestamps(values: list[str | None]) -> pa.Array:
-    parsed = []
-    for i, value in enumerate(values):
-        if value is None or value == "":
-            parsed.append(None)
-            continue
-        try:
-            ts = dt.datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise ValueError(f"row {i + 1}: {value!r} is not an ISO 8601 timestamp") from exc
-        parsed.append(ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC))
-    return pa.array(parsed, type=pa.timestamp("us", tz="UTC"))
-
-
-def _first_bad_row(values: list[object], field: pa.Field) -> int:
-    for i, value in enumerate(values):
-        try:
-            pa.array([value]).cast(field.type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
-            return i + 1
-    return 0
-
-
-def _with_ds(rows: pa.Table, table: str) -> pa.Table:
-    source = rows.column(DS_SOURCE[table])
-    if source.null_count:
-        first = int(np.flatnonzero(pc.is_null(source).to_numpy(zero_copy_only=False))[0]) + 1
-        raise InputFileError(f"{table}: {DS_SOURCE[table]} is empty in row {first}; it decides the partition")
-    ds = pc.cast(source, pa.date32())
-    return rows.append_column(pa.field(PARTITION_COLUMN, pa.date32()), ds).cast(RAW_SCHEMAS[table])
-
-
-def load_tables(warehouse: Warehouse, tables: dict[str, pa.Table]) -> dict[str, int]:
-    """Load raw rows into the warehouse, one ``ds`` partition at a time (each replaces its partition).
+    Args:
+        warehouse: where the raw tables are.
+        sources: per raw table, ``(first_row, rows)`` batches in the raw schema with ``ds``.
+        origins: per raw table, the file or folder it came from (for messages).
+        quality: the plausible range of timestamps; defaults to :class:`QualityConfig`'s.
+        now: the reference time of that range; defaults to the wall clock.
+        allow_empty: accept a table without rows.
+        scratch_dir: where the spilled batches go (a temporary folder inside it); defaults to the
+            system's temporary folder.
 
     Returns:
-        Rows loaded per table.
+        Rows loaded and rows left out per table (each loaded partition replaced its previous rows).
+
+    Raises:
+        InputFileError: a table has no rows (and ``allow_empty`` is off), or a batch failed its checks;
+            nothing is loaded then.
     """
-    loaded = {}
-    for table, rows in tables.items():
-        loaded[table] = 0
-        for day in sorted(set(rows.column(PARTITION_COLUMN).to_pylist())):
-            part = rows.filter(pc.equal(rows.column(PARTITION_COLUMN), pa.scalar(day, pa.date32())))
-            loaded[table] += warehouse.load_raw(table, part, day)
-        log.info("imported %d rows into %s", loaded[table], table)
-    return loaded
+    quality = quality or QualityConfig()
+    now = now or dt.datetime.now(dt.UTC)
+    earliest, latest = time_bounds(quality, now)
+    report = ImportReport()
+    with tempfile.TemporaryDirectory(prefix="nightfeed-import-", dir=scratch_dir) as scratch:
+        spills: dict[str, DaySpill] = {}
+        for table, batches in sources.items():
+            spill = spills[table] = DaySpill(Path(scratch) / table)
+            rejected = report.rejected[table] = {}
+            with spill:
+                for first, rows in batches:
+                    rows = _drop_out_of_range(rows, table, origins[table], first, earliest, latest, rejected)
+                    spill.write(rows)
+            if spill.rows_written == 0 and not rejected and not allow_empty:
+                raise InputFileError(f"{origins[table]}: no rows (only a header)", hint=_EMPTY_HINT)
+        events = spills.get("raw_events")
+        if events is not None and events.day_counts:
+            _drop_cut_off_days(events, quality, now, report.rejected["raw_events"], origins["raw_events"])
+        pa.default_memory_pool().release_unused()  # the reading buffers, before the warehouse takes memory
+        for table, spill in spills.items():
+            report.loaded[table] = 0
+            for day in spill.days():
+                report.loaded[table] += warehouse.load_raw(table, spill.read_day(day), day)
+            log.info(
+                "imported %d rows into %s (rejected %s)", report.loaded[table], table, report.rejected[table]
+            )
+    return report
+
+
+_EMPTY_HINT = "check that the file is the right one; pass --allow-empty to load an empty table on purpose"
+
+
+def _drop_out_of_range(
+    rows: pa.Table,
+    table: str,
+    origin: str,
+    first: int,
+    earliest: dt.datetime,
+    latest: dt.datetime,
+    rejected: dict[str, int],
+) -> pa.Table:
+    ts = rows.column(DS_SOURCE[table])
+    keep = pc.and_(
+        pc.greater_equal(ts, pa.scalar(earliest, UTC_TIMESTAMP)),
+        pc.less_equal(ts, pa.scalar(latest, UTC_TIMESTAMP)),
+    )
+    kept = rows.filter(keep)
+    dropped = rows.num_rows - kept.num_rows
+    if dropped:
+        at = int(np.flatnonzero(~keep.to_numpy(zero_copy_only=False))[0])
+        if not rejected:
+            log.warning(
+                "%s: row %d is out_of_range: %s %s is not between %s and %s (quality.max_past_years, "
+                "max_future_skew_minutes); such rows are left out",
+                origin,
+                first + at,
+                DS_SOURCE[table],
+                ts[at].as_py(),
+                earliest.isoformat(),
+                latest.isoformat(),
+            )
+        rejected[OUT_OF_RANGE] = rejected.get(OUT_OF_RANGE, 0) + dropped
+    return kept
+
+
+def _drop_cut_off_days(
+    events: DaySpill, quality: QualityConfig, now: dt.datetime, rejected: dict[str, int], origin: str
+) -> None:
+    span = plausible_days(events.day_counts, quality, now)
+    cut = [d for d in events.days() if span is None or not span[0] <= d <= span[1]]
+    if not cut:
+        return
+    dropped = events.drop_days(cut)
+    rejected[OUT_OF_RANGE] = rejected.get(OUT_OF_RANGE, 0) + dropped
+    log.warning(
+        "%s: %d events on %d days (first %s) are cut off from the bulk of the events (%s .. %s) by more "
+        "than quality.max_gap_days=%d days without events: out_of_range, left out",
+        origin,
+        dropped,
+        len(cut),
+        cut[0],
+        span[0] if span else "-",
+        span[1] if span else "-",
+        quality.max_gap_days,
+    )
+
+
+def load_tables(
+    warehouse: Warehouse,
+    tables: Mapping[str, pa.Table],
+    origin: str,
+    quality: QualityConfig | None = None,
+    now: dt.datetime | None = None,
+    scratch_dir: str | Path | None = None,
+) -> ImportReport:
+    """Load raw tables already in memory (with ``ds``) like files: checked, by ``ds`` partition.
+
+    Raises:
+        InputFileError: a table has no rows (``origin`` is named).
+    """
+    sources = {table: [(1, rows)] for table, rows in tables.items()}
+    origins = dict.fromkeys(tables, origin)
+    return load_batches(warehouse, sources, origins, quality, now, scratch_dir=scratch_dir)
 
 
 def import_files(
-    warehouse: Warehouse, events: str | Path, items: str | Path, users: str | Path
-) -> dict[str, int]:
-    """Check and load a user's own events, items and users files (CSV or Parquet).
+    warehouse: Warehouse,
+    events: str | Path,
+    items: str | Path,
+    users: str | Path,
+    quality: QualityConfig | None = None,
+    now: dt.datetime | None = None,
+    allow_empty: bool = False,
+    scratch_dir: str | Path | None = None,
+) -> ImportReport:
+    """Check and load a user's own events, items and users files (CSV or Parquet), in bounded memory.
+
+    Args:
+        warehouse: where the raw tables are.
+        events: the events file.
+        items: the items (posts) file.
+        users: the users file.
+        quality: the plausible range of timestamps; defaults to :class:`QualityConfig`'s.
+        now: the reference time of that range; defaults to the wall clock.
+        allow_empty: accept a file with a header and no rows.
+        scratch_dir: where the files' rows are spilled by ``ds`` before loading.
+
+    Returns:
+        Rows loaded per table and rows left out (``out_of_range``).
 
     Raises:
-        InputFileError: any file does not match its schema; nothing is loaded then.
+        InputFileError: any file cannot be read or does not match its schema; nothing is loaded then.
     """
-    tables = {
-        "raw_events": read_table_file(events, "raw_events"),
-        "raw_items": read_table_file(items, "raw_items"),
-        "raw_users": read_table_file(users, "raw_users"),
-    }
-    return load_tables(warehouse, tables)
-
-
-def _typed(rows: pa.Table, table: str) -> pa.Table:
-    fields = [f for f in RAW_SCHEMAS[table] if f.name != PARTITION_COLUMN]
-    return pa.Table.from_arrays([rows.column(f.name).cast(f.type) for f in fields], schema=pa.schema(fields))
-
-
-def typed_with_ds(rows: pa.Table, table: str) -> pa.Table:
-    """``rows`` (the raw columns but ``ds``) cast to raw table ``table``'s schema, with ``ds`` derived."""
-    return _with_ds(_typed(rows, table), table)
+    paths = {"raw_events": events, "raw_items": items, "raw_users": users}
+    paths = {table: existing_file(path) for table, path in paths.items()}
+    sources = {table: iter_table_file(path, table) for table, path in paths.items()}
+    origins = {table: str(path) for table, path in paths.items()}
+    return load_batches(warehouse, sources, origins, quality, now, allow_empty, scratch_dir)

@@ -9,6 +9,7 @@ first rating and a user's sign-up their first rating.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from pipelines.core.settings import QualityConfig
 from pipelines.core.warehouse import Warehouse
-from pipelines.data.importer import InputFileError, load_tables, typed_with_ds
+from pipelines.data.importer import ImportReport, load_tables
+from pipelines.data.input_files import InputFileError, typed_with_ds, utf8_column
 
 UPVOTE_RATING = 4.0
 GENRES_100K = (
@@ -51,7 +54,7 @@ def _read_delimited(path: Path, names: list[str], delimiter: str, header: bool, 
         quote_char='"' if delimiter == "," else False,
         invalid_row_handler=keep_first_bad_row,
     )
-    convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), include_columns=names)
+    convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.binary()), include_columns=names)
     try:
         table = pacsv.read_csv(
             pa.BufferReader(data), read_options=read, parse_options=parse, convert_options=convert
@@ -61,22 +64,36 @@ def _read_delimited(path: Path, names: list[str], delimiter: str, header: bool, 
     if bad:
         number, got, expected = bad[0]
         raise InputFileError(f"{path}: line {number} has {got} fields, expected {expected}")
-    return table.select(names)
+    return pa.table({name: utf8_column(table.column(name), f"{path}: column {name!r}") for name in names})
 
 
-def _ratings(folder: Path) -> tuple[pa.Table, str]:
-    """``user, item, rating, ts`` as text, and the layout found."""
+def _ratings(folder: Path) -> tuple[pa.Table, str, Path]:
+    """``user, item, rating, ts`` as text, the layout found and the ratings file."""
     names = ["user", "item", "rating", "ts"]
     if (folder / "u.data").is_file():
-        return _read_delimited(folder / "u.data", names, "\t", False, "utf-8"), "100k"
+        return _read_delimited(folder / "u.data", names, "\t", False, "utf-8"), "100k", folder / "u.data"
     if (folder / "ratings.dat").is_file():
-        return _read_delimited(folder / "ratings.dat", names, "::", False, "latin-1"), "dat"
+        path = folder / "ratings.dat"
+        return _read_delimited(path, names, "::", False, "latin-1"), "dat", path
     if (folder / "ratings.csv").is_file():
-        table = _read_delimited(
-            folder / "ratings.csv", ["userId", "movieId", "rating", "timestamp"], ",", True, "utf-8"
-        )
-        return table.rename_columns(names), "csv"
+        path = folder / "ratings.csv"
+        table = _read_delimited(path, ["userId", "movieId", "rating", "timestamp"], ",", True, "utf-8")
+        return table.rename_columns(names), "csv", path
     raise InputFileError(f"{folder}: no MovieLens ratings (u.data, ratings.dat or ratings.csv)")
+
+
+def _numbers(ratings: pa.Table, column: str, kind: pa.DataType, path: Path) -> np.ndarray:
+    """Column ``column`` of the ratings as numbers; an error names the file, the row and the value."""
+    try:
+        return pc.cast(ratings.column(column), kind).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid as exc:
+        values = ratings.column(column).to_pylist()
+        for i, value in enumerate(values):
+            try:
+                pa.array([value]).cast(kind)
+            except pa.ArrowInvalid:
+                raise InputFileError(f"{path}: row {i + 1}: {column} {value!r} is not a number") from exc
+        raise
 
 
 def _movies(folder: Path, layout: str) -> pa.Table:
@@ -112,16 +129,13 @@ def read_movielens(folder: str | Path) -> dict[str, pa.Table]:
     """Map a MovieLens release in ``folder`` onto the raw tables.
 
     Raises:
-        InputFileError: no ratings file, a malformed line (the file is named), or a rating that is not a
-            number.
+        InputFileError: no ratings file, a malformed line, bytes that are not UTF-8, or a rating or
+            timestamp that is not a number (the file and the line or row are named).
     """
     folder = Path(folder)
-    ratings, layout = _ratings(folder)
-    try:
-        stars = pc.cast(ratings.column("rating"), pa.float64()).to_numpy(zero_copy_only=False)
-        seconds = pc.cast(ratings.column("ts"), pa.int64()).to_numpy(zero_copy_only=False)
-    except pa.ArrowInvalid as exc:
-        raise InputFileError(f"{folder}: a rating or timestamp is not a number: {exc}") from exc
+    ratings, layout, path = _ratings(folder)
+    stars = _numbers(ratings, "rating", pa.float64(), path)
+    seconds = _numbers(ratings, "ts", pa.int64(), path)
     user = pc.binary_join_element_wise("ml-u", ratings.column("user"), "")
     item = pc.binary_join_element_wise("ml-i", ratings.column("item"), "")
     row = pa.array(np.arange(ratings.num_rows).astype(str))
@@ -188,13 +202,24 @@ def read_movielens(folder: str | Path) -> dict[str, pa.Table]:
             "timezone": pa.array(["UTC"] * n_users),
         }
     )
+    origin = str(folder)
     return {
-        "raw_events": typed_with_ds(events, "raw_events"),
-        "raw_items": typed_with_ds(items, "raw_items"),
-        "raw_users": typed_with_ds(users, "raw_users"),
+        "raw_events": typed_with_ds(events, "raw_events", origin),
+        "raw_items": typed_with_ds(items, "raw_items", origin),
+        "raw_users": typed_with_ds(users, "raw_users", origin),
     }
 
 
-def import_movielens(warehouse: Warehouse, folder: str | Path) -> dict[str, int]:
-    """Load a MovieLens release from ``folder`` into the raw tables."""
-    return load_tables(warehouse, read_movielens(folder))
+def import_movielens(
+    warehouse: Warehouse,
+    folder: str | Path,
+    quality: QualityConfig | None = None,
+    now: dt.datetime | None = None,
+    scratch_dir: str | Path | None = None,
+) -> ImportReport:
+    """Load a MovieLens release from ``folder`` into the raw tables, one ``ds`` partition at a time.
+
+    Raises:
+        InputFileError: as for :func:`read_movielens`, or the ratings file has no rows.
+    """
+    return load_tables(warehouse, read_movielens(folder), str(folder), quality, now, scratch_dir)

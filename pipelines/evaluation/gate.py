@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pipelines.core.settings import TWO_TOWER_RETRIEVER, SelectionConfig
+from pipelines.core.model_settings import TWO_TOWER_RETRIEVER, SelectionConfig
 from pipelines.evaluation.scoring import ListScores
 from pipelines.serving.system import ServedSystem
 

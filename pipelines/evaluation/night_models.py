@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipelines.core.model_settings import RankerConfig, TwoTowerConfig
 from pipelines.core.paths import ALS, RANKER, TWO_TOWER
 from pipelines.core.schema import RANKING_DATASET, RETRIEVAL_DATASET, SERVING_INPUTS
-from pipelines.core.settings import RankerConfig, Settings, TwoTowerConfig
+from pipelines.core.settings import Settings
 from pipelines.core.sql_params import sql_params
 from pipelines.core.warehouse import Warehouse
 from pipelines.serving.model_store import ModelStore

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core.errors import PermanentError
-from pipelines.core.settings import SelectionConfig
+from pipelines.core.model_settings import SelectionConfig
 from pipelines.core.warehouse import Warehouse
 
 TRUTH_QUERY = "evaluation/truth"
@@ -64,9 +64,10 @@ def night_truth(warehouse: Warehouse, night: dt.date, window_days: int, seen_hor
 def choose_window(warehouse: Warehouse, ds: dt.date, config: SelectionConfig, seen_horizon_days: int) -> int:
     """The configured window, or the shortest choice whose test night has ``min_eval_users`` users.
 
-    When no choice reaches ``min_eval_users`` (a small or sparse log), the choice with the most users
-    whose nights still leave a week of data before the first validation night is used, and a warning
-    says so: a short log is evaluated on the users it has, with wider intervals.
+    Only choices whose nights leave a week of data before the first validation night, and whose nights
+    all have features built, are considered. When none reaches ``min_eval_users`` (a small or sparse
+    log), the one with the most users is used, and a warning says so: a short log is evaluated on the
+    users it has, with wider intervals.
 
     Raises:
         NotEnoughHistory: no choice has a single user with an engagement to find.
@@ -74,11 +75,14 @@ def choose_window(warehouse: Warehouse, ds: dt.date, config: SelectionConfig, se
     if config.window_days is not None:
         return config.window_days
     days = warehouse.partitions("raw_events")
+    built = warehouse.partitions("user_features")
     counts = {}
     for window in sorted(config.window_choices):
         plan = plan_nights(ds, window, config.validation_nights)
         if days and plan.validation[0] - dt.timedelta(days=MIN_DAYS_BEFORE) < days[0]:
             break
+        if built and plan.validation[0] - dt.timedelta(days=1) < built[0]:
+            break  # its first night would be served from features that were never built
         night = plan.test
         truth = night_truth(warehouse, night, window, seen_horizon_days)
         counts[window] = len(pc.unique(truth.column("user_id")))
@@ -87,8 +91,9 @@ def choose_window(warehouse: Warehouse, ds: dt.date, config: SelectionConfig, se
     if not counts or max(counts.values()) == 0:
         raise NotEnoughHistory(
             f"no evaluation window ending on {ds} has a user with an engagement to find, or leaves "
-            f"{MIN_DAYS_BEFORE} days of data before its first validation night (users per window length "
-            f"in days: {counts}); load more data"
+            f"{MIN_DAYS_BEFORE} days of data before its first validation night, with the features of its "
+            f"nights built (users per window length in days: {counts}); load more data or build features "
+            "for more days"
         )
     window = max(counts, key=lambda w: (counts[w], -w))
     log.warning(

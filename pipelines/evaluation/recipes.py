@@ -7,7 +7,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from pipelines.core.settings import (
+from pipelines.core.model_settings import (
     ALS_RETRIEVER,
     IMPRESSIONS_RANKER,
     KNN_RETRIEVER,
@@ -15,8 +15,8 @@ from pipelines.core.settings import (
     POPULAR_RETRIEVER,
     RETRIEVAL_RANKER,
     TWO_TOWER_RETRIEVER,
-    Settings,
 )
+from pipelines.core.settings import Settings
 from pipelines.evaluation.night_models import NightModels, Trained
 from pipelines.evaluation.replay import Replay
 from pipelines.serving.system import ServedSystem

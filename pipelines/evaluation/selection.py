@@ -25,11 +25,8 @@ import time
 from typing import Any
 
 from pipelines.core.lake import Lake
-from pipelines.core.settings import (
-    NO_RANKER,
-    TWO_TOWER_RETRIEVER,
-    Settings,
-)
+from pipelines.core.model_settings import NO_RANKER, TWO_TOWER_RETRIEVER
+from pipelines.core.settings import Settings
 from pipelines.core.warehouse import Warehouse
 from pipelines.evaluation.gate import (
     BASELINE,
@@ -172,9 +169,8 @@ def select_system(
     """Run the selection protocol for the training run of ``ds`` (see the module docstring).
 
     Raises:
-        pipelines.evaluation.nights.NotEnoughHistory: the data cannot hold the nights, or a night has no
-            user to evaluate.
-        ValueError: no candidate could be built on the last validation night.
+        pipelines.evaluation.nights.NotEnoughHistory: the data cannot hold the nights, a night has no user
+            to evaluate, or no candidate could be built on the last validation night.
     """
     started = time.perf_counter()
     protocol = _Protocol(warehouse, lake, ds, settings)
@@ -211,7 +207,12 @@ def select_system(
     seconds["validation"] = time.perf_counter() - started - seconds["nights"]
     chosen = protocol.choose("system", list(finals.values()))
     if chosen is None:
-        raise ValueError(f"no candidate system could be built for the night {protocol.plan.validation[-1]}")
+        night = protocol.plan.validation[-1]
+        raise NotEnoughHistory(
+            f"no candidate system could be trained on the data before the night {night} "
+            f"(a two-tower needs selection.min_train_examples={protocol.config.min_train_examples} examples, "
+            "a baseline one engagement); load more history"
+        )
     test_started = time.perf_counter()
     candidates = _test_candidates(protocol, finals, chosen, champion)
     replay = protocol.replays[protocol.plan.test]

@@ -50,6 +50,8 @@ def publish_digests(
     from pipelines.delivery.digests import shards
 
     if ctx.settings.dry_run_users or staging is None:
-        return {"published": False, "dry_run": True, "shards": list(shard_results)}
+        summary = shards.summarise_shards(ctx.ds, list(shard_results), dry_run=True).to_dict()
+        samples = [message for r in shard_results for message in r.get("sample", [])]
+        return {**summary, "published": False, "sample": samples, "shards": list(shard_results)}
     report = shards.publish_digests(ctx.lake, ctx.ds, staging, list(shard_results), ctx.settings.digest)
     return report.to_dict()

@@ -9,9 +9,13 @@ if TYPE_CHECKING:
 
 
 def export_inputs(ctx: RunContext) -> dict[str, Any]:
-    """Snapshot the serving inputs of ``ds`` into the lake."""
+    """Snapshot the serving inputs of ``ds`` into the lake (the first task of a night: a dry run clears
+    its scratch folder here)."""
+    from pipelines.core.lake import ScratchLake
     from pipelines.serving import inputs
 
+    if isinstance(ctx.lake, ScratchLake):
+        ctx.lake.clear()
     with ctx.warehouse() as warehouse:
         return inputs.export_inputs(warehouse, ctx.lake, ctx.ds, ctx.settings)
 

@@ -39,13 +39,17 @@ def train_system(ctx: RunContext) -> dict[str, Any]:
     Training again on data the champion already covers is skipped unless ``force_retrain`` is set.
 
     Raises:
+        pipelines.serving.inputs.MissingFeaturesError: the features of ``ds`` are not built.
         pipelines.evaluation.nights.NotEnoughHistory: the data is too short for the replayed nights.
     """
     from pipelines.core.paths import SYSTEM
     from pipelines.evaluation.selection import select_system, selection_facts
+    from pipelines.serving.inputs import require_features
     from pipelines.serving.system import served_system
     from pipelines.training import registry
 
+    with ctx.warehouse() as warehouse:
+        require_features(warehouse, ctx.ds)
     champion = registry.current_champion(ctx.lake, SYSTEM)
     if champion and champion["version"].startswith(f"{ctx.ds}-") and not ctx.settings.force_retrain:
         reason = f"system {champion['version']} covers data up to {ctx.ds}; set force_retrain to train again"

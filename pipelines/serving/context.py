@@ -14,9 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core.lake import Lake
+from pipelines.core.model_settings import TWO_TOWER_RETRIEVER
 from pipelines.core.paths import RANKER, LakePaths
 from pipelines.core.run_date import end_of_day
-from pipelines.core.settings import TWO_TOWER_RETRIEVER, Settings
+from pipelines.core.settings import Settings
 from pipelines.core.tables import row_numbers
 from pipelines.serving.embeddings import NO_CHAMPION, NoChampionError, read_embeddings
 from pipelines.serving.exploration import LanguagePool

@@ -20,8 +20,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.core.lake import Lake, ManifestError
+from pipelines.core.model_settings import TWO_TOWER_RETRIEVER
 from pipelines.core.paths import LakePaths
-from pipelines.core.settings import TWO_TOWER_RETRIEVER, IndexConfig, Settings
+from pipelines.core.settings import IndexConfig, Settings
 from pipelines.serving.embeddings import NO_CHAMPION, NoChampionError, read_embeddings
 from pipelines.serving.index import IndexSettings, ItemIndex, build_scann_index
 from pipelines.serving.inputs import read_input
@@ -76,10 +77,12 @@ def load_index(lake: Lake, dataset_rel: str) -> ItemIndex:
 
     Raises:
         ManifestError: nothing published there, or the published files are incomplete or inconsistent.
+        pipelines.core.lake.CorruptArtifactError: a file differs from its checksum (checked before ScaNN
+            reads it; the message names the dataset's file).
     """
     from scann.scann_ops.py import scann_ops_pybind
 
-    files = lake.manifest_files(dataset_rel)
+    files = lake.verified_files(dataset_rel)
     by_name = {f.split("/run=", 1)[1].split("/", 1)[1]: f for f in files}
     missing = [name for name in (ITEM_IDS_FILE, INFO_FILE) if name not in by_name]
     scann_files = {name: rel for name, rel in by_name.items() if name.startswith(f"{SCANN_DIR}/")}
@@ -156,6 +159,7 @@ def build_and_publish_index(
             "settings": settings,
             "build_seconds": round(build_seconds, 3),
         },
+        checksums=True,
     )
     log.info("published index of %d items, recall@%d %.4f", index.n_items, recall_k, index.recall)
     return IndexReport(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipelines.core.errors import PermanentError
+from pipelines.core.errors import PermanentError, UserError
 from pipelines.core.lake import Lake
 from pipelines.core.paths import LakePaths
 from pipelines.core.schema import SERVING_INPUTS
@@ -20,13 +20,38 @@ class EmptyInputsError(PermanentError):
     """The day has no users or no eligible posts: nothing meaningful can be published."""
 
 
+class MissingFeaturesError(UserError, EmptyInputsError):
+    """The feature tables have no partition for the day: the features step has not run for it."""
+
+
+FEATURE_TABLES = ("user_features", "item_features")
+
+
+def require_features(warehouse: Warehouse, ds: dt.date) -> None:
+    """Refuse to read the features of ``ds`` before they are built.
+
+    Raises:
+        MissingFeaturesError: a feature table has no partition for ``ds`` (the message says what to run).
+    """
+    for table in FEATURE_TABLES:
+        if ds not in warehouse.partitions(table):
+            raise MissingFeaturesError(
+                f"ds={ds}: {table} has no partition for {ds}: the features of that day are not built",
+                hint=f"run the features DAG for {ds}, or `python -m pipelines features --ds {ds}` "
+                f"(`features --end {ds}` for the whole history)",
+            )
+
+
 def query_inputs(warehouse: Warehouse, ds: dt.date, settings: Settings) -> dict[str, pa.Table]:
     """The serving inputs of ``ds`` from the warehouse: what a night serves from (published or replayed).
 
     Raises:
+        MissingFeaturesError: the features of ``ds`` were never built.
         EmptyInputsError: no users, or no eligible posts, on ``ds``.
     """
     from pipelines.core.sql_params import sql_params
+
+    require_features(warehouse, ds)
 
     params = {**sql_params(settings), "max_item_age_days": settings.candidates.max_item_age_days or 0}
     tables = {}

@@ -8,14 +8,9 @@ import datetime as dt
 import numpy as np
 import pyarrow as pa
 
+from pipelines.core.model_settings import ALS_RETRIEVER, KNN_RETRIEVER, POPULAR_RETRIEVER, TWO_TOWER_RETRIEVER
 from pipelines.core.paths import ALS, TWO_TOWER
-from pipelines.core.settings import (
-    ALS_RETRIEVER,
-    KNN_RETRIEVER,
-    POPULAR_RETRIEVER,
-    TWO_TOWER_RETRIEVER,
-    IndexConfig,
-)
+from pipelines.core.settings import IndexConfig
 from pipelines.serving.index import ItemIndex, build_scann_index
 from pipelines.serving.model_store import ModelStore
 from pipelines.serving.retrievers import (

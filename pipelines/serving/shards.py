@@ -108,7 +108,8 @@ def publish_candidates(
 ) -> dict[str, Any]:
     """Publish ``ds``'s candidates: every shard file must be in ``staging``; the manifest goes last.
 
-    A dry run (``settings.dry_run_users``) publishes nothing and says where the staged files are.
+    A dry run (``settings.dry_run_users``) runs on a :class:`~pipelines.core.lake.ScratchLake`: its lists
+    are published in the scratch folder, which no reader looks at, and never loaded into the warehouse.
 
     Raises:
         pipelines.core.lake.ManifestError: a shard file is missing.
@@ -129,9 +130,10 @@ def publish_candidates(
             for r in shard_results
         },
     }
-    if settings.dry_run_users:
-        return {"published": False, "dry_run": True, "staging": lake.uri(staging), **metadata}
     lake.publish(LakePaths.candidates(ds), staging, files, metadata=metadata)
+    if settings.dry_run_users:
+        # A dry run's lake writes to its scratch folder: the lists are there, and no reader sees them.
+        return {"published": False, "dry_run": True, "uri": lake.uri(LakePaths.candidates(ds)), **metadata}
     result = {"published": True, "uri": lake.uri(LakePaths.candidates(ds)), **metadata}
     table = settings.candidates.warehouse_table
     if table:

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipelines.core.lake import Lake
+from pipelines.core.model_settings import ALS_RETRIEVER, RETRIEVERS, TWO_TOWER_RETRIEVER
 from pipelines.core.paths import RANKER, SYSTEM, TWO_TOWER
-from pipelines.core.settings import ALS_RETRIEVER, RETRIEVERS, TWO_TOWER_RETRIEVER
 from pipelines.training import registry
 
 

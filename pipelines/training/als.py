@@ -22,13 +22,13 @@ import scipy.sparse as sp
 
 from pipelines.core.lake import Lake
 from pipelines.core.paths import LakePaths
+from pipelines.training.registry import CONFIG_FILE, open_export, seal_export
 
 log = logging.getLogger(__name__)
 
 ALS = "als"
 FACTORS_FILE = "item_factors.npy"
 IDS_FILE = "item_ids.json"
-CONFIG_FILE = "config.json"
 
 
 @dataclass(frozen=True)
@@ -127,22 +127,18 @@ def save_als(model: AlsModel, lake: Lake, version: str) -> str:
     np.save(buffer, model.item_factors, allow_pickle=False)
     lake.write_bytes(f"{folder}/{FACTORS_FILE}", buffer.getvalue())
     lake.write_bytes(f"{folder}/{IDS_FILE}", json.dumps(model.item_ids.to_pylist()).encode())
-    lake.write_json(
-        f"{folder}/{CONFIG_FILE}", {"kind": ALS, "version": version, "params": asdict(model.params)}
-    )
-    return lake.uri(folder)
+    return seal_export(lake, ALS, version, {"kind": ALS, "version": version, "params": asdict(model.params)})
 
 
 def load_als(lake: Lake, version: str) -> AlsModel:
     """Read an exported ALS model.
 
     Raises:
-        FileNotFoundError: no complete export of ``version``.
+        pipelines.training.registry.MissingExportError: no complete export of ``version``.
+        pipelines.core.lake.CorruptArtifactError: a file of the export is corrupt.
     """
     folder = LakePaths.model_dir(ALS, version)
-    if not lake.exists(f"{folder}/{CONFIG_FILE}"):
-        raise FileNotFoundError(f"no complete ALS export at {lake.uri(folder)} ({CONFIG_FILE} missing)")
-    config = lake.read_json(f"{folder}/{CONFIG_FILE}")
+    config = open_export(lake, ALS, version)
     factors = np.load(io.BytesIO(lake.read_bytes(f"{folder}/{FACTORS_FILE}")), allow_pickle=False)
     item_ids = pa.array(json.loads(lake.read_bytes(f"{folder}/{IDS_FILE}")), pa.string())
     return AlsModel(item_ids, factors.astype(np.float32), AlsParams(**config["params"]))

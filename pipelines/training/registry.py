@@ -1,10 +1,12 @@
-"""Model registry: version names and the champion pointer of every kind (``two_tower``, ``ranker``,
-``als``, and ``system``, the served system that names the others).
+"""Model registry: version names and the champion pointer of every kind (``two_tower``, ``ranker``, ``als``,
+and ``system``, the served system that names the others).
 
-A trained model is exported to ``models/<kind>/<version>/`` (its ``config.json`` written last marks the
-export complete). Promotion replaces ``models/<kind>/champion.json`` atomically, conditioned on the
-pointer generation read before deciding, so two runs promoting at once cannot both win silently. Which
-challenger deserves it is decided by replaying its lists (``pipelines.evaluation``), not here.
+A trained model is exported to ``models/<kind>/<version>/``; its ``config.json``, written last by
+:func:`seal_export`, marks the export complete and records the SHA-256 of every other file, which
+:func:`open_export` verifies before any loader touches them. Promotion replaces
+``models/<kind>/champion.json`` atomically, conditioned on the pointer generation read before deciding,
+so two runs promoting at once cannot both win silently. Which challenger deserves it is decided by
+replaying its lists (``pipelines.evaluation``), not here.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import logging
 import re
 from typing import Any
 
-from pipelines.core.lake import Lake, PublishConflict
+from pipelines.core.errors import PermanentError
+from pipelines.core.lake import CorruptArtifactError, Lake, PublishConflict
 from pipelines.core.paths import LakePaths
 
 log = logging.getLogger(__name__)
@@ -64,12 +67,58 @@ def check_version(version: str) -> str:
     return version
 
 
+CONFIG_FILE = "config.json"
+
+
+class MissingExportError(PermanentError, FileNotFoundError):
+    """A model version has no complete export (its ``config.json`` is missing)."""
+
+
+def seal_export(lake: Lake, kind: str, version: str, config: dict[str, Any]) -> str:
+    """Complete the export of ``kind`` ``version``: write ``config.json`` last, with the checksum of every
+    other file of the version folder.
+
+    Returns:
+        The URI of the version folder.
+    """
+    model_dir = LakePaths.model_dir(kind, version)
+    files = [name for name in lake.find(model_dir) if name != CONFIG_FILE]
+    checksums = {name: lake.checksum(f"{model_dir}/{name}") for name in files}
+    lake.write_json(f"{model_dir}/{CONFIG_FILE}", {**config, "checksums": checksums})
+    return lake.uri(model_dir)
+
+
+def open_export(lake: Lake, kind: str, version: str) -> dict[str, Any]:
+    """The ``config.json`` of a complete export of ``kind`` ``version``, every file checked first.
+
+    Raises:
+        ValueError: ``version`` is malformed.
+        MissingExportError: the export is incomplete (``config.json`` missing).
+        CorruptArtifactError: ``config.json`` is not JSON, or a file is missing or differs from its
+            recorded checksum (the message names the file).
+    """
+    model_dir = LakePaths.model_dir(kind, check_version(version))
+    rel = f"{model_dir}/{CONFIG_FILE}"
+    if not lake.exists(rel):
+        raise MissingExportError(
+            f"no complete {kind} export at {lake.uri(model_dir)} ({CONFIG_FILE} missing)"
+        )
+    try:
+        config = lake.read_json(rel)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptArtifactError(f"{lake.uri(rel)} is not valid JSON ({exc})") from exc
+    if "checksums" not in config:
+        raise CorruptArtifactError(f"{lake.uri(rel)} records no checksums: export {kind} {version} again")
+    lake.verify(model_dir, config["checksums"])
+    return config
+
+
 def list_versions(lake: Lake, kind: str) -> list[str]:
     """Completely exported versions of ``kind``, oldest first."""
     return [
         name
         for name in lake.ls(f"models/{kind}")
-        if _VERSION_RE.match(name) and lake.exists(f"{LakePaths.model_dir(kind, name)}/config.json")
+        if _VERSION_RE.match(name) and lake.exists(f"{LakePaths.model_dir(kind, name)}/{CONFIG_FILE}")
     ]
 
 

@@ -60,14 +60,23 @@ def require_reader(user: Annotated[Any, Depends(airflow_user)]) -> Any:
     """Allow users who may read the nightly DAG's runs (the candidates are that DAG's output).
 
     Raises:
-        HTTPException: 403 for an authenticated user without that permission.
+        HTTPException: 403 for an authenticated user without that permission, or whose token names a role
+            the auth manager does not know (it raises instead of answering no).
     """
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 
-    allowed = get_auth_manager().is_authorized_dag(
-        method="GET", access_entity=DagAccessEntity.RUN, details=DagDetails(id=NIGHTLY_DAG_ID), user=user
-    )
+    try:
+        allowed = get_auth_manager().is_authorized_dag(
+            method="GET", access_entity=DagAccessEntity.RUN, details=DagDetails(id=NIGHTLY_DAG_ID), user=user
+        )
+    except (KeyError, ValueError) as exc:
+        log.warning(
+            "refused user %r: the auth manager cannot check the token's role: %r", user.get_name(), exc
+        )
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"user {user.get_name()!r} has a role that is not known"
+        ) from exc
     if not allowed:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, f"user {user.get_name()!r} may not read runs of {NIGHTLY_DAG_ID}"

@@ -69,20 +69,32 @@ def _check_date(value: Any, origin: str) -> str:
 
 def run_job(job: Job, **kwargs: Any) -> Any:
     """Run ``job`` for the current task's run (see :func:`call_job`), recording its lineage for the
-    task's OpenLineage events (see :mod:`nightfeed_airflow.lineage`)."""
+    task's OpenLineage events (see :mod:`nightfeed_airflow.lineage`); every task of one DAG run holds the
+    night's lease as that run."""
     from nightfeed_airflow.lineage import task_lineage
 
     context = get_current_context()
     params = context.get("params") or {}
+    run = context.get("dag_run")
+    holder = f"DAG run {run.dag_id}/{run.run_id}" if run is not None else None
     ds, lineage = resolve_ds(context), task_lineage(context)
-    return call_job(job, ds, {key: params[key] for key in params}, lineage=lineage, **kwargs)
+    return call_job(job, ds, {key: params[key] for key in params}, lineage=lineage, holder=holder, **kwargs)
 
 
 def call_job(
-    job: Job, ds: str, params: Mapping[str, Any], lineage: Lineage | None = None, **kwargs: Any
+    job: Job,
+    ds: str,
+    params: Mapping[str, Any],
+    lineage: Lineage | None = None,
+    holder: str | None = None,
+    **kwargs: Any,
 ) -> Any:
     """Run ``job`` for ``ds`` with the run ``params``, the task's ``kwargs`` and the Google credentials
     of the ``google_cloud_default`` connection, if there is one (see :mod:`nightfeed_airflow.gcp`).
+
+    Args:
+        lineage: where the tables and datasets the job reads and writes are recorded (None: nowhere).
+        holder: the night's lease holder (the DAG run); this process when None.
 
     Returns:
         What the job returns (a small JSON-serialisable value: it becomes the task's XCom).
@@ -97,9 +109,12 @@ def call_job(
     from pipelines.jobs import run
 
     try:
-        return run(job, ds, dict(params), connection_credentials(), lineage, **kwargs)
+        return run(job, ds, dict(params), connection_credentials(), lineage, holder=holder, **kwargs)
     except (PermanentError, BadGcpConnection) as exc:
-        raise AirflowFailException(f"{job.name} for ds={ds} cannot succeed on retry: {exc}") from exc
+        hint = getattr(exc, "hint", None)
+        raise AirflowFailException(
+            f"{job.name} for ds={ds} cannot succeed on retry: {exc}" + (f"; {hint}" if hint else "")
+        ) from exc
 
 
 def mark_outlet(asset: Asset, **extra: Any) -> None:

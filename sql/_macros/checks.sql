@@ -1,8 +1,14 @@
 {#- Data-quality rules, one definition used by the quarantine and the staging models alike.
-    Each macro renders a `case` giving the first reason a raw row is unusable, or null when it is fine. -#}
+    Each macro renders a `case` giving the first reason a raw row is unusable, or null when it is fine.
+    A timestamp after the end of ds (plus the allowed skew) is a future_timestamp; one more than
+    max_past_years before ds is out_of_range (an epoch-0 or year-1 default, not a real time). -#}
 
 {%- macro end_of_ds(skew_minutes=0) -%}
 timestamp_add(timestamp(date_add(date '{{ ds }}', interval 1 day)), interval {{ skew_minutes }} minute)
+{%- endmacro -%}
+
+{%- macro earliest_plausible() -%}
+timestamp(date_sub(date '{{ ds }}', interval {{ params.max_past_years }} year))
 {%- endmacro -%}
 
 {%- macro event_reject_reason(known_user, known_item, copy_number) -%}
@@ -13,6 +19,8 @@ case
         then 'malformed_value'
     when event_ts >= {{ end_of_ds(params.max_future_skew_minutes) }}
         then 'future_timestamp'
+    when event_ts < {{ earliest_plausible() }}
+        then 'out_of_range'
     when not {{ known_user }}
         then 'unknown_user'
     when not {{ known_item }}
@@ -32,6 +40,8 @@ case
         then 'malformed_value'
     when created_at >= {{ end_of_ds(params.max_future_skew_minutes) }}
         then 'future_timestamp'
+    when created_at < {{ earliest_plausible() }}
+        then 'out_of_range'
     when {{ copy_number }} > 1
         then 'duplicate'
 end
@@ -48,6 +58,8 @@ case
         then 'malformed_value'
     when signup_ts >= {{ end_of_ds(params.max_future_skew_minutes) }}
         then 'future_timestamp'
+    when signup_ts < {{ earliest_plausible() }}
+        then 'out_of_range'
     when {{ copy_number }} > 1
         then 'duplicate'
 end

@@ -326,7 +326,7 @@ def test_feature_models_match_duckdb(bigquery_warehouse: BigQueryWarehouse, tmp_
 
     params = sql_params(Settings())
     # The read-only queries, with windows that reach back over both days of the world.
-    read_params = {**params, "train_days": 1, "eval_days": 1, "max_item_age_days": 30}
+    read_params = {**params, "train_days": 1, "eval_days": 1, "max_item_age_days": 30, "window_days": 1}
     catalog = load_catalog()
     queries = sorted(catalog.queries)
     backends = {"bigquery": bigquery_warehouse, "duckdb": DuckDBWarehouse(tmp_path / "w.duckdb")}

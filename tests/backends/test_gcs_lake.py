@@ -214,3 +214,32 @@ def test_publisher_sees_shards_written_by_other_workers(lake: Lake, bucket) -> N
     assert lake.ls(staging) == ["shard=000.parquet", "shard=001.parquet"]
     lake.publish(DATASET, staging, ["shard=000.parquet", "shard=001.parquet"])
     assert lake.read_bytes(lake.manifest_files(DATASET)[1]) == b"1"
+
+
+def test_one_of_two_writers_racing_for_a_night_lease_wins(lake: Lake) -> None:
+    import threading
+
+    from pipelines.core import night
+
+    ds = dt.date(2026, 11, 22)
+    barrier = threading.Barrier(4)
+    outcomes: dict[str, bool] = {}
+
+    def take(holder: str) -> None:
+        barrier.wait()
+        try:
+            night.hold(lake, ds, holder, 60)
+            outcomes[holder] = True
+        except night.NightBusyError:
+            outcomes[holder] = False
+
+    threads = [threading.Thread(target=take, args=(f"DAG run n/run-{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == 4 and sum(outcomes.values()) == 1, outcomes
+    winner = next(holder for holder, won in outcomes.items() if won)
+    night.close(lake, ds, winner, 60)
+    assert night.read_night(lake, ds) is not None
+    night.hold(lake, ds, "DAG run n/next", 60)  # released by close

@@ -176,3 +176,18 @@ def test_digests_and_report_are_published_from_those_candidates(nightly: dict[st
     for message in messages:
         assert set(message["item_ids"]) <= candidates[message["user_id"]], message["user_id"]
     assert lake.is_published(LakePaths.reports(DAY))
+
+
+def test_the_night_is_closed_naming_the_run_of_every_dataset(nightly: dict[str, Any]) -> None:
+    from pipelines.core import night
+
+    lake = nightly["lake"]
+    closed = night.read_night(lake, DAY)
+    assert closed is not None and closed["holder"].startswith("DAG run nightfeed_nightly/")
+    assert closed["runs"] == {
+        name: lake.read_manifest(dataset)["staging"]
+        for name, dataset in LakePaths.night_datasets(DAY).items()
+        if name != "index" or lake.is_published(dataset)  # a served system without two-tower has no index
+    }
+    # The lease ended with the night: another run may write it at once.
+    night.hold(lake, DAY, "DAG run nightfeed_nightly/manual__next", 60)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.core.warehouse import DuckDBWarehouse
-from pipelines.data.importer import InputFileError, import_files, read_table_file
+from pipelines.data.importer import import_files
+from pipelines.data.input_files import InputFileError, read_table_file
 
 EVENTS_CSV = """event_id,user_id,item_id,event_type,event_ts,position
 e1,u1,p1,impression,2026-11-20T08:00:00,0
@@ -35,8 +36,8 @@ def _write(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def test_csv_files_load_into_daily_partitions(tmp_path: Path) -> None:
     warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
-    loaded = import_files(warehouse, *_write(tmp_path))
-    assert loaded == {"raw_events": 3, "raw_items": 1, "raw_users": 1}
+    report = import_files(warehouse, *_write(tmp_path))
+    assert report.loaded == {"raw_events": 3, "raw_items": 1, "raw_users": 1}
     assert warehouse.partitions("raw_events") == [dt.date(2026, 11, 20), dt.date(2026, 11, 21)]
     item = warehouse.query("select tags, title from raw_items").to_pylist()[0]
     assert item == {"tags": ["python", "django"], "title": "Hello, world"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -120,3 +121,27 @@ def test_a_load_with_a_malformed_file_names_it_and_keeps_the_old_partition(tmp_p
     assert warehouse.query("select user_id from `candidates`").column("user_id").to_pylist() == ["u1"]
     with pytest.raises(ManifestError):
         warehouse.load_published("candidates", lake, LakePaths.candidates(DS2), DS2, CANDIDATES)
+
+
+def test_rows_loaded_on_one_connection_stay_visible_to_its_later_queries(tmp_path: Path) -> None:
+    # DuckDB 2.0 hid the rows of a second load of more than one row group (122,880 rows) from every scan on
+    # the same connection when the table was created earlier on it inside a transaction.
+    rng = np.random.default_rng(3)
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    n = 123_000
+    for k, ds in enumerate((DS1, DS2)):
+        at = dt.datetime.combine(ds, dt.time(8), tzinfo=dt.UTC)
+        rows = pa.table(
+            {
+                "event_id": [f"e{k}-{i}" for i in range(n)],
+                "user_id": [f"u{u}" for u in rng.integers(0, 100_000, n)],
+                "item_id": [f"p{p}" for p in rng.integers(0, 20_000, n)],
+                "event_type": ["click"] * n,
+                "event_ts": [at] * n,
+                "position": rng.integers(0, 30, n),
+                "ds": [ds] * n,
+            },
+            schema=RAW_EVENTS,
+        )
+        assert warehouse.load_raw("raw_events", rows, ds) == n
+    assert warehouse.partitions("raw_events") == [DS1, DS2]

@@ -34,15 +34,20 @@ for name, context in cases.items():
         out[name] = resolve_ds(context)
     except AirflowFailException as exc:
         out[name] = f"AirflowFailException: {exc}"
-for name, (job, params) in {
-    "bad_setting": (jobs.PLAN_SHARDS, {"num_shards": 0}),
-    "no_raw_events": (jobs.BUILD_FEATURES, {}),
-    "missing_tables": (jobs.EXPORT_INPUTS, {}),
-}.items():
+def call(name, job, params):
     try:
         out[name] = call_job(job, "2026-11-20", params)
     except Exception as exc:
         out[name] = f"{type(exc).__name__}: {exc}"
+
+call("bad_setting", jobs.PLAN_SHARDS, {"num_shards": 0})
+call("no_raw_events", jobs.BUILD_FEATURES, {})
+call("missing_features", jobs.EXPORT_INPUTS, {})
+# The warehouse path cannot be opened (here a directory stands where the file should be): not a domain
+# error, so it propagates unchanged and Airflow retries it once the operator has fixed the storage.
+import os, tempfile
+os.environ["NIGHTFEED_DUCKDB_PATH"] = tempfile.mkdtemp()
+call("unopenable_warehouse", jobs.EXPORT_INPUTS, {})
 print("RESULT " + json.dumps(out))
 """
 
@@ -82,6 +87,11 @@ def test_permanent_failures_become_airflow_fail_exceptions(results: dict[str, st
     assert results["no_raw_events"].startswith("AirflowFailException: build_features for ds=2026-11-20")
 
 
+def test_missing_features_fail_without_retries(results: dict[str, str]) -> None:
+    # The features of the day were never built: a retry cannot build them, the message says how.
+    assert results["missing_features"].startswith("AirflowFailException: export_inputs for ds=2026-11-20")
+    assert "python -m pipelines features --ds 2026-11-20" in results["missing_features"]
+
+
 def test_other_errors_stay_retryable(results: dict[str, str]) -> None:
-    # An empty warehouse has no feature tables: a SQL error, which a later retry may well get past.
-    assert results["missing_tables"].startswith(("SqlError", "CatalogException")), results["missing_tables"]
+    assert results["unopenable_warehouse"].startswith("IOException"), results["unopenable_warehouse"]

@@ -165,6 +165,29 @@ def test_the_ui_cookie_authenticates_like_the_header(server: Standalone, token: 
     assert "p0000011" in body
 
 
+def test_a_token_with_an_unknown_role_is_refused_not_a_server_error(server: Standalone) -> None:
+    # Signed with the server's own JWT secret, so only the role is wrong.
+    mint = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from airflow.api_fastapi.app import init_auth_manager;"
+            "from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser as U;"
+            "print(init_auth_manager().generate_jwt(U(username='admin', role='wizard')))",
+        ],
+        env=server.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert mint.returncode == 0, mint.stderr[-3000:]
+    status, body, _ = page(server, {"user_id": ALICE}, token=mint.stdout.strip().splitlines()[-1])
+    assert status == 403, body
+    assert "p0000011" not in body
+
+
 # -- content --------------------------------------------------------------------------------------------
 def candidate_rows(body: str) -> list[list[str]]:
     table = body.split('<table id="candidates">', 1)[1].split("</table>", 1)[0]
@@ -193,6 +216,13 @@ def test_an_older_run_date_can_be_chosen(server: Standalone, token: str) -> None
     status, body, _ = page(server, {"user_id": ALICE, "ds": OLD_DS}, token=token)
     assert status == 200
     assert [row[1] for row in candidate_rows(body)] == ["p0000015"]
+
+
+@pytest.mark.parametrize("ds", ["9999-99-99", "2026-02-30"])
+def test_a_ds_that_is_no_calendar_date_is_a_bad_request(server: Standalone, token: str, ds: str) -> None:
+    status, body, _ = page(server, {"user_id": ALICE, "ds": ds}, token=token)
+    assert status == 400, body
+    assert "is not a calendar date" in body
 
 
 def test_unknown_user_gets_an_empty_answer(server: Standalone, token: str) -> None:

@@ -32,6 +32,7 @@ def _params(settings: Settings) -> dict[str, int]:
         "train_days": 14,
         "eval_days": 3,
         "max_item_age_days": 30,
+        "window_days": 1,
     }
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
@@ -166,7 +167,7 @@ class Warehouse(ABC):
         if rows.schema.names != schema.names:
             raise ValueError(f"{table}: columns {rows.schema.names} do not match {schema.names}")
         rows = rows.cast(schema)
-        other = set(rows.column(PARTITION_COLUMN).to_pylist()) - {ds}
+        other = set(pc.unique(rows.column(PARTITION_COLUMN)).to_pylist()) - {ds}
         if other:
             raise ValueError(f"{table}: rows for ds={ds} carry other ds values {sorted(other)[:3]}")
         loaded = self._load_partition(table, rows, ds)

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT_ROWS = 1_000_000  # raw rows loaded between two checkpoints
+CACHE_TRIM_LIMIT = "64MB"
+
 
 class DuckDBWarehouse(Warehouse):
     """The embedded warehouse: a DuckDB file, one writer process at a time."""
@@ -30,16 +33,28 @@ class DuckDBWarehouse(Warehouse):
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + lock_timeout_s
+        started = time.monotonic()
+        next_log = started
         while True:
             try:
                 self.con = duckdb.connect(str(self.path), read_only=read_only)
                 break
             except duckdb.IOException as exc:
                 # Another Airflow task holds the file; DuckDB allows one writer process.
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                waited = time.monotonic() - started
+                if "lock" not in str(exc).lower() or waited > lock_timeout_s:
                     raise
+                if time.monotonic() >= next_log:
+                    log.info(
+                        "waiting for the warehouse %s, held by another process (%.0f s of %.0f s): %s",
+                        self.path,
+                        waited,
+                        lock_timeout_s,
+                        exc,
+                    )
+                    next_log += 30.0
                 time.sleep(1.0)
+        self._rows_since_checkpoint = 0
         # BigQuery evaluates timestamps in UTC; DuckDB would use the machine's zone.
         self._run("set TimeZone = 'UTC'")
         self._run("set preserve_insertion_order = true")
@@ -59,7 +74,11 @@ class DuckDBWarehouse(Warehouse):
 
     def _replace(self, table: str, select_sql: str, ds: dt.date | None) -> int:
         tbl = exp.to_table(table)
-        statements = replace_statements(tbl, select_sql, "duckdb", ds)
+        create, *statements = replace_statements(tbl, select_sql, "duckdb", ds)
+        # Outside the transaction: in DuckDB 2.0, a CREATE TABLE IF NOT EXISTS that finds a table made
+        # earlier on this connection, run inside the transaction, hides the rows it then inserts from
+        # every later scan on the connection (count(*) still counts them).
+        self._run(create)
         self._run("begin transaction")
         try:
             for stmt in statements:
@@ -73,9 +92,33 @@ class DuckDBWarehouse(Warehouse):
     def _load_partition(self, table: str, rows: pa.Table, ds: dt.date) -> int:
         self.con.register("_nightfeed_load", rows)
         try:
-            return self._replace(table, "select * from _nightfeed_load", ds)
+            loaded = self._replace(table, "select * from _nightfeed_load", ds)
         finally:
             self.con.unregister("_nightfeed_load")
+        self._rows_since_checkpoint += rows.num_rows
+        if self._rows_since_checkpoint >= CHECKPOINT_ROWS:
+            self._checkpoint_bulk_load()
+        return loaded
+
+    def _checkpoint_bulk_load(self) -> None:
+        """Keep a long series of raw loads (an import) in bounded memory.
+
+        A checkpoint after many loads merges every new row group at once and takes memory in proportion to
+        all of them (about 640 MB after 10M events), so one runs every ``CHECKPOINT_ROWS`` rows. DuckDB
+        also keeps every block it wrote cached up to its memory limit (80% of RAM by default); lowering
+        the limit for a moment drops those blocks, which are on disk after the checkpoint.
+        """
+        import duckdb
+
+        self._run("checkpoint")
+        self._rows_since_checkpoint = 0
+        limit = self._run("select current_setting('memory_limit')")[0][0]
+        try:
+            self._run(f"set memory_limit = '{CACHE_TRIM_LIMIT}'")
+        except duckdb.Error as exc:  # blocks in use cannot be dropped; the cache just stays
+            log.debug("DuckDB cache not trimmed: %s", exc)
+        finally:
+            self._run(f"set memory_limit = '{limit}'")
 
     def _load_files(
         self, table: str, lake: Lake, files: Sequence[str], ds: dt.date, columns: pa.Schema

@@ -1,15 +1,23 @@
-"""Recipient e-mail addresses: digests go to plain ASCII ``local@domain.tld`` addresses only."""
+"""Recipient e-mail addresses: digests go to plain ASCII ``local@domain.tld`` addresses only.
+
+The whole value must match (no trailing newline slips through as it would with ``$``): no whitespace,
+no CR or LF, no control characters, at most 254 characters.
+"""
 
 from __future__ import annotations
 
 import re
 
 _EMAIL_RE = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 )
 
 
 def is_valid_email(address: str | None) -> bool:
-    """True for a plain ASCII ``local@domain.tld`` address of at most 254 characters."""
-    return bool(address) and len(address) <= 254 and _EMAIL_RE.match(address) is not None
+    """True for a plain ASCII ``local@domain.tld`` address of at most 254 characters, nothing around it."""
+    if not isinstance(address, str) or not address or len(address) > 254 or not address.isascii():
+        return False
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in address):
+        return False
+    return _EMAIL_RE.fullmatch(address) is not None

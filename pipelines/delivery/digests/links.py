@@ -2,9 +2,10 @@
 
 Reading links carry ``utm_source=nightfeed``, ``utm_medium=email``, ``utm_campaign=digest-<ds>`` and
 ``nf_mid=<message token>``; only absolute http(s) links with a plain host and no credentials are kept,
-others point to the item's page on ``base_url``. The unsubscribe URL carries the user id and an
-HMAC-SHA256 token keyed with ``unsubscribe_secret``; it is one-click (RFC 8058): a POST unsubscribes, a
-GET should only show a confirmation, since link scanners follow links.
+others point to the item's page on ``base_url``. The unsubscribe URL carries the user id and a token
+``<key id>.<expiry YYYYMMDD>.<HMAC-SHA256>`` signed with ``unsubscribe_secret``; the expiry is a function
+of ``ds``, so a rerun writes the same bytes. It is one-click (RFC 8058): a POST unsubscribes, a GET should
+only show a confirmation, since link scanners follow links.
 """
 
 from __future__ import annotations
@@ -21,21 +22,44 @@ from pipelines.delivery.digests.text import clean_text
 TRACKING_PARAMS: tuple[str, ...] = ("utm_source", "utm_medium", "utm_campaign", "nf_mid")
 _HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d{1,5})?$")
 _URL_SAFE = "/%:@!$&'()*+,;=-._~"
+_TOKEN_EXPIRY_RE = re.compile(r"[0-9]{8}")
 
 
-def unsubscribe_token(user_id: str, secret: str) -> str:
-    """The unsubscribe token of ``user_id``: HMAC-SHA256 keyed with ``secret``, first 32 hex digits."""
-    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:32]
+def _token_mac(user_id: str, key_id: str, expires: str, secret: str) -> str:
+    message = f"nightfeed-unsubscribe\0{key_id}\0{expires}\0{user_id}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 
-def verify_unsubscribe_token(user_id: str, token: str, secret: str) -> bool:
-    """True when ``token`` is the unsubscribe token of ``user_id`` (constant-time comparison)."""
-    return hmac.compare_digest(unsubscribe_token(user_id, secret), token)
+def unsubscribe_token(user_id: str, ds: dt.date, config: DigestConfig) -> str:
+    """The unsubscribe token of ``user_id`` in the digest of ``ds``: ``<key id>.<expiry>.<mac>``.
+
+    The expiry is ``ds`` plus ``unsubscribe_token_days`` (``YYYYMMDD``); the MAC is HMAC-SHA256, keyed with
+    ``unsubscribe_secret``, of the key id, the expiry and the user id (first 32 hex digits).
+    """
+    expires = f"{ds + dt.timedelta(days=config.unsubscribe_token_days):%Y%m%d}"
+    key_id = config.unsubscribe_key_id
+    return f"{key_id}.{expires}.{_token_mac(user_id, key_id, expires, config.unsubscribe_secret)}"
 
 
-def unsubscribe_link(user_id: str, config: DigestConfig) -> str:
-    """The one-click unsubscribe URL of ``user_id``: GET shows a confirmation, POST unsubscribes."""
-    query = urlencode({"u": user_id, "t": unsubscribe_token(user_id, config.unsubscribe_secret)})
+def verify_unsubscribe_token(user_id: str, token: str, config: DigestConfig, today: dt.date) -> bool:
+    """True when ``token`` is an unexpired unsubscribe token of ``user_id`` signed with a configured key.
+
+    Tokens signed with a key of ``unsubscribe_previous_keys`` keep verifying until they expire; the MACs
+    are compared in constant time.
+    """
+    key_id, _, rest = token.partition(".")
+    expires, _, mac = rest.partition(".")
+    secret = config.verification_keys().get(key_id)
+    if secret is None or not _TOKEN_EXPIRY_RE.fullmatch(expires):
+        return False
+    valid = hmac.compare_digest(_token_mac(user_id, key_id, expires, secret).encode(), mac.encode())
+    return valid and today.strftime("%Y%m%d") <= expires
+
+
+def unsubscribe_link(user_id: str, ds: dt.date, config: DigestConfig) -> str:
+    """The one-click unsubscribe URL of ``user_id`` in the digest of ``ds``: GET shows a confirmation, POST
+    unsubscribes."""
+    query = urlencode({"u": user_id, "t": unsubscribe_token(user_id, ds, config)})
     return f"{config.unsubscribe_url}?{query}"
 
 

@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 
 import jinja2
 
-from pipelines.core.settings import DigestConfig
+from pipelines.core.errors import UserError
+from pipelines.core.settings import LOCAL_UNSUBSCRIBE_SECRET, DigestConfig
 from pipelines.delivery.digests.addresses import is_valid_email
 from pipelines.delivery.digests.links import message_token, tracked_link, unsubscribe_link
 from pipelines.delivery.digests.schedule import SendSlot
@@ -130,29 +131,41 @@ def date_label(day: dt.date) -> str:
     return f"{_WEEKDAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]}"
 
 
+class DigestConfigError(UserError, ValueError):
+    """The digest settings would produce broken or forgeable messages; the message names the setting."""
+
+
 def _sender(config: DigestConfig) -> Address:
     header = email_policy.default.header_factory("from", config.sender)
     addresses = header.addresses
     if header.defects or len(addresses) != 1 or not addresses[0].domain:
-        raise ValueError(
+        raise DigestConfigError(
             f"DigestConfig.sender must be one address like 'Name <a@b.example>', got {config.sender!r}"
         )
     return addresses[0]
 
 
 def check_config(config: DigestConfig) -> None:
-    """Fail early on a config that would produce broken messages.
+    """Fail early on a config that would produce broken messages or forgeable unsubscribe links.
 
     Raises:
-        ValueError: the sender is not one address, or a URL setting is not an absolute https URL
-            (RFC 8058 requires https for one-click unsubscribe).
+        DigestConfigError: the sender is not one address, a URL setting is not an absolute https URL
+            (RFC 8058 requires https for one-click unsubscribe), or production mode would sign or accept
+            unsubscribe tokens with the built-in secret, which anyone can read.
     """
     _sender(config)
     for name in ("base_url", "unsubscribe_url"):
         value = getattr(config, name)
         parts = urlsplit(value)
         if parts.scheme != "https" or not parts.netloc or parts.query or parts.fragment:
-            raise ValueError(f"DigestConfig.{name} must be an https URL without query, got {value!r}")
+            raise DigestConfigError(f"DigestConfig.{name} must be an https URL without query, got {value!r}")
+    if config.production and LOCAL_UNSUBSCRIBE_SECRET in config.verification_keys().values():
+        raise DigestConfigError(
+            "production mode refuses to render digests with the built-in digest.unsubscribe_secret: anyone "
+            "could mint unsubscribe links with it",
+            hint="set NIGHTFEED_DIGEST__UNSUBSCRIBE_SECRET to a random value, e.g. `openssl rand -hex 32` "
+            "(docker compose: NIGHTFEED_UNSUBSCRIBE_SECRET in .env)",
+        )
 
 
 def render_bodies(
@@ -178,7 +191,7 @@ def render_bodies(
         "frequency": frequency,
         "items": items,
         "preheader": " · ".join(item.title for item in items[1:4]),
-        "unsubscribe_link": unsubscribe_link(user_id, config),
+        "unsubscribe_link": unsubscribe_link(user_id, ds, config),
         "preferences_url": f"{config.base_url.rstrip('/')}/settings/digest",
         "home_url": config.base_url,
     }
@@ -228,7 +241,7 @@ def render_message(
     msg["Date"] = format_datetime(slot.send_at)
     msg["Message-ID"] = message_id
     msg["List-Id"] = f"Nightfeed digest <digest.{sender.domain}>"
-    msg.set_raw("List-Unsubscribe", f"<{unsubscribe_link(user_id, config)}>")
+    msg.set_raw("List-Unsubscribe", f"<{unsubscribe_link(user_id, ds, config)}>")
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["Auto-Submitted"] = "auto-generated"
     # Quoted-printable keeps the message 7-bit, so any relay takes it; its "=XX" escapes also mean the

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from pipelines.core.errors import UserError
 from pipelines.core.lake import Lake
 from pipelines.core.paths import LakePaths
 from pipelines.core.schema import DIGEST_FREQUENCIES
@@ -26,6 +27,10 @@ from pipelines.delivery.digests.recipients import (
     user_rows,
 )
 from pipelines.delivery.digests.schedule import due_slot, send_slots
+
+
+class PreviewError(UserError, ValueError):
+    """The user asked for has no digest to preview: unknown, or without fresh candidates."""
 
 
 def preview_digest(
@@ -56,7 +61,8 @@ def preview_digest(
         ``out_path`` as a Path.
 
     Raises:
-        ValueError: the user is not in ``users`` or has no fresh candidates in ``ds``.
+        PreviewError: the user is not in ``users`` or has no fresh candidates in ``ds``.
+        DigestConfigError: a bad digest config.
         ManifestError: the candidates of ``ds`` are not published.
     """
     from pipelines.serving.shards import shard_of
@@ -64,7 +70,7 @@ def preview_digest(
     check_config(config)
     user = next((row for row in user_rows(users) if row["user_id"] == user_id), None)
     if user is None:
-        raise ValueError(f"user {user_id!r} is not in the users table")
+        raise PreviewError(f"user {user_id!r} is not in the users table of ds={ds}", hint="check the user id")
     try:
         slots = send_slots(ds, user["timezone"] or "", config.send_hour_local)
     except ValueError:
@@ -84,7 +90,9 @@ def preview_digest(
     sent = previously_sent(lake, ds, config.previous_digest_days, {user_id}).get(user_id, set())
     fresh = fresh_items(ranked, sent, item_lookup(items, pa.array(ranked, pa.string())))
     if not fresh:
-        raise ValueError(f"user {user_id!r} has no fresh candidates in {LakePaths.candidates(ds)}")
+        raise PreviewError(
+            f"user {user_id!r} has no fresh candidates in {lake.uri(LakePaths.candidates(ds))}"
+        )
     token = message_token(ds, user_id)
     shown = [digest_item(row, ds, token, config) for row in fresh[: config.items_per_digest]]
     _, _, html = render_bodies(ds, user_id, frequency, slot, shown, config)

@@ -5,7 +5,8 @@ skipped, in this order of checks, each counted under its reason: ``opted_out``, 
 ``bad_timezone`` (not an IANA name), ``bad_schedule`` (unknown frequency, or weekly without a weekday
 0..6), ``not_due``, ``no_candidates`` (none published for the user), ``too_few_fresh_candidates`` (fewer
 than ``min_fresh_candidates`` left after dropping items already sent, deleted items and items missing
-from the items table).
+from the items table), ``render_error`` (any other error while making that user's message; logged with
+the user id).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ SKIP_REASONS: tuple[str, ...] = (
     "not_due",
     "no_candidates",
     "too_few_fresh_candidates",
+    "render_error",
 )
 USER_COLUMNS: tuple[str, ...] = (
     "user_id",

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+import jinja2
 import pyarrow as pa
 
+from pipelines.core.errors import PermanentError
 from pipelines.core.lake import Lake, ManifestError
 from pipelines.core.paths import LakePaths
-from pipelines.core.settings import LOCAL_UNSUBSCRIBE_SECRET, DigestConfig
+from pipelines.core.settings import DigestConfig
 from pipelines.delivery.digests.index import (
     MESSAGES_INDEX,
     MESSAGES_INDEX_SCHEMA,
@@ -48,6 +50,9 @@ from pipelines.delivery.digests.recipients import (
 from pipelines.delivery.digests.schedule import send_window
 
 log = logging.getLogger(__name__)
+
+# Errors that fail a shard rather than skip one user: a broken template, config or store.
+TASK_FAILURES: tuple[type[BaseException], ...] = (jinja2.TemplateError, OSError, MemoryError, PermanentError)
 
 
 @dataclass
@@ -157,10 +162,14 @@ def render_digest_shard(
     Returns:
         A :class:`ShardDigests`: users, messages written, users skipped per reason and the file written.
 
+    A user whose row breaks rendering (a value the checks let through, say) is skipped under
+    ``render_error`` and named in the log; only a broken template, config or store fails the shard.
+
     Raises:
         ManifestError: the candidates of ``ds`` are not published.
-        ValueError: bad ``ds``, shard or config; a users, items or candidates table with a missing
-            column, a null key or a duplicate id; a user whose candidates are in another user's shard.
+        DigestConfigError: a bad digest config (the built-in unsubscribe secret in production).
+        ValueError: bad ``ds`` or shard; a users, items or candidates table with a missing column, a null
+            key or a duplicate id; a user whose candidates are in another user's shard.
     """
     check_config(config)
     dry_run = staging is None
@@ -175,7 +184,12 @@ def render_digest_shard(
     skipped: Counter[str] = Counter()
     due: dict[str, Recipient] = {}
     for user in mine:
-        outcome = due_recipient(user, ds, config)
+        try:
+            outcome = due_recipient(user, ds, config)
+        except TASK_FAILURES:
+            raise
+        except Exception as exc:  # one user's bad row must not stop the night
+            outcome = _skip_user(user["user_id"], ds, exc)
         if isinstance(outcome, str):
             skipped[outcome] += 1
         else:
@@ -194,11 +208,18 @@ def render_digest_shard(
         if len(fresh) < config.min_fresh_candidates:
             skipped["too_few_fresh_candidates"] += 1
             continue
-        token = message_token(ds, user_id)
-        shown = [digest_item(row, ds, token, config) for row in fresh[: config.items_per_digest]]
-        messages.append(
-            render_message(ds, user_id, recipient.email, recipient.frequency, recipient.slot, shown, config)
-        )
+        try:
+            token = message_token(ds, user_id)
+            shown = [digest_item(row, ds, token, config) for row in fresh[: config.items_per_digest]]
+            message = render_message(
+                ds, user_id, recipient.email, recipient.frequency, recipient.slot, shown, config
+            )
+        except TASK_FAILURES:
+            raise
+        except Exception as exc:  # one user's bad row must not stop the night
+            skipped[_skip_user(user_id, ds, exc)] += 1
+            continue
+        messages.append(message)
     result = ShardDigests(shard, len(mine), 0, skipped, None, 0.0)
     if dry_run:
         result.messages = messages
@@ -237,17 +258,41 @@ def render_digest_shard(
     return result
 
 
+def _skip_user(user_id: str, ds: dt.date, exc: Exception) -> str:
+    """Log why ``user_id``'s digest of ``ds`` could not be made and return the skip reason."""
+    log.warning(
+        "digest of user %r for ds=%s skipped (render_error): %s: %s", user_id, ds, type(exc).__name__, exc
+    )
+    log.debug("render_error of user %r", user_id, exc_info=exc)
+    return "render_error"
+
+
+def summarise_shards(ds: dt.date, shard_results: list[dict[str, Any]], dry_run: bool) -> DigestReport:
+    """The night's digest counts summed over the shards' summaries (a dry run's messages are samples)."""
+    skipped: Counter[str] = Counter()
+    for r in shard_results:
+        skipped.update(r["skipped"])
+    return DigestReport(
+        ds=ds.isoformat(),
+        dry_run=dry_run,
+        users_total=sum(r["users_total"] for r in shard_results),
+        messages_written=sum(r["messages_written"] for r in shard_results),
+        skipped={reason: skipped.get(reason, 0) for reason in SKIP_REASONS},
+        seconds=sum(r["seconds"] for r in shard_results),
+    )
+
+
 def publish_digests(
     lake: Lake, ds: dt.date, staging: str, shard_results: Sequence[dict[str, Any]], config: DigestConfig
 ) -> DigestReport:
     """Publish ``ds``'s digests once every shard is rendered: the message index, then the manifest.
 
     Raises:
+        DigestConfigError: a bad digest config (the built-in unsubscribe secret in production).
         ValueError: the shard results do not cover every candidates shard exactly once.
         ManifestError: a shard's files are missing from ``staging``.
     """
-    if config.unsubscribe_secret == LOCAL_UNSUBSCRIBE_SECRET:
-        log.warning("digest unsubscribe links use the built-in local secret; set digest.unsubscribe_secret")
+    check_config(config)
     results = sorted(shard_results, key=lambda r: r["shard"])
     n = len(candidate_shard_files(lake, ds))
     if [r["shard"] for r in results] != list(range(n)):
@@ -260,18 +305,9 @@ def publish_digests(
         raise ManifestError(f"cannot publish {lake.uri(LakePaths.digests(ds))}: missing {missing}")
     index = pa.concat_tables([lake.read_parquet(p) for p in parts]).cast(MESSAGES_INDEX_SCHEMA)
     lake.write_parquet(f"{staging}/{MESSAGES_INDEX}", index)
-    skipped: Counter[str] = Counter()
-    for r in results:
-        skipped.update(r["skipped"])
     files = [r["file"] for r in results]
-    report = DigestReport(
-        ds=ds.isoformat(),
-        dry_run=False,
-        users_total=sum(r["users_total"] for r in results),
-        messages_written=sum(r["messages_written"] for r in results),
-        skipped={reason: skipped.get(reason, 0) for reason in SKIP_REASONS},
-        seconds=sum(r["seconds"] for r in results),
-    )
+    report = summarise_shards(ds, results, dry_run=False)
+    skipped = report.skipped
     window_start, window_end = send_window(ds)
     dataset = LakePaths.digests(ds)
     lake.publish(

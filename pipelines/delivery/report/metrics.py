@@ -53,6 +53,7 @@ def collect_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
     system = _system_section(lake, ds, facts, candidates.pop("system", None))
 
     sections: dict[Job, Any] = {}
+    skipped: dict[str, str] = {}
     for job, reader in (
         (BUILD_FEATURES, features_metrics),
         (BUILD_INDEX, index_metrics),
@@ -61,8 +62,10 @@ def collect_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
         (PUBLISH_CANDIDATES, publish_metrics),
         (PUBLISH_DIGESTS, digest_metrics),
     ):
-        # A stage the served system does not use (no index without a two-tower) records why it skipped.
-        if job.name in facts and not facts[job.name].get("skipped"):
+        if job.name in facts and facts[job.name].get("skipped") is True:
+            skipped[job.name] = str(facts[job.name].get("reason", "skipped"))
+            sections[job] = None
+        elif job.name in facts:
             with reading(_fact_uri(lake, ds, job)):
                 sections[job] = reader(facts[job.name])
         else:
@@ -73,6 +76,7 @@ def collect_metrics(lake: Lake, ds: dt.date) -> dict[str, Any]:
         "facts": {
             "present": sorted(facts),
             "missing": [job.name for job in NIGHT_FACTS if job.name not in facts],
+            "skipped": skipped,
         },
         "system": system,
         "candidates": candidates,

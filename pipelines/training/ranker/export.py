@@ -14,14 +14,13 @@ from pipelines.core.lake import Lake
 from pipelines.core.paths import RANKER, LakePaths
 from pipelines.training.ranker.model import Ranker
 from pipelines.training.ranker.train import RankerResult
-from pipelines.training.registry import check_version
+from pipelines.training.registry import CONFIG_FILE, check_version, open_export, seal_export
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.txt"
 FEATURES_FILE = "feature_names.json"
 METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.json"  # written last: it marks a complete export (the registry's contract)
 FORMAT_VERSION = 1
 
 
@@ -50,8 +49,10 @@ def save_ranker(result: RankerResult, lake: Lake, version: str) -> str:
     lake.write_bytes(f"{model_dir}/{MODEL_FILE}", ranker.booster.model_to_string().encode())
     lake.write_json(f"{model_dir}/{FEATURES_FILE}", list(ranker.feature_names))
     lake.write_json(f"{model_dir}/{METRICS_FILE}", {**result.metrics, "version": version})
-    lake.write_json(
-        f"{model_dir}/{CONFIG_FILE}",
+    uri = seal_export(
+        lake,
+        RANKER,
+        version,
         {
             "kind": RANKER,
             "version": version,
@@ -65,8 +66,8 @@ def save_ranker(result: RankerResult, lake: Lake, version: str) -> str:
             "importance": result.importance,
         },
     )
-    log.info("exported ranker %s to %s", version, lake.uri(model_dir))
-    return lake.uri(model_dir)
+    log.info("exported ranker %s to %s", version, uri)
+    return uri
 
 
 def load_ranker(lake: Lake, version: str) -> Ranker:
@@ -74,13 +75,13 @@ def load_ranker(lake: Lake, version: str) -> Ranker:
 
     Raises:
         ValueError: a malformed version name, or a format this code does not read.
-        FileNotFoundError: no complete export of ``version`` (``config.json`` missing).
+        pipelines.training.registry.MissingExportError: no complete export of ``version``.
+        pipelines.core.lake.CorruptArtifactError: a file of the export is corrupt (checked before
+            LightGBM reads it).
         FeatureMismatchError: the stored feature list disagrees with the model file.
     """
     model_dir = LakePaths.model_dir(RANKER, check_version(version))
-    if not lake.exists(f"{model_dir}/{CONFIG_FILE}"):
-        raise FileNotFoundError(f"no complete ranker export at {lake.uri(model_dir)} ({CONFIG_FILE} missing)")
-    saved = lake.read_json(f"{model_dir}/{CONFIG_FILE}")
+    saved = open_export(lake, RANKER, version)
     if saved.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{lake.uri(model_dir)}/{CONFIG_FILE}: format_version {saved.get('format_version')!r}, "

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.core.settings import RankerConfig
+from pipelines.core.model_settings import RankerConfig
 from pipelines.core.tables import require_columns
 from pipelines.training.metrics import average_precision, graded_ndcg_at_k
 from pipelines.training.ranker.features import (

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import tensorflow as tf
 
-from pipelines.core.settings import TwoTowerConfig
+from pipelines.core.model_settings import TwoTowerConfig
 from pipelines.core.tables import as_table, require_columns
 from pipelines.training.two_tower.encoder import FeatureEncoder, Vocabularies, build_vocabularies
 from pipelines.training.two_tower.features import (

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import tensorflow as tf
 import tf_keras as keras
 
-from pipelines.core.settings import TwoTowerConfig
+from pipelines.core.model_settings import TwoTowerConfig
 from pipelines.training.two_tower.features import CATEGORICAL_ITEM_COLUMNS
 
 # Post age buckets in days: the first hours, the first days, the first weeks, older.

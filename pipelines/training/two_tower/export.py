@@ -6,7 +6,6 @@ Writes ``models/two_tower/<version>/{user_tower,item_tower}/`` SavedModels that 
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -15,8 +14,9 @@ from typing import TYPE_CHECKING
 import tensorflow as tf
 
 from pipelines.core.lake import Lake
+from pipelines.core.model_settings import TwoTowerConfig
 from pipelines.core.paths import TWO_TOWER, LakePaths
-from pipelines.core.settings import TwoTowerConfig
+from pipelines.training.registry import CONFIG_FILE, open_export, seal_export
 from pipelines.training.two_tower.servers import Towers, build_towers
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def export_two_tower(result: TrainResult, lake: Lake, version: str) -> str:
         FileExistsError: the version was already exported (versions are never overwritten).
     """
     model_dir = LakePaths.model_dir(TWO_TOWER, version)
-    if lake.exists(f"{model_dir}/config.json"):
+    if lake.exists(f"{model_dir}/{CONFIG_FILE}"):
         raise FileExistsError(f"{lake.uri(model_dir)} already holds an exported model")
     with tempfile.TemporaryDirectory(prefix="two_tower-") as tmp:
         tf.saved_model.save(result.user_server, f"{tmp}/user_tower")
@@ -46,8 +46,10 @@ def export_two_tower(result: TrainResult, lake: Lake, version: str) -> str:
         lake.put_dir(f"{tmp}/item_tower", f"{model_dir}/item_tower")
     lake.write_json(f"{model_dir}/vocabularies.json", result.vocabularies.to_json())
     lake.write_json(f"{model_dir}/metrics.json", {**result.report(), "version": version})
-    lake.write_json(
-        f"{model_dir}/config.json",
+    uri = seal_export(
+        lake,
+        TWO_TOWER,
+        version,
         {
             "kind": TWO_TOWER,
             "version": version,
@@ -56,8 +58,8 @@ def export_two_tower(result: TrainResult, lake: Lake, version: str) -> str:
             "n_train_examples": result.n_train_examples,
         },
     )
-    log.info("exported two-tower %s to %s", version, lake.uri(model_dir))
-    return lake.uri(model_dir)
+    log.info("exported two-tower %s to %s", version, uri)
+    return uri
 
 
 def load_towers(lake: Lake, version: str, cache_dir: str | Path | None = None) -> Towers:
@@ -70,14 +72,12 @@ def load_towers(lake: Lake, version: str, cache_dir: str | Path | None = None) -
             in place.
 
     Raises:
-        FileNotFoundError: no complete export of ``version``.
+        pipelines.training.registry.MissingExportError: no complete export of ``version``.
+        pipelines.core.lake.CorruptArtifactError: a file of the export is corrupt (checked before
+            TensorFlow reads it).
     """
     model_dir = LakePaths.model_dir(TWO_TOWER, version)
-    if not lake.exists(f"{model_dir}/config.json"):
-        raise FileNotFoundError(
-            f"no complete two-tower export at {lake.uri(model_dir)} (config.json missing)"
-        )
-    saved = json.loads(lake.read_bytes(f"{model_dir}/config.json"))
+    saved = open_export(lake, TWO_TOWER, version)
     config = TwoTowerConfig.model_validate(saved["two_tower"])
     if lake.protocol == "file":
         local = Path(lake.path(model_dir))

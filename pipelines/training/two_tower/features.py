@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.core.settings import TwoTowerConfig
+from pipelines.core.model_settings import TwoTowerConfig
 from pipelines.core.tables import as_table, first_true, require_columns
 
 USER_COLUMNS: tuple[str, ...] = (

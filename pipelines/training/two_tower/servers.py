@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import tensorflow as tf
 
-from pipelines.core.settings import TwoTowerConfig
+from pipelines.core.model_settings import TwoTowerConfig
 from pipelines.training.two_tower.encoder import FeatureEncoder
 from pipelines.training.two_tower.features import EMBED_BATCH, ITEM_COLUMNS, item_features, user_features
 from pipelines.training.two_tower.towers import ItemTower, UserTower

@@ -15,7 +15,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
-from pipelines.core.settings import TwoTowerConfig
+from pipelines.core.model_settings import TwoTowerConfig
 from pipelines.training.two_tower.encoder import AGE_BOUNDARIES_DAYS, FeatureEncoder
 from pipelines.training.two_tower.features import CATEGORICAL_ITEM_COLUMNS
 

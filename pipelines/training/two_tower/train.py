@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines.core.settings import TwoTowerConfig
+from pipelines.core.model_settings import TwoTowerConfig
 from pipelines.training.two_tower.data import prepare_training_data, training_dataset
 from pipelines.training.two_tower.encoder import Vocabularies
 from pipelines.training.two_tower.fit import deterministic_ops, fit_model, seed_everything

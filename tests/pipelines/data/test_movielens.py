@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.data.importer import InputFileError
+from pipelines.data.input_files import InputFileError
 from pipelines.data.movielens import read_movielens
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.core.settings import SelectionConfig
+from pipelines.core.model_settings import SelectionConfig
 from pipelines.evaluation.gate import BASELINE, CANDIDATE, CHAMPION, MODEL, Candidate, decide
 from pipelines.evaluation.scoring import ListScores
 from pipelines.serving.system import ServedSystem

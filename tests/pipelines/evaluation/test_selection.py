@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 
+from pipelines.core.errors import PermanentError
 from pipelines.core.lake import Lake
 from pipelines.core.settings import Settings
 from pipelines.core.warehouse import DuckDBWarehouse
+from pipelines.evaluation.nights import NotEnoughHistory
 from pipelines.evaluation.selection import Selection, select_system, selection_facts
+from pipelines.serving.inputs import MissingFeaturesError, query_inputs
 from tests.pipelines.evaluation.conftest import DS
 
 pytestmark = pytest.mark.slow
@@ -78,3 +81,48 @@ def test_the_test_night_holds_the_candidate_every_family_and_the_stages(selected
     # The best two-tower system against every baseline, whatever is served.
     baselines = {n for n, role in roles.items() if role == "baseline"}
     assert facts["model"] in facts["test"] and set(facts["model_differences"]) == baselines
+
+
+def test_case_11_data_too_thin_for_any_candidate_is_a_permanent_error(tiny_world: Settings) -> None:
+    settings = tiny_world.with_overrides(
+        {"selection": {"retrievers": ["two_tower"], "min_train_examples": 10**9}}
+    )
+    with (
+        DuckDBWarehouse(settings.duckdb_file, read_only=True) as warehouse,
+        pytest.raises(NotEnoughHistory, match="min_train_examples=1000000000"),
+    ):
+        select_system(warehouse, Lake(settings.lake_url), DS, settings, champion=None)
+    assert issubclass(NotEnoughHistory, PermanentError)
+
+
+def test_case_11_nights_before_the_features_are_named(tiny_world: Settings) -> None:
+    with (
+        DuckDBWarehouse(tiny_world.duckdb_file, read_only=True) as warehouse,
+        pytest.raises(MissingFeaturesError, match=r"features of that day are not built") as raised,
+    ):
+        query_inputs(warehouse, DS + dt.timedelta(days=1), tiny_world)
+    assert "python -m pipelines features --ds 2026-11-23" in str(raised.value.hint)
+
+
+def test_the_window_fits_the_days_whose_features_are_built(tiny_world: Settings, tmp_path) -> None:
+    import shutil
+
+    from pipelines.evaluation.nights import choose_window
+
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(tiny_world.duckdb_file, copy)
+
+    def window(choices: list[int]) -> int:
+        config = tiny_world.selection.model_copy(
+            update={"window_days": None, "window_choices": choices, "validation_nights": 2}
+        )
+        return choose_window(warehouse, DS, config, seen_horizon_days=0)
+
+    with DuckDBWarehouse(copy) as warehouse:
+        assert window([4]) == 4  # every feature day built: nights from DS - 11 can be served
+        # Features from DS - 8 only: the 4-day window's first night could not be served; 2 days fits.
+        for table in ("user_features", "item_features"):
+            warehouse.con.execute(f"delete from {table} where ds < date '{DS - dt.timedelta(days=8)}'")
+        with pytest.raises(NotEnoughHistory, match="build features for more days"):
+            window([4])
+        assert window([2, 4]) == 2

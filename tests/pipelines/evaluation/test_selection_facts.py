@@ -8,7 +8,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from pipelines.core.settings import IMPRESSIONS_RANKER, NO_RANKER
+from pipelines.core.model_settings import IMPRESSIONS_RANKER, NO_RANKER
 from pipelines.evaluation.gate import BASELINE, CANDIDATE, STAGE, Candidate, GateDecision
 from pipelines.evaluation.nights import NightPlan
 from pipelines.evaluation.recipes import Recipe

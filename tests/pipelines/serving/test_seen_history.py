@@ -34,6 +34,8 @@ def _ratings(folder: Path) -> None:
     rows += [(u, 3, 3.0, _ts(DS - dt.timedelta(days=1))) for u in range(2, 12)]
     rows += [(u, 4, 3.0, _ts(DS - dt.timedelta(days=1))) for u in range(2, 6)]
     rows += [(99, 6, 4.0, _ts(DS))]
+    # Some activity every 100 days between: a log, not two islands (the importer drops an island).
+    rows += [(40 + d, 6, 3.0, _ts(DS - dt.timedelta(days=d))) for d in (100, 200, 300)]
     folder.mkdir()
     lines = ["userId,movieId,rating,timestamp", *(f"{u},{m},{r},{t}" for u, m, r, t in rows)]
     (folder / "ratings.csv").write_text("\n".join(lines) + "\n")

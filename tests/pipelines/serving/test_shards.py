@@ -3,6 +3,7 @@ copy; and the models of the chain (promotion, tower reuse, retraining skipped)."
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -81,23 +82,44 @@ def test_publish_refuses_an_incomplete_set_of_shard_results(world: dict[str, Any
         run(jobs.PUBLISH_CANDIDATES, DS, staging=plan[1]["staging"], shard_results=[result])
 
 
-def test_a_dry_run_publishes_nothing(world: dict[str, Any], tmp_path: Path) -> None:
+def _lake_bytes(root: Path) -> dict[str, str]:
+    """Every file under the lake but the dry-run scratch folders, by path, with the hash of its bytes."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+        and path.relative_to(root).parts[0] != "dry-runs"
+        and not path.name.endswith(".lock")
+    }
+
+
+def test_case_08_a_dry_run_writes_nothing_that_readers_see(world: dict[str, Any]) -> None:
     lake: Lake = world["lake"]
-    manifest = lake.read_manifest(LakePaths.candidates(DS))
-    params = {"dry_run_users": 5}
+    root = Path(lake.path(""))
+    before = _lake_bytes(root)
+    params = {"dry_run_users": 40}
+    for job in (jobs.EXPORT_INPUTS, jobs.EMBED_ITEMS, jobs.BUILD_INDEX):
+        run(job, DS, params)
     plan = run(jobs.PLAN_SHARDS, DS, params)
     results = [run(jobs.CANDIDATES_FOR_SHARD, DS, params, **p) for p in plan]
     out = run(jobs.PUBLISH_CANDIDATES, DS, params, staging=plan[0]["staging"], shard_results=results)
-    assert out["published"] is False and out["users"] == 5
-    assert lake.read_manifest(LakePaths.candidates(DS)) == manifest
-    # Digests of a dry run: each shard renders a sample, nothing is staged or published.
+    assert out["published"] is False and out["dry_run"] and out["users"] == 40
+    # The output says where the sample is: the night's scratch folder.
+    scratch = root / LakePaths.dry_run(DS)
+    assert out["uri"] == str(scratch / LakePaths.candidates(DS))
+    sampled = read_candidates(Lake(str(scratch)), DS)
+    assert len(set(sampled.column("user_id").to_pylist())) == 40
+    # Digests of a dry run: rendered from the dry run's own lists, a sample per shard, nothing published.
     digest_plan = run(jobs.PLAN_DIGESTS, DS, params)
     assert [p["staging"] for p in digest_plan] == [None] * SHARDS
     shards = [run(jobs.RENDER_DIGESTS, DS, params, **p) for p in digest_plan]
     assert all(s["file"] is None and s["messages_written"] == 0 for s in shards)
-    assert 0 < sum(len(s["sample"]) for s in shards) <= 5 * SHARDS
+    assert 0 < sum(len(s["sample"]) for s in shards) <= 40 * SHARDS
     assert run(jobs.PUBLISH_DIGESTS, DS, params, staging=None, shard_results=shards)["published"] is False
-    assert not lake.is_published(LakePaths.digests(DS))
+    run(jobs.WRITE_REPORT, DS, params)
+    # Inputs, embeddings, index, candidates, digests, facts and the report: not one byte changed.
+    assert _lake_bytes(root) == before
+    assert (scratch / LakePaths.reports(DS)).is_dir()
 
 
 def test_params_become_overrides() -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
+from pipelines.core.settings import DigestConfig
 from pipelines.delivery.digests.links import tracked_link, unsubscribe_token, verify_unsubscribe_token
 from tests.pipelines.delivery.digests.digest_world import DS
 
@@ -26,9 +30,12 @@ def test_tracked_link() -> None:
 
 
 def test_unsubscribe_token_is_hmac_sha256() -> None:
-    # RFC 4231 test case 2: HMAC-SHA256(key="Jefe", "what do ya want for nothing?") = 5bdcc146bf60754e6a04...
-    assert unsubscribe_token("what do ya want for nothing?", "Jefe") == "5bdcc146bf60754e6a042426089575c7"
-    token = unsubscribe_token("u01", "a-long-enough-secret")
-    assert verify_unsubscribe_token("u01", token, "a-long-enough-secret")
-    assert not verify_unsubscribe_token("u02", token, "a-long-enough-secret")
-    assert not verify_unsubscribe_token("u01", token, "another-long-secret!")
+    config = DigestConfig(unsubscribe_secret="a-long-enough-secret", unsubscribe_key_id="k7")
+    message = b"nightfeed-unsubscribe\0k7\x0020260605\0u01"
+    mac = hmac.new(b"a-long-enough-secret", message, hashlib.sha256).hexdigest()[:32]
+    token = unsubscribe_token("u01", DS, config)
+    assert token == f"k7.20260605.{mac}"  # DS + 90 days
+    assert verify_unsubscribe_token("u01", token, config, DS)
+    assert not verify_unsubscribe_token("u02", token, config, DS)
+    other = DigestConfig(unsubscribe_secret="another-long-secret!", unsubscribe_key_id="k7")
+    assert not verify_unsubscribe_token("u01", token, other, DS)

@@ -82,9 +82,7 @@ def test_message_is_standard_multipart_alternative() -> None:
         == f"<digest.{DS}.{message_token(DS, 'u01')}@nightfeed.example>"
     )
     assert msg["Subject"] == "Your daily Nightfeed digest, Sun 8 Mar: First post"
-    unsubscribe = (
-        f"https://nightfeed.example/unsubscribe?u=u01&t={unsubscribe_token('u01', CONFIG.unsubscribe_secret)}"
-    )
+    unsubscribe = f"https://nightfeed.example/unsubscribe?u=u01&t={unsubscribe_token('u01', DS, CONFIG)}"
     assert msg["List-Unsubscribe"] == f"<{unsubscribe}>"
     assert f"List-Unsubscribe: <{unsubscribe}>\r\n" in message.raw  # not RFC 2047-encoded
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

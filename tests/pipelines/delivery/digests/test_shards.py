@@ -41,6 +41,7 @@ def test_render_and_publish_digests_sends_to_due_users_and_counts_the_rest(tmp_p
         "not_due": 1,
         "no_candidates": 1,
         "too_few_fresh_candidates": 1,
+        "render_error": 0,
     }  # 2 sent + 8 skipped = 10 users
     manifest = lake.read_manifest(LakePaths.digests(DS))
     assert manifest["files"] == [MESSAGES_INDEX, "shard=000.jsonl", "shard=001.jsonl"]

@@ -8,7 +8,7 @@ import datetime as dt
 import numpy as np
 import pyarrow as pa
 
-from pipelines.core.settings import RankerConfig
+from pipelines.core.model_settings import RankerConfig
 from pipelines.training.ranker.features import FEATURE_NAMES
 
 COL = {name: j for j, name in enumerate(FEATURE_NAMES)}
@@ -79,3 +79,20 @@ def synthetic_examples(seed: int = 3) -> tuple[pa.Table, np.ndarray, dict[str, i
 CONFIG = RankerConfig(
     num_boost_round=80, early_stopping_rounds=10, retrieval_depth=50, num_leaves=15, num_threads=2
 )
+
+
+def stand_in_scorer(retrieval: np.ndarray, user_index: dict[str, int], item_index: dict[str, int]):
+    """A scorer of (user, item) pairs from a dense retrieval matrix: its score, and the rank of the item
+    within the user's whole-catalog order, capped at the ranker's depth + 1."""
+    # Rank of every item within the user's whole-catalog order, capped at depth + 1.
+    order = np.argsort(-retrieval, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(1, retrieval.shape[1] + 1)[None, :], axis=1)
+    rank = np.minimum(rank, CONFIG.retrieval_depth + 1)
+
+    def scores(user_ids: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        u = np.array([user_index[x] for x in user_ids])
+        i = np.array([item_index[x] for x in item_ids])
+        return retrieval[u, i], rank[u, i]
+
+    return scores

@@ -12,7 +12,7 @@ from pipelines.core.paths import RANKER, LakePaths
 from pipelines.training.ranker.export import FEATURES_FILE, load_ranker, save_ranker
 from pipelines.training.ranker.features import FEATURE_NAMES, RankingPairs, ranker_features
 from pipelines.training.ranker.model import FeatureMismatchError
-from pipelines.training.registry import new_version
+from pipelines.training.registry import CONFIG_FILE, new_version, seal_export
 from tests.pipelines.training.ranker.synthetic_ranking import CONFIG
 
 
@@ -42,7 +42,12 @@ def test_loading_a_model_whose_stored_feature_list_differs_fails(synthetic, tmp_
     lake = Lake(str(tmp_path / "lake"))
     version = new_version(dt.date(2026, 11, 22), CONFIG.model_dump())
     save_ranker(result, lake, version)
-    lake.write_json(f"{LakePaths.model_dir(RANKER, version)}/{FEATURES_FILE}", list(FEATURE_NAMES[1:]))
+    # An export whose files are intact (checksums sealed) but disagree with each other.
+    model_dir = LakePaths.model_dir(RANKER, version)
+    lake.write_json(f"{model_dir}/{FEATURES_FILE}", list(FEATURE_NAMES[1:]))
+    config = lake.read_json(f"{model_dir}/{CONFIG_FILE}")
+    lake.rm(f"{model_dir}/{CONFIG_FILE}")
+    seal_export(lake, RANKER, version, {k: v for k, v in config.items() if k != "checksums"})
     with pytest.raises(
         FeatureMismatchError, match=r"LightGBM model file has 15; unexpected \['retrieval_score'\]"
     ):

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from pipelines.core.settings import TwoTowerConfig
+from pipelines.core.model_settings import TwoTowerConfig
 
 FAST = TwoTowerConfig(batch_size=128, epochs=4, mixed_negatives=64, logq_correction=True)

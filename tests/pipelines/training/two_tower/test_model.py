@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.core.settings import TwoTowerConfig
+from pipelines.core.model_settings import TwoTowerConfig
 from pipelines.training.two_tower import model as two_tower_model
 from pipelines.training.two_tower.data import prepare_training_data, training_dataset
 from tests.pipelines.training.two_tower.fast import FAST
