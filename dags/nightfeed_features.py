@@ -10,8 +10,9 @@ examples. A day whose share of bad rows is above `quality.max_bad_fraction` fail
 are rebuilt with a backfill (each run replaces its own `ds` partitions):
 `airflow backfill create --dag-id nightfeed_features --from-date 2026-11-01 --to-date 2026-11-07`.
 
-**Emits** the `nightfeed://features` Asset with `extra={"ds": ...}`; the nightly candidates DAG is
-scheduled on it.
+**Then** `trigger_nightly` starts the `nightfeed_nightly` run of the same day (logical date `ds`), so
+every features run, scheduled or backfilled, gets its own nightly run; re-running the features of a day
+re-runs that day's nightly. It also emits the `nightfeed://features` Asset with `extra={"ds": ...}`.
 
 **Manual runs.** `run_date` overrides the day; otherwise the logical date's UTC day is used.
 """
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronDataIntervalTimetable, dag, task
-from nightfeed_airflow.dag_support import dag_params, default_args
+from nightfeed_airflow.alerts import FailureAlert
+from nightfeed_airflow.dag_support import NIGHTLY_DAG_ID, TRIGGER_NIGHTLY, dag_params, default_args
 from nightfeed_airflow.runtime import FEATURES, mark_outlet, run_job
 
 from pipelines.core import jobs
@@ -35,6 +38,7 @@ from pipelines.core import jobs
     catchup=False,
     max_active_runs=1,
     default_args=default_args(execution_timeout=dt.timedelta(hours=1)),
+    on_failure_callback=FailureAlert(),
     tags=["nightfeed", "features"],
     params=dag_params(),
 )
@@ -46,7 +50,12 @@ def nightfeed_features():
         mark_outlet(FEATURES)
         return report
 
-    build_features()
+    build_features() >> TriggerDagRunOperator(
+        task_id=TRIGGER_NIGHTLY,
+        trigger_dag_id=NIGHTLY_DAG_ID,
+        logical_date="{{ params.run_date or ds }}",
+        reset_dag_run=True,
+    )
 
 
 nightfeed_features()

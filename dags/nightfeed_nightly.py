@@ -16,9 +16,11 @@ e-mails and a run report:
    `skip_digests`);
 8. `write_report`: metrics and plots of the run.
 
-**Schedule.** On the `nightfeed://features` Asset: it runs when the features of a day are done and
-processes the `ds` carried by that event (the newest one when several days arrived together).
-`max_active_runs=1` because it publishes.
+**Schedule.** One run per day, never on a clock: the `nightfeed_features` run of a day starts the
+nightly run of that day (logical date `ds`) when the features are built, so each features run, scheduled
+or backfilled, gets its own nightly run. Queued runs start in date order, one at a time
+(`max_active_runs=1`, because it publishes). The days are daily intervals, so the DAG can be backfilled
+itself: `airflow backfill create --dag-id nightfeed_nightly --from-date 2026-11-01 --to-date 2026-11-07`.
 
 **Manual runs.** `run_date` picks the day (required when the run has no logical date); `num_shards`,
 `top_k` and `dry_run_users` override the settings for this run only; empty means "as configured".
@@ -32,8 +34,10 @@ import datetime as dt
 
 from airflow.sdk import TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
+from nightfeed_airflow.alerts import FailureAlert
 from nightfeed_airflow.dag_support import dag_params, default_args
-from nightfeed_airflow.runtime import CANDIDATES, FEATURES, mark_outlet, run_job
+from nightfeed_airflow.runtime import CANDIDATES, mark_outlet, run_job
+from nightfeed_airflow.timetables import FeaturesDays
 
 from pipelines.core import jobs
 from pipelines.core.params import DRY_RUN_USERS, NUM_SHARDS, SKIP_DIGESTS, TOP_K, USE_CURRENT_SYSTEM
@@ -42,11 +46,12 @@ from pipelines.core.params import DRY_RUN_USERS, NUM_SHARDS, SKIP_DIGESTS, TOP_K
 @dag(
     dag_id="nightfeed_nightly",
     doc_md=__doc__,
-    schedule=[FEATURES],
+    schedule=FeaturesDays(),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(execution_timeout=dt.timedelta(hours=2)),
+    on_failure_callback=FailureAlert(),
     tags=["nightfeed", "serving"],
     params=dag_params(NUM_SHARDS, TOP_K, DRY_RUN_USERS, USE_CURRENT_SYSTEM, SKIP_DIGESTS),
 )

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import CronTriggerTimetable, dag, task
+from nightfeed_airflow.alerts import FailureAlert
 from nightfeed_airflow.dag_support import dag_params, default_args
 from nightfeed_airflow.runtime import MODELS, mark_outlet, run_job
 
@@ -47,6 +48,7 @@ TRAINING_POOL = "nightfeed_training"
         max_retry_delay=dt.timedelta(hours=1),
         pool=TRAINING_POOL,
     ),
+    on_failure_callback=FailureAlert(),
     tags=["nightfeed", "training"],
     params=dag_params(FORCE_RETRAIN),
 )

@@ -270,6 +270,12 @@ def cmd_report(args: argparse.Namespace) -> None:
     _print(run_in(_context(args), jobs.WRITE_REPORT))
 
 
+def cmd_freshness(args: argparse.Namespace) -> None:
+    from pipelines.jobs import run_in
+
+    _print(run_in(_context(args), jobs.CHECK_FRESHNESS))
+
+
 def cmd_digest_preview(args: argparse.Namespace) -> None:
     from pipelines.delivery.digests.preview import preview_digest
     from pipelines.serving.inputs import read_input
@@ -316,6 +322,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str]] = {
     "digest-preview": (cmd_digest_preview, "render one user's digest to an HTML file"),
     "report": (cmd_report, "build and publish the run report of a date"),
     "outputs": (cmd_outputs, "print where a date's outputs are"),
+    "freshness": (cmd_freshness, "fail (exit 2) when the newest published candidates or digests are too old"),
 }
 # The run params each command offers as flags (the same declarations the DAGs' params come from).
 COMMAND_PARAMS: dict[str, tuple[RunParam, ...]] = {

@@ -118,6 +118,23 @@ def dags_test(
     return run_airflow(args, env, timeout=timeout, check=False)
 
 
+def run_pipelines(args: list[str], env: dict[str, str], timeout: float = 300) -> None:
+    """``python -m pipelines <args>`` with ``env``; raises with the tail of its stderr when it fails."""
+    cmd = [sys.executable, "-m", "pipelines", *args]
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"pipelines {' '.join(args)}:\n{proc.stderr[-4000:]}"
+
+
+def script_result(script: str, env: dict[str, str], timeout: float = 180) -> Any:
+    """Run ``script`` in a fresh interpreter with ``env``; returns the JSON it printed after ``RESULT ``."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(line[len("RESULT ") :])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.deployment.topology import ENV_FILE, read_env_file
+
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yaml"
 CHECK_JSONSCHEMA = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -87,7 +89,8 @@ def test_airflow_components_are_all_there(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for name, command in AIRFLOW_COMPONENTS.items():
         assert services[name]["command"] == command
-        assert services[name]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        assert services[name]["env_file"] == [ENV_FILE.name]
+    assert read_env_file(ENV_FILE)["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert {"postgres", "redis", "airflow-init"} <= set(services)
     assert services["airflow-worker"]["deploy"]["replicas"] == "${AIRFLOW_WORKER_REPLICAS:-2}"
     init = services["airflow-init"]["command"][-1]
@@ -107,6 +110,14 @@ def test_every_service_on_the_image_has_the_production_env(compose: dict[str, An
         mounts = [str(v) for v in service.get("volumes", [])]
         assert any(m.endswith(":/opt/airflow/secrets/gcp-credentials.json:ro") for m in mounts), name
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+
+
+def test_airflow_settings_live_in_the_env_file_only(compose: dict[str, Any]) -> None:
+    # The topology test starts the components from airflow.env; a setting repeated here could drift.
+    shared = set(read_env_file(ENV_FILE))
+    for name, service in compose["services"].items():
+        if "env_file" in service:
+            assert not shared & set(service.get("environment") or {}), name
 
 
 def test_dockerfile_builds_from_the_pinned_airflow_with_the_lock() -> None:

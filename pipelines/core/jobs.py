@@ -89,6 +89,9 @@ PUBLISH_DIGESTS = Job(
     night="write",
 )
 WRITE_REPORT = Job("write_report", "report", "build and publish the run report of ds", night="close")
+CHECK_FRESHNESS = Job(
+    "check_freshness", "freshness", "fail when the newest published candidates or digests are too old"
+)
 
 JOBS: tuple[Job, ...] = (
     BUILD_FEATURES,
@@ -103,6 +106,7 @@ JOBS: tuple[Job, ...] = (
     RENDER_DIGESTS,
     PUBLISH_DIGESTS,
     WRITE_REPORT,
+    CHECK_FRESHNESS,
 )
 # The jobs whose facts make up a full night's report, in the order they run.
 NIGHT_FACTS: tuple[Job, ...] = tuple(job for job in JOBS if job.records_fact)

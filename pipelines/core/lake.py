@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core.errors import PermanentError
+from pipelines.core.lineage import Lineage
 from pipelines.core.paths import MANIFEST_NAME, LakePaths
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,21 @@ class PointerVersion:
 class Lake:
     """Object storage rooted at ``url`` (a local path, ``file://`` or ``gs://bucket/prefix``)."""
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, url: str, storage_options: dict[str, Any] | None = None, credentials: Any | None = None
+    ) -> None:
+        """Open the lake at ``url``.
+
+        Args:
+            url: a local folder, ``file://…`` or ``gs://bucket/prefix``.
+            storage_options: further fsspec options.
+            credentials: Google credentials for ``gs://`` (the runtime passes those of an Airflow
+                connection); None: Google's application-default credentials.
+        """
         self.url = url.rstrip("/")
+        self.credentials = credentials
+        # Set by the run context: the datasets this run reads (by manifest) and publishes are recorded.
+        self.lineage: Lineage | None = None
         self.protocol = "gs" if self.url.startswith("gs://") else "file"
         if self.protocol == "gs":
             # gcsfs probes a gRPC control API per bucket unless told not to; against emulators every
@@ -84,6 +98,8 @@ class Lake:
             # Several workers write one dataset (a shard each) and the publisher checks their files:
             # a cached listing would hide objects written by other processes, so every listing asks GCS.
             options.setdefault("use_listings_cache", False)
+            if credentials is not None:
+                options.setdefault("token", credentials)
         self.storage_options = options
         self.fs = fsspec.filesystem(self.protocol, **options)
         self._gcs_bucket = None
@@ -99,6 +115,14 @@ class Lake:
     def path(self, rel: str) -> str:
         """Filesystem path (no protocol) of ``rel``."""
         return f"{self.root}/{rel.strip('/')}" if rel else self.root
+
+    def lineage_name(self, rel: str) -> tuple[str, str]:
+        """OpenLineage namespace and name of ``rel``: ``gs://bucket`` and the object path, or ``file`` and
+        the absolute path."""
+        if self.protocol == "gs":
+            bucket, _, path = self.path(rel).partition("/")
+            return f"gs://{bucket}", path
+        return "file", self.path(rel)
 
     def uri(self, rel: str) -> str:
         """Full URL of ``rel``, as a user would paste it."""
@@ -286,7 +310,7 @@ class Lake:
 
                 client = storage.Client(project="nightfeed-local", credentials=AnonymousCredentials())
             else:
-                client = storage.Client()
+                client = storage.Client(credentials=self.credentials)
             self._gcs_bucket = client.bucket(self.root.split("/", 1)[0])
         return self._gcs_bucket
 
@@ -345,6 +369,8 @@ class Lake:
         if checksums:
             manifest["checksums"] = {name: self.checksum(f"{staging}/{name}") for name in sorted(files)}
         self.write_pointer(f"{dataset}/{MANIFEST_NAME}", manifest, if_generation_match=generation)
+        if self.lineage is not None:
+            self.lineage.wrote(*self.lineage_name(dataset))
         self.collect_garbage(dataset, keep=manifest["staging"])
         log.info("published %s (%d files)", self.uri(dataset), len(files))
         return manifest
@@ -358,6 +384,8 @@ class Lake:
         pointer = self.read_pointer(f"{dataset}/{MANIFEST_NAME}")
         if pointer.content is None:
             raise ManifestError(f"{self.uri(dataset)} has no published manifest")
+        if self.lineage is not None:
+            self.lineage.read(*self.lineage_name(dataset))
         return pointer.content
 
     def manifest_files(self, dataset: str) -> list[str]:
@@ -407,7 +435,7 @@ class ScratchLake(Lake):
     manifests, facts, reports) reaches a reader of ``base``. Nothing in ``base`` is ever removed."""
 
     def __init__(self, base: Lake, scratch: str) -> None:
-        super().__init__(base.url, base.storage_options)
+        super().__init__(base.url, base.storage_options, base.credentials)
         self.scratch = scratch.strip("/")
 
     def __repr__(self) -> str:

@@ -48,8 +48,8 @@ RUN_DATE = RunParam(
     "run_date",
     "date",
     "Run date",
-    "Day to process (YYYY-MM-DD). Empty: the day of the triggering features event, or the run's "
-    "logical date.",
+    "Day to process (YYYY-MM-DD). Empty: the run's logical date (the nightly run a features run "
+    "starts has that features day).",
 )
 FORCE_RETRAIN = RunParam(
     "force_retrain",

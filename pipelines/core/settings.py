@@ -212,6 +212,30 @@ class DigestConfig(Section):
         return {self.unsubscribe_key_id: self.unsubscribe_secret, **self.unsubscribe_previous_keys}
 
 
+class AlertsConfig(Section):
+    """Who hears of a failed task or DAG run: e-mail through an SMTP connection, Slack optionally."""
+
+    email_to: list[str] = Field(
+        default_factory=list, description="addresses alerted of failures; empty: no e-mail alerts"
+    )
+    email_from: str = "Nightfeed alerts <alerts@nightfeed.example>"
+    smtp_conn_id: str = Field(
+        "smtp_default", description="the Airflow connection of the SMTP server (host, port, login, TLS)"
+    )
+    slack_conn_id: str | None = Field(
+        None, description="an Airflow Slack API connection to alert too (needs the Slack provider)"
+    )
+    slack_channel: str = "#nightfeed-alerts"
+
+
+class FreshnessConfig(Section):
+    """How old the newest published outputs may be before the freshness check fails."""
+
+    max_age_days: int = Field(
+        1, ge=0, description="the newest published candidates and digests may be this many days before ds"
+    )
+
+
 class Settings(BaseSettings):
     """All of Nightfeed's configuration. Defaults give the embedded single-machine setup."""
 
@@ -258,6 +282,8 @@ class Settings(BaseSettings):
     ranker: RankerConfig = Field(default_factory=RankerConfig)
     diversify: DiversifyConfig = Field(default_factory=DiversifyConfig)
     digest: DigestConfig = Field(default_factory=DigestConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
 
     @model_validator(mode="after")
     def _check_backends(self) -> Settings:

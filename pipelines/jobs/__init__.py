@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipelines.core.context import RunContext
     from pipelines.core.jobs import Job
+    from pipelines.core.lineage import Lineage
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,16 @@ def run(
     job: Job,
     ds: str | dt.date,
     params: Mapping[str, Any] | None = None,
+    credentials: Any | None = None,
+    lineage: Lineage | None = None,
     holder: str | None = None,
     **kwargs: Any,
 ) -> Any:
     """Run ``job`` for ``ds`` with the run ``params`` (DAG params or CLI flags) and job ``kwargs``.
 
     Args:
+        credentials: the Google credentials of the lake and BigQuery (None: application-default).
+        lineage: where the tables and datasets the job reads and writes are recorded (None: nowhere).
         holder: the night's lease holder, the same for every task of one DAG run (this process if None).
 
     Raises:
@@ -39,7 +44,7 @@ def run(
     """
     from pipelines.core.context import RunContext
 
-    return run_in(RunContext.create(ds, params, holder=holder), job, **kwargs)
+    return run_in(RunContext.create(ds, params, credentials, lineage, holder=holder), job, **kwargs)
 
 
 def run_in(ctx: RunContext, job: Job, **kwargs: Any) -> Any:

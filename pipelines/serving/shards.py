@@ -154,7 +154,7 @@ def publish_candidates(
         # same staged files again, then loads.
         from pipelines.core.warehouse import open_warehouse
 
-        with open_warehouse(settings) as warehouse:
+        with open_warehouse(settings, credentials=lake.credentials) as warehouse:
             loaded = warehouse.load_published(table, lake, LakePaths.candidates(ds), ds, CANDIDATES)
         result["warehouse"] = {"table": table, "rows": loaded}
     return result

@@ -27,10 +27,11 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from nightfeed_airflow.dag_support import NIGHTLY_DAG_ID
+
 log = logging.getLogger(__name__)
 
 URL_PREFIX = "/nightfeed"
-NIGHTLY_DAG_ID = "nightfeed_nightly"
 MAX_ID_LENGTH = 200
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -106,21 +107,6 @@ def _lake() -> Any:
     from pipelines.core.settings import load_settings
 
     return Lake(load_settings().lake_url)
-
-
-def latest_published_ds(lake: Any) -> dt.date | None:
-    """The newest ``ds`` whose candidates are published (unpublished or failed runs are skipped)."""
-    from pipelines.core.paths import LakePaths
-    from pipelines.core.run_date import BadRunDate, parse_run_date
-
-    for name in sorted(lake.ls("candidates"), reverse=True):
-        try:
-            day = parse_run_date(name.removeprefix("ds="))
-        except BadRunDate:
-            continue
-        if lake.is_published(LakePaths.candidates(day)):
-            return day
-    return None
 
 
 def user_candidates(lake: Any, ds: dt.date, user_id: str) -> UserCandidates:
@@ -212,7 +198,9 @@ def _resolve_ds(lake: Any, ds: str | None) -> dt.date | None:
     from pipelines.core.run_date import BadRunDate, parse_run_date
 
     if not ds:
-        return latest_published_ds(lake)
+        from pipelines.delivery.freshness import newest_published_ds
+
+        return newest_published_ds(lake, "candidates")
     try:
         return parse_run_date(ds, "ds")
     except BadRunDate as exc:

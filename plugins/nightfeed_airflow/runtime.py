@@ -6,11 +6,10 @@ params from the context, runs the job and maps its failures onto Airflow's retry
 Which day a run processes (``ds``), first match wins:
 
 1. the ``run_date`` param, when a manual run sets it;
-2. for runs of the nightly DAG started by the features Asset: the newest ``ds`` carried by the
-   triggering features events (Airflow 3 gives asset-triggered runs no logical date);
-3. the UTC calendar date of the run's logical date. The features DAG uses a data-interval timetable, so
-   its run for a day starts after that day ends and its logical date is that day; the training DAG's
-   logical date is the day before it fires (see each DAG's docs).
+2. the UTC calendar date of the run's logical date. The features DAG uses a data-interval timetable, so
+   its run for a day starts after that day ends and its logical date is that day; it starts the nightly
+   run of that day with the same logical date; the training DAG's logical date is the day before it
+   fires (see each DAG's docs).
 
 ``pipelines.jobs`` is imported only inside :func:`call_job`, when a task runs: the DAG files import this
 module at parse time and must stay free of TensorFlow, LightGBM, ScaNN and pandas. Only the job catalog
@@ -20,9 +19,8 @@ and the run params (standard library only) are read at parse time.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, get_current_context
 from airflow.sdk.exceptions import AirflowFailException
@@ -30,7 +28,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from pipelines.core.jobs import Job
 from pipelines.core.params import RUN_DATE
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from pipelines.core.lineage import Lineage
 
 # Logical assets rather than file paths: the feature tables live in DuckDB or BigQuery and the models in
 # the lake, depending on settings; consumers only need to know "features for ds are ready".
@@ -45,30 +44,18 @@ def resolve_ds(context: Mapping[str, Any]) -> str:
     """The run date ``YYYY-MM-DD`` this run processes (rules in the module docstring).
 
     Raises:
-        AirflowFailException: the run has no run_date param, no features event and no logical date.
+        AirflowFailException: the run has neither a run_date param nor a logical date.
     """
     params = context.get("params") or {}
     run_date = params.get(RUN_DATE.name)
     if run_date:
         return _check_date(run_date, f"param {RUN_DATE.name}")
 
-    triggering = context.get("triggering_asset_events") or {}
-    days = []
-    for asset in triggering:
-        for event in triggering[asset]:
-            value = (event.extra or {}).get(DS_EXTRA_KEY)
-            if value:
-                days.append(_check_date(value, f"extra['{DS_EXTRA_KEY}'] of an event of {asset.uri}"))
-    if days:
-        if len(set(days)) > 1:
-            log.info("triggered by events for %s; processing the newest", sorted(set(days)))
-        return max(days)
-
     logical_date = context.get("logical_date")
     if logical_date is not None:
         return logical_date.astimezone(dt.UTC).date().isoformat()
     raise AirflowFailException(
-        "this run has no logical date, no run_date param and no features event to take ds from: "
+        "this run has no logical date and no run_date param to take ds from: "
         "trigger it with a logical date or with params {'run_date': 'YYYY-MM-DD'}"
     )
 
@@ -81,19 +68,32 @@ def _check_date(value: Any, origin: str) -> str:
 
 
 def run_job(job: Job, **kwargs: Any) -> Any:
-    """Run ``job`` for the current task's run (see :func:`call_job`); every task of one DAG run holds
-    the night's lease as that run."""
+    """Run ``job`` for the current task's run (see :func:`call_job`), recording its lineage for the
+    task's OpenLineage events (see :mod:`nightfeed_airflow.lineage`); every task of one DAG run holds the
+    night's lease as that run."""
+    from nightfeed_airflow.lineage import task_lineage
+
     context = get_current_context()
     params = context.get("params") or {}
     run = context.get("dag_run")
     holder = f"DAG run {run.dag_id}/{run.run_id}" if run is not None else None
-    return call_job(job, resolve_ds(context), {key: params[key] for key in params}, holder=holder, **kwargs)
+    ds, lineage = resolve_ds(context), task_lineage(context)
+    return call_job(job, ds, {key: params[key] for key in params}, lineage=lineage, holder=holder, **kwargs)
 
 
-def call_job(job: Job, ds: str, params: Mapping[str, Any], holder: str | None = None, **kwargs: Any) -> Any:
-    """Run ``job`` for ``ds`` with the run ``params`` and the task's ``kwargs``.
+def call_job(
+    job: Job,
+    ds: str,
+    params: Mapping[str, Any],
+    lineage: Lineage | None = None,
+    holder: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Run ``job`` for ``ds`` with the run ``params``, the task's ``kwargs`` and the Google credentials
+    of the ``google_cloud_default`` connection, if there is one (see :mod:`nightfeed_airflow.gcp`).
 
     Args:
+        lineage: where the tables and datasets the job reads and writes are recorded (None: nowhere).
         holder: the night's lease holder (the DAG run); this process when None.
 
     Returns:
@@ -101,14 +101,16 @@ def call_job(job: Job, ds: str, params: Mapping[str, Any], holder: str | None = 
 
     Raises:
         AirflowFailException: the job raised a ``PermanentError`` (bad data, no blessed model, bad
-            params), so retrying would not help; any other exception propagates and is retried.
+            params), or the connection's key is unusable, so retrying would not help; any other
+            exception propagates and is retried.
     """
+    from nightfeed_airflow.gcp import BadGcpConnection, connection_credentials
     from pipelines.core.errors import PermanentError
     from pipelines.jobs import run
 
     try:
-        return run(job, ds, dict(params), holder=holder, **kwargs)
-    except PermanentError as exc:
+        return run(job, ds, dict(params), connection_credentials(), lineage, holder=holder, **kwargs)
+    except (PermanentError, BadGcpConnection) as exc:
         hint = getattr(exc, "hint", None)
         raise AirflowFailException(
             f"{job.name} for ds={ds} cannot succeed on retry: {exc}" + (f"; {hint}" if hint else "")

@@ -38,6 +38,10 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.serialization.encoders import encode_timetable
 
 path, heavy, confs = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+
+def callbacks(value):
+    return [type(c).__name__ for c in (value if isinstance(value, list) else [value] if value else [])]
+
 bag = DagBag(dag_folder=path)
 out = {"import_errors": {str(k): str(v) for k, v in bag.import_errors.items()}, "dags": {}}
 for dag_id, dag in bag.dags.items():
@@ -52,6 +56,12 @@ for dag_id, dag in bag.dags.items():
             "pool": t.pool,
             "trigger_rule": str(t.trigger_rule.value if hasattr(t.trigger_rule, "value") else t.trigger_rule),
             "outlets": [getattr(a, "uri", str(a)) for a in t.outlets],
+            "trigger": {
+                "dag_id": t.trigger_dag_id,
+                "logical_date": t.logical_date,
+                "reset_dag_run": t.reset_dag_run,
+            } if hasattr(t, "trigger_dag_id") else None,
+            "on_failure_callback": callbacks(t.on_failure_callback),
         }
     validation = {}
     for name, conf in confs.items():
@@ -73,10 +83,9 @@ for dag_id, dag in bag.dags.items():
         "catchup": dag.catchup,
         "max_active_runs": dag.max_active_runs,
         "timetable": type(dag.timetable).__name__,
+        "timetable_summary": getattr(dag.timetable, "summary", None),
+        "on_failure_callback": callbacks(dag.on_failure_callback),
         "timetable_config": encode_timetable(dag.timetable)["__var"],
-        "schedule_assets": sorted(
-            a.uri for a in getattr(getattr(dag.timetable, "asset_condition", None), "objects", [])
-        ),
         "tasks": tasks,
         "params": {
             k: {**dag.params.get_param(k).schema, "description": dag.params.get_param(k).description}

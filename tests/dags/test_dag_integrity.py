@@ -13,7 +13,7 @@ from tests.dags.dag_inspection import DAG_FILES, HEAVY_MODULES, dag_call_keyword
 
 pytestmark = pytest.mark.airflow
 
-EXPECTED_DAGS = {"nightfeed_features", "nightfeed_training", "nightfeed_nightly"}
+EXPECTED_DAGS = {"nightfeed_features", "nightfeed_training", "nightfeed_nightly", "nightfeed_freshness"}
 
 
 def test_dag_folder_holds_the_expected_dags() -> None:

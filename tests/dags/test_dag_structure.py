@@ -7,6 +7,7 @@ import pytest
 pytestmark = pytest.mark.airflow
 
 FEATURES_URI = "nightfeed://features/"
+ALL_DAGS = ["nightfeed_features", "nightfeed_training", "nightfeed_nightly", "nightfeed_freshness"]
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +21,13 @@ def edges(dag: dict) -> set[tuple[str, str]]:
 
 def test_features_dag(dags: dict[str, dict]) -> None:
     dag = dags["nightfeed_features"]
-    assert set(dag["tasks"]) == {"build_features"}
-    assert edges(dag) == set()
+    assert edges(dag) == {("build_features", "trigger_nightly")}
+    # Each features run starts the nightly run of its own day; a rerun of the day re-runs that nightly.
+    assert dag["tasks"]["trigger_nightly"]["trigger"] == {
+        "dag_id": "nightfeed_nightly",
+        "logical_date": "{{ params.run_date or ds }}",
+        "reset_dag_run": True,
+    }
     assert dag["tasks"]["build_features"]["outlets"] == [FEATURES_URI]
     # Data-interval timetable: the run for a day has that day as logical date (see the DAG's docs).
     assert dag["timetable"] == "CronDataIntervalTimetable"
@@ -60,7 +66,10 @@ def test_nightly_dag(dags: dict[str, dict]) -> None:
     }
     mapped = {task_id for task_id, task in dag["tasks"].items() if task["mapped"]}
     assert mapped == {"candidates_for_shard", "render_digests"}
-    assert dag["schedule_assets"] == [FEATURES_URI]
+    # Daily intervals (so it can be backfilled), but the scheduler makes no run: the features run does.
+    assert dag["timetable"] == "FeaturesDays"
+    assert dag["timetable_summary"] == "after nightfeed_features"
+    assert dag["catchup"] is False
     assert dag["max_active_runs"] == 1
     # The report is written whether or not digests were skipped, but not after a failure.
     assert dag["tasks"]["write_report"]["trigger_rule"] == "none_failed"
@@ -76,21 +85,40 @@ def test_nightly_dag(dags: dict[str, dict]) -> None:
     assert dag["param_defaults"]["use_current_system"] is False
 
 
-@pytest.mark.parametrize("stem", ["nightfeed_features", "nightfeed_training", "nightfeed_nightly"])
+def test_freshness_dag(dags: dict[str, dict]) -> None:
+    dag = dags["nightfeed_freshness"]
+    assert set(dag["tasks"]) == {"check_freshness"} and edges(dag) == set()
+    # Daily at 06:00 UTC with no interval: the logical date, and so ds, is the day the check runs.
+    assert dag["timetable"] == "CronTriggerTimetable"
+    assert dag["timetable_config"]["expression"] == "0 6 * * *"
+    assert dag["timetable_config"]["interval"] == 0.0
+    assert set(dag["params"]) == {"run_date"}
+
+
+@pytest.mark.parametrize("stem", ALL_DAGS)
+def test_every_task_and_run_alerts_on_failure(dags: dict[str, dict], stem: str) -> None:
+    assert dags[stem]["on_failure_callback"] == ["FailureAlert"]
+    for task_id, task in dags[stem]["tasks"].items():
+        assert task["on_failure_callback"] == ["FailureAlert"], task_id
+
+
+@pytest.mark.parametrize("stem", ALL_DAGS)
 def test_params_have_titles_descriptions_and_types(dags: dict[str, dict], stem: str) -> None:
     for name, schema in dags[stem]["params"].items():
         assert schema.get("title") and schema.get("description"), name
         assert schema.get("type"), name
 
 
-@pytest.mark.parametrize("stem", ["nightfeed_features", "nightfeed_training", "nightfeed_nightly"])
-def test_every_task_is_a_job_of_the_catalog(dags: dict[str, dict], stem: str) -> None:
+@pytest.mark.parametrize("stem", ALL_DAGS)
+def test_every_task_is_a_job_of_the_catalog_or_a_trigger(dags: dict[str, dict], stem: str) -> None:
     from pipelines.core.jobs import JOBS
 
-    assert set(dags[stem]["tasks"]) <= {job.name for job in JOBS}
+    wiring = {task_id for task_id, task in dags[stem]["tasks"].items() if task["trigger"]}
+    assert wiring <= {"trigger_nightly"}
+    assert set(dags[stem]["tasks"]) - wiring <= {job.name for job in JOBS}
 
 
-@pytest.mark.parametrize("stem", ["nightfeed_features", "nightfeed_training", "nightfeed_nightly"])
+@pytest.mark.parametrize("stem", ALL_DAGS)
 def test_params_are_the_declared_run_params(dags: dict[str, dict], stem: str) -> None:
     from pipelines.core.params import RUN_PARAMS
 

@@ -6,37 +6,27 @@ a developer's AIRFLOW_HOME.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from tests.airflow_support import REPO, airflow_env
+from tests.airflow_support import airflow_env, script_result
 
 pytestmark = pytest.mark.airflow
 
 _SCRIPT = r"""
 import datetime as dt, json
-from types import SimpleNamespace
 from airflow.sdk.exceptions import AirflowFailException
-from nightfeed_airflow.runtime import FEATURES, call_job, resolve_ds
+from nightfeed_airflow.runtime import call_job, resolve_ds
 from pipelines.core import jobs
-
-def events(*days):
-    return {FEATURES: [SimpleNamespace(extra={"ds": d} if d else {}) for d in days]}
 
 utc = dt.timezone.utc
 cases = {
-    "run_date_wins": {"params": {"run_date": "2026-11-02"}, "triggering_asset_events": events("2026-11-20"),
+    "run_date_wins": {"params": {"run_date": "2026-11-02"},
                       "logical_date": dt.datetime(2026, 11, 21, tzinfo=utc)},
-    "newest_event": {"params": {"run_date": None},
-                     "triggering_asset_events": events("2026-11-20", "2026-11-21", None)},
+    "no_run_date": {"params": {"run_date": None}, "logical_date": dt.datetime(2026, 11, 21, tzinfo=utc)},
     "logical_date_in_utc": {"params": {}, "logical_date": dt.datetime(2026, 11, 21, 23, 30,
                             tzinfo=dt.timezone(dt.timedelta(hours=-5)))},
     "nothing": {"params": {}, "logical_date": None},
     "bad_run_date": {"params": {"run_date": "21/11/2026"}},
-    "bad_event_ds": {"params": {}, "triggering_asset_events": events("yesterday")},
 }
 out = {}
 for name, context in cases.items():
@@ -65,26 +55,15 @@ print("RESULT " + json.dumps(out))
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     base = tmp_path_factory.mktemp("runtime")
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
-        env=airflow_env(base / "airflow_home", base / "data"),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-    assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(line[len("RESULT ") :])
+    return script_result(_SCRIPT, airflow_env(base / "airflow_home", base / "data"))
 
 
-def test_run_date_param_wins_over_events_and_logical_date(results: dict[str, str]) -> None:
+def test_run_date_param_wins_over_the_logical_date(results: dict[str, str]) -> None:
     assert results["run_date_wins"] == "2026-11-02"
 
 
-def test_asset_triggered_run_takes_the_newest_features_day(results: dict[str, str]) -> None:
-    assert results["newest_event"] == "2026-11-21"
+def test_an_empty_run_date_leaves_the_logical_date(results: dict[str, str]) -> None:
+    assert results["no_run_date"] == "2026-11-21"
 
 
 def test_logical_date_is_read_in_utc(results: dict[str, str]) -> None:
@@ -97,11 +76,9 @@ def test_a_run_without_any_date_fails_without_retries(results: dict[str, str]) -
     assert "run_date" in results["nothing"]
 
 
-@pytest.mark.parametrize(
-    ("case", "origin"), [("bad_run_date", "param run_date"), ("bad_event_ds", "extra['ds']")]
-)
-def test_malformed_dates_name_their_origin(results: dict[str, str], case: str, origin: str) -> None:
-    assert results[case].startswith("AirflowFailException: ") and origin in results[case]
+def test_a_malformed_run_date_names_the_param(results: dict[str, str]) -> None:
+    assert results["bad_run_date"].startswith("AirflowFailException: ")
+    assert "param run_date" in results["bad_run_date"]
 
 
 def test_permanent_failures_become_airflow_fail_exceptions(results: dict[str, str]) -> None:

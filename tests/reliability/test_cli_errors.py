@@ -31,6 +31,7 @@ USER_ERRORS: dict[str, list[list[str]]] = {
     "digest-preview": [["digest-preview", "--ds", "2026-11-20", "--user", "u1", "--out", "x.html"]],
     "report": [["report", "--ds", "yesterday"]],
     "outputs": [["outputs"]],
+    "freshness": [["freshness", "--ds", "2026-11-20"], ["freshness", "--ds", "2026-02-30"]],
 }
 CASES = [(name, args) for name, cases in USER_ERRORS.items() for args in cases]
 

@@ -7,6 +7,8 @@ replace a ``ds`` partition whole, load rows) is built here from sqlglot expressi
 string formatting, so a rerun of a day replaces that day and nothing else.
 """
 
+from typing import Any
+
 from pipelines.core.settings import Settings
 from pipelines.core.warehouse.base import SqlError, Warehouse
 from pipelines.core.warehouse.bigquery import BigQueryWarehouse, bigquery_schema
@@ -22,8 +24,8 @@ __all__ = [
 ]
 
 
-def open_warehouse(settings: Settings, read_only: bool = False) -> Warehouse:
-    """The warehouse the settings name."""
+def open_warehouse(settings: Settings, read_only: bool = False, credentials: Any | None = None) -> Warehouse:
+    """The warehouse the settings name; BigQuery with ``credentials`` (None: application-default)."""
     if settings.warehouse == "bigquery":
         assert settings.bigquery_project  # checked by Settings
         return BigQueryWarehouse(
@@ -31,5 +33,6 @@ def open_warehouse(settings: Settings, read_only: bool = False) -> Warehouse:
             settings.bigquery_dataset,
             settings.bigquery_location,
             settings.bigquery_api_endpoint,
+            credentials,
         )
     return DuckDBWarehouse(settings.duckdb_file, read_only=read_only)

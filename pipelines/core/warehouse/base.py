@@ -23,6 +23,7 @@ from pipelines.core.sql_catalog import SQL_DIR, SqlFile, load_catalog
 
 if TYPE_CHECKING:
     from pipelines.core.lake import Lake
+    from pipelines.core.lineage import Lineage
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class Warehouse(ABC):
     """Runs BigQuery-dialect SQL files and materialises their results as (partitioned) tables."""
 
     dialect: str
+    # Set by the run context: the tables this run's SQL reads and the ones it writes are recorded.
+    lineage: Lineage | None = None
 
     # -- naming and rendering ------------------------------------------------------------------------
     @abstractmethod
@@ -88,11 +91,24 @@ class Warehouse(ABC):
             template = _JINJA.get_template(rel)
             return template.render(
                 ds=ds.isoformat(),
-                ref=self.table_ref,
+                ref=self._read_ref,
                 params={k: _check_param(k, v) for k, v in params.items()},
             )
         except (jinja2.TemplateError, SqlError) as exc:
             raise SqlError(f"sql/{rel}: {exc}") from exc
+
+    def _read_ref(self, name: str) -> str:
+        if self.lineage is not None:
+            self.lineage.read(*self.lineage_name(name))
+        return self.table_ref(name)
+
+    def _wrote(self, name: str) -> None:
+        if self.lineage is not None:
+            self.lineage.wrote(*self.lineage_name(name))
+
+    @abstractmethod
+    def lineage_name(self, table: str) -> tuple[str, str]:
+        """OpenLineage namespace and name of ``table``."""
 
     def compile(self, bigquery_sql: str, origin: str = "<sql>") -> str:
         """Translate BigQuery-dialect SQL into this backend's dialect."""
@@ -136,6 +152,7 @@ class Warehouse(ABC):
         except Exception as exc:
             raise SqlError(f"sql/{model.path} failed for ds={ds}: {exc}") from exc
         log.debug("%s ds=%s: %d rows in %.2fs", model.name, ds, rows, time.perf_counter() - started)
+        self._wrote(model.name)
         return rows
 
     def load_raw(self, table: str, rows: pa.Table, ds: dt.date) -> int:
@@ -153,7 +170,9 @@ class Warehouse(ABC):
         other = set(pc.unique(rows.column(PARTITION_COLUMN)).to_pylist()) - {ds}
         if other:
             raise ValueError(f"{table}: rows for ds={ds} carry other ds values {sorted(other)[:3]}")
-        return self._load_partition(table, rows, ds)
+        loaded = self._load_partition(table, rows, ds)
+        self._wrote(table)
+        return loaded
 
     def load_published(self, table: str, lake: Lake, dataset: str, ds: dt.date, columns: pa.Schema) -> int:
         """Replace partition ``ds`` of ``table`` with the Parquet files published as lake ``dataset``.
@@ -176,6 +195,7 @@ class Warehouse(ABC):
             raise ValueError(f"{lake.uri(dataset)} is published with no files; nothing to load")
         started = time.perf_counter()
         rows = self._load_files(table, lake, files, ds, columns)
+        self._wrote(table)
         log.info(
             "%s ds=%s: %d rows from %d files in %.1f s",
             table,

@@ -20,31 +20,48 @@ if TYPE_CHECKING:
     from pipelines.core.lake import Lake
 
 
+def bigquery_client(
+    project: str, location: str, api_endpoint: str | None = None, credentials: Any | None = None
+) -> Any:
+    """A BigQuery client with ``credentials`` (None: application-default), or for an emulator at
+    ``api_endpoint`` (anonymous)."""
+    from google.cloud import bigquery
+
+    kwargs: dict[str, Any] = {"project": project, "location": location, "credentials": credentials}
+    if api_endpoint:
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+
+        kwargs["credentials"] = AnonymousCredentials()
+        kwargs["client_options"] = ClientOptions(api_endpoint=api_endpoint)
+    return bigquery.Client(**kwargs)
+
+
 class BigQueryWarehouse(Warehouse):
     """Google BigQuery through the official client; tables live in ``project.dataset``."""
 
     dialect = "bigquery"
 
     def __init__(
-        self, project: str, dataset: str, location: str = "US", api_endpoint: str | None = None
+        self,
+        project: str,
+        dataset: str,
+        location: str = "US",
+        api_endpoint: str | None = None,
+        credentials: Any | None = None,
     ) -> None:
         from google.cloud import bigquery
 
         self._bq = bigquery
-        kwargs: dict[str, Any] = {"project": project, "location": location}
-        if api_endpoint:
-            # A local emulator: no credentials, explicit endpoint.
-            from google.api_core.client_options import ClientOptions
-            from google.auth.credentials import AnonymousCredentials
-
-            kwargs["credentials"] = AnonymousCredentials()
-            kwargs["client_options"] = ClientOptions(api_endpoint=api_endpoint)
-        self.client = bigquery.Client(**kwargs)
+        self.client = bigquery_client(project, location, api_endpoint, credentials)
         self.project, self.dataset = project, dataset
         self.client.create_dataset(f"{project}.{dataset}", exists_ok=True)
 
     def table_ref(self, name: str) -> str:
         return f"`{self.project}.{self.dataset}.{name}`"
+
+    def lineage_name(self, table: str) -> tuple[str, str]:
+        return "bigquery", f"{self.project}.{self.dataset}.{table}"
 
     def _query_arrow(self, sql: str) -> pa.Table:
         return self.client.query(sql).result().to_arrow(create_bqstorage_client=False)

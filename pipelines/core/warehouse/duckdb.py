@@ -66,6 +66,9 @@ class DuckDBWarehouse(Warehouse):
     def table_ref(self, name: str) -> str:
         return f"`{name}`"
 
+    def lineage_name(self, table: str) -> tuple[str, str]:
+        return f"duckdb://{self.path.resolve()}", f"main.{table}"
+
     def _query_arrow(self, sql: str) -> pa.Table:
         return bigquery_integers(self.con.sql(sql).to_arrow_table())
 
