@@ -31,14 +31,14 @@ def embed_items(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
     Raises:
         pipelines.serving.system.NoChampionError: no system is in force for ``ds``.
     """
-    from pipelines.training.two_tower import load_towers
-
     system = served_system(lake, ds, settings.use_current_system).system
     version = system.two_tower_version
     if version is None:
         reason = f"the served system ({system.label}) uses no item embeddings"
         log.info("ds=%s: %s", ds, reason)
         return {"skipped": True, "reason": reason}
+    from pipelines.training.two_tower import load_towers  # TensorFlow: only when a two-tower is served
+
     items = read_input(lake, ds, "items")
     started = time.perf_counter()
     towers = load_towers(lake, version)

@@ -188,13 +188,13 @@ def index_items(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
         pipelines.serving.recall.IndexRecallError: recall below the configured floor (nothing is published).
         pipelines.serving.system.NoChampionError: no system is in force for ``ds``.
     """
-    from pipelines.training.two_tower import load_towers
-
     system = served_system(lake, ds, settings.use_current_system).system
     if system.retriever != TWO_TOWER_RETRIEVER:
         reason = f"the served system ({system.label}) retrieves without the item index"
         log.info("ds=%s: %s", ds, reason)
         return {"skipped": True, "reason": reason}
+    from pipelines.training.two_tower import load_towers  # TensorFlow: only when a two-tower is served
+
     embeddings, version = read_embeddings(lake, ds)
     users = read_input(lake, ds, "users")
     rng = np.random.default_rng(settings.index.seed)
