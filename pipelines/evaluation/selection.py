@@ -215,6 +215,24 @@ def select_system(
         )
     test_started = time.perf_counter()
     candidates = _test_candidates(protocol, finals, chosen, champion)
+    if chosen.name not in candidates:
+        # Built on the validation nights, not on the test night's data (too few examples there): the
+        # best of the others that can be built on it is the candidate.
+        buildable = [recipe for recipe in finals.values() if recipe.name in candidates]
+        fallback = protocol.choose("system (buildable on the test night)", buildable) if buildable else None
+        if fallback is None:
+            raise NotEnoughHistory(
+                f"no candidate system could be built on the data before the test night {protocol.plan.test}; "
+                "load more history"
+            )
+        log.warning(
+            "%s cannot be built on the data before the test night %s; the candidate is %s",
+            chosen.name,
+            protocol.plan.test,
+            fallback.name,
+        )
+        chosen = fallback
+        candidates = _test_candidates(protocol, finals, chosen, champion)
     replay = protocol.replays[protocol.plan.test]
     scores = {name: replay.evaluate(candidate.system) for name, candidate in candidates.items()}
     seconds["test"] = time.perf_counter() - test_started

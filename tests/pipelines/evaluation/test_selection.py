@@ -126,3 +126,38 @@ def test_the_window_fits_the_days_whose_features_are_built(tiny_world: Settings,
         with pytest.raises(NotEnoughHistory, match="build features for more days"):
             window([4])
         assert window([2, 4]) == 2
+
+
+def test_a_choice_that_cannot_be_built_on_the_test_night_gives_way_to_the_next_best(
+    tiny_world: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The validation nights' choice cannot be built on the test night's data (too few examples there, as
+    # on a log whose last weeks are sparse): the best of the other families is the candidate.
+    from pipelines.evaluation import selection as selection_module
+    from pipelines.evaluation.nights import plan_nights
+    from pipelines.evaluation.recipes import Kitchen
+
+    settings = tiny_world
+    test_night = plan_nights(DS, settings.selection.window_days, settings.selection.validation_nights).test
+    refused: list[str] = []
+    choose, build = selection_module._Protocol.choose, Kitchen.system
+
+    def first_choice(self: Any, step: str, options: list[Any], incumbent: Any = None) -> Any:
+        chosen = choose(self, step, options, incumbent)
+        if step == "system" and chosen is not None:
+            refused.append(chosen.family)
+        return chosen
+
+    def system(self: Kitchen, night: dt.date, recipe: Any) -> Any:
+        if night == test_night and recipe.family in refused:
+            return None
+        return build(self, night, recipe)
+
+    monkeypatch.setattr(selection_module._Protocol, "choose", first_choice)
+    monkeypatch.setattr(Kitchen, "system", system)
+    with DuckDBWarehouse(settings.duckdb_file, read_only=True) as warehouse:
+        selection = select_system(warehouse, Lake(settings.lake_url), DS, settings, champion=None)
+    assert refused and selection.chosen.family != refused[0]
+    assert any(t["step"] == "system (buildable on the test night)" for t in selection.trials)
+    assert selection.decision.served in selection.test
+    assert all(c.family != refused[0] for c in selection.candidates.values())
