@@ -31,12 +31,19 @@ PRODUCTION_ENV = {
     "NIGHTFEED_LAKE": "${NIGHTFEED_LAKE:-gs://nightfeed-lake/prod}",
     "GOOGLE_APPLICATION_CREDENTIALS": "/opt/airflow/secrets/gcp-credentials.json",
 }
-# Environment variables a deployment must set itself: Compose refuses to start without them.
+# Environment variables a deployment must set itself (Compose refuses to start without them), with the
+# Airflow setting each one reaches and how it is written there.
 REQUIRED_SECRETS = {
-    "AIRFLOW_JWT_SECRET": "AIRFLOW__API_AUTH__JWT_SECRET",
-    "AIRFLOW_API_SECRET_KEY": "AIRFLOW__API__SECRET_KEY",
-    "_AIRFLOW_WWW_USER_PASSWORD": "_AIRFLOW_WWW_USER_PASSWORD",
-    "NIGHTFEED_UNSUBSCRIBE_SECRET": "NIGHTFEED_DIGEST__UNSUBSCRIBE_SECRET",
+    "AIRFLOW_JWT_SECRET": ("AIRFLOW__API_AUTH__JWT_SECRET", "{}"),
+    "AIRFLOW_API_SECRET_KEY": ("AIRFLOW__API__SECRET_KEY", "{}"),
+    "AIRFLOW_FERNET_KEY": ("AIRFLOW__CORE__FERNET_KEY", "{}"),
+    "_AIRFLOW_WWW_USER_PASSWORD": ("_AIRFLOW_WWW_USER_PASSWORD", "{}"),
+    "NIGHTFEED_UNSUBSCRIBE_SECRET": ("NIGHTFEED_DIGEST__UNSUBSCRIBE_SECRET", "{}"),
+    "POSTGRES_PASSWORD": (
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "postgresql+psycopg2://airflow:{}@postgres/airflow",
+    ),
+    "REDIS_PASSWORD": ("AIRFLOW__CELERY__BROKER_URL", "redis://:{}@redis:6379/0"),
 }
 AIRFLOW_COMPONENTS = {
     "airflow-apiserver": "api-server",
@@ -157,24 +164,34 @@ def interpolate(text: str, env: dict[str, str]) -> str:
 
 def test_compose_refuses_to_start_without_each_secret() -> None:
     text = COMPOSE.read_text()
-    secrets = {name: f"secret-for-{name.lower()}" for name in REQUIRED_SECRETS}
+    secrets = {name: f"secret-for-{name.lower().strip('_')}" for name in REQUIRED_SECRETS}
     rendered = yaml.safe_load(interpolate(text, secrets))
     init = rendered["services"]["airflow-init"]["environment"]
-    for name, key in REQUIRED_SECRETS.items():
-        assert init[key] == secrets[name], key
+    for name, (key, written) in REQUIRED_SECRETS.items():
+        assert init[key] == written.format(secrets[name]), key
         for empty in ({k: v for k, v in secrets.items() if k != name}, {**secrets, name: ""}):
             with pytest.raises(MissingVariable, match=name):
                 interpolate(text, empty)
     worker = rendered["services"]["airflow-worker"]["environment"]
     assert worker["AIRFLOW__API_AUTH__JWT_SECRET"] == secrets["AIRFLOW_JWT_SECRET"]
     assert worker["NIGHTFEED_DIGEST__UNSUBSCRIBE_SECRET"] == secrets["NIGHTFEED_UNSUBSCRIBE_SECRET"]
+    # The database and the broker are started with the passwords the components use.
+    services = rendered["services"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == secrets["POSTGRES_PASSWORD"]
+    assert services["redis"]["environment"]["REDIS_PASSWORD"] == secrets["REDIS_PASSWORD"]
+    assert "--requirepass" in " ".join(services["redis"]["command"])
 
 
 def test_no_secret_has_a_default(compose: dict[str, Any]) -> None:
+    text = COMPOSE.read_text()
+    for name in REQUIRED_SECRETS:
+        # Every use of a secret is required (``:?``), wherever it stands (a URL too).
+        uses = re.findall(r"(?<!\$)\$\{" + name + r"(:?[-?+])?([^}]*)\}", text)
+        assert uses and all(op == ":?" and message.strip() for op, message in uses), f"{name}: {uses}"
     for name, service in compose["services"].items():
         env = service.get("environment") or {}
-        for key in REQUIRED_SECRETS.values():
-            if key in env:
+        for key, written in REQUIRED_SECRETS.values():
+            if key in env and written == "{}":
                 assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", str(env[key])), f"{name}: {key}={env[key]!r}"
-    for default in ("change-me", "PASSWORD:-airflow}"):
-        assert default not in COMPOSE.read_text().replace("POSTGRES_PASSWORD:-airflow}", "")
+    for default in ("change-me", "PASSWORD:-", "FERNET_KEY:-", "redis://:@"):
+        assert default not in text

@@ -21,9 +21,9 @@ from pipelines.delivery.digests.message import DigestConfigError
 from pipelines.delivery.digests.shards import plan_digests, render_digest_shard
 from tests.airflow_support import REPO, airflow_env, prepare_home
 from tests.pipelines.delivery.digests.digest_world import DS, render_and_publish_digests, world
+from tests.test_compose import REQUIRED_SECRETS
 
 COMPOSE = REPO / "docker-compose.yaml"
-REQUIRED_SECRETS = ("AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY", "_AIRFLOW_WWW_USER_PASSWORD")
 OLD = "an-old-unsubscribe-secret-0123456789"
 NEW = "a-new-unsubscribe-secret-9876543210"
 
@@ -33,7 +33,7 @@ def _service_env(name: str) -> dict[str, Any]:
 
 
 # -- case 1 ---------------------------------------------------------------------------------------------
-def test_case_01_compose_refuses_to_start_without_jwt_secret_api_key_and_admin_password() -> None:
+def test_case_01_compose_refuses_to_start_without_its_secrets_and_passwords() -> None:
     text = COMPOSE.read_text()
     for name in REQUIRED_SECRETS:
         # ``$${NAME}`` is Compose's escape for a shell variable of the container, not an interpolation.
