@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from pipelines.training.two_tower.features import ITEM_COLUMNS
+
 DAY = dt.timedelta(days=1)
 STRINGS = pa.list_(pa.string())
 TS = pa.timestamp("us", tz="UTC")
@@ -39,18 +41,6 @@ EXAMPLE_SCHEMA = pa.schema(
         ("language", pa.string()),
         ("item_age_days", pa.float64()),
     ]
-)
-ITEM_COLUMNS = (
-    "item_id",
-    "title",
-    "summary",
-    "tags",
-    "source",
-    "author",
-    "post_type",
-    "content_type",
-    "language",
-    "item_age_days",
 )
 
 
