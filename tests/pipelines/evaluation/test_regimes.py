@@ -29,6 +29,7 @@ from pipelines.data.features import NoEventsError
 from pipelines.data.world import World, load_world, world_config
 from pipelines.evaluation.selection import select_system, selection_facts
 from pipelines.jobs import run
+from tests.quick_selection import QUICK_SELECTION
 
 pytestmark = pytest.mark.slow
 
@@ -43,17 +44,15 @@ EXPECTED = {
     "freshness": {POPULAR_RETRIEVER, TWO_TOWER_RETRIEVER},
     "ratings": {TWO_TOWER_RETRIEVER, ALS_RETRIEVER},
 }
+# The quick selection, with 3-day nights, two popularity windows and no list stages (ranker, age limit,
+# diversification): the test is about the retriever families.
 GRID = {
-    "NIGHTFEED_TWO_TOWER__EPOCHS": "2",
+    **QUICK_SELECTION,
     "NIGHTFEED_SELECTION__WINDOW_DAYS": "3",
-    "NIGHTFEED_SELECTION__MIN_TRAIN_EXAMPLES": "10",
-    "NIGHTFEED_SELECTION__TWO_TOWER_SEARCH": "{}",
     "NIGHTFEED_SELECTION__RANKERS": '["none"]',
     "NIGHTFEED_SELECTION__DIVERSIFY_CHOICES": "[false]",
     "NIGHTFEED_SELECTION__MAX_ITEM_AGE_CHOICES": "[null]",
     "NIGHTFEED_SELECTION__POPULARITY_WINDOWS": "[1, 7]",
-    "NIGHTFEED_SELECTION__KNN_NEIGHBORS": "[20]",
-    "NIGHTFEED_SELECTION__ALS_FACTORS": "[16]",
     "NIGHTFEED_SELECTION__RESAMPLES": "300",
 }
 # Sizes per regime: small, but with enough users on a 3-day test night to tell families apart.
