@@ -126,5 +126,12 @@ class NightModels:
 
     def ranker_from_replay(self, served_day: dt.date, rows: pa.Table, scores: np.ndarray) -> Trained | None:
         """A ranker on an earlier night's retrieved posts, labelled by what users did after that night
-        (``Replay.ranking_rows``): for data with no impression log, or when it re-orders better."""
+        (``Replay.ranking_rows``): for data with no impression log, or when it re-orders better.
+
+        The replay retrieves as deep as the system serves, often deeper than the ranker's
+        ``retrieval_depth``; ranks beyond it become ``retrieval_depth + 1``, the value the ranker's
+        ``retrieval_rank`` feature gives them when it scores served lists."""
+        scores = np.column_stack(
+            [scores[:, 0], np.minimum(scores[:, 1], self.settings.ranker.retrieval_depth + 1)]
+        )
         return self._ranker(served_day, rows, scores, "retrieval")

@@ -108,3 +108,27 @@ def test_als_retrieves_the_same_from_a_shards_own_histories_as_from_the_whole_lo
     got = own.search(own.queries(users), 100)
     assert users.num_rows > 10 and (expected[0] >= 0).any()
     assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+
+
+def test_a_ranker_learns_from_the_retrieved_posts_of_the_night_before(tiny_world: Settings) -> None:
+    # Data without impressions trains the ranker on an earlier night's retrieval, labelled by what users
+    # did next. That replay retrieves deeper than the ranker's own retrieval depth: ranks beyond it are
+    # the ranker's "outside" rank, as when it scores served lists.
+    settings = tiny_world.with_overrides({"ranker": {"retrieval_depth": 10}})
+    earlier = NIGHT - dt.timedelta(days=2)
+    store = ModelStore(None)
+    recipe = Recipe("two_tower", ranker="retrieval")
+    with DuckDBWarehouse(settings.duckdb_file, read_only=True) as warehouse:
+        replays = {
+            n: Replay(load_night(warehouse, n, 2, settings), settings, store) for n in (earlier, NIGHT)
+        }
+        kitchen = Kitchen(NightModels(warehouse, settings, store), replays, [earlier, NIGHT])
+        rows, scores = replays[earlier].ranking_rows(kitchen.system(earlier, recipe.retrieval_only))
+        assert scores[:, 1].max() > 11, "the replay retrieves deeper than the ranker's depth"
+        assert rows.column("label").to_numpy().sum() > 0
+        assert kitchen.system(earlier, recipe) is None, "the first night has no night before it"
+        system = kitchen.system(NIGHT, recipe)
+    assert system is not None and system.ranker_version is not None
+    assert system.ranker_version.startswith(f"{(earlier - dt.timedelta(days=1)).isoformat()}-")
+    lists = replays[NIGHT].lists(system)
+    assert lists.num_rows > 0 and replays[NIGHT].score(lists).means()["recall_at_50"] > 0
