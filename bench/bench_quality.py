@@ -17,7 +17,9 @@ checks the targets:
 
 MovieLens data is run as of its last day (``--movielens-end`` cuts it earlier); the feature history
 starts ``--history-days`` before the first validation night, which is all the models look at.
-``--json FILE`` writes every figure. The load average is printed next to the figures.
+``--json FILE`` writes every figure. The load average is printed next to the figures. ``--retrain`` keeps a
+data set's warehouse (its loaded data and built features) from an earlier run in ``--workdir`` and runs only
+the training job again, on a fresh lake.
 """
 
 from __future__ import annotations
@@ -62,8 +64,23 @@ def _load(dataset: str, run_date: dt.date, movielens_end: dt.date | None) -> dt.
     return run_date
 
 
-def run_one(dataset: str, run_date: dt.date, movielens_end: dt.date | None, history_days: int) -> dict:
-    """Load, build features, train: the training job's facts with the timings (in this process)."""
+def _run_date(dataset: str, run_date: dt.date, movielens_end: dt.date | None) -> dt.date:
+    """The run date of a data set already loaded into the warehouse of ``NIGHTFEED_DATA_DIR``."""
+    from pipelines.core.context import settings_with
+    from pipelines.core.warehouse import open_warehouse
+
+    if not dataset.startswith("movielens:"):
+        return run_date
+    with open_warehouse(settings_with(None)) as warehouse:
+        last = warehouse.partitions("raw_events")[-1]
+    return min(last, movielens_end) if movielens_end else last
+
+
+def run_one(
+    dataset: str, run_date: dt.date, movielens_end: dt.date | None, history_days: int, retrain: bool = False
+) -> dict:
+    """Load, build features, train: the training job's facts with the timings (in this process); with
+    ``retrain``, only train, on the data and features already in the warehouse."""
     from pipelines.cli import main as cli
     from pipelines.core import jobs
     from pipelines.core.context import settings_with
@@ -71,13 +88,13 @@ def run_one(dataset: str, run_date: dt.date, movielens_end: dt.date | None, hist
     from pipelines.jobs import run
 
     started = time.perf_counter()
-    ds = _load(dataset, run_date, movielens_end)
+    ds = _run_date(dataset, run_date, movielens_end) if retrain else _load(dataset, run_date, movielens_end)
     loaded = time.perf_counter()
     settings = settings_with(None)
     with open_warehouse(settings) as warehouse:
         first = max(warehouse.partitions("raw_events")[0], ds - dt.timedelta(days=history_days))
     # The history build a user runs (`features --start --end`): quiet days are built from the days before.
-    if cli(["features", "--start", first.isoformat(), "--end", ds.isoformat()]) != 0:
+    if not retrain and cli(["features", "--start", first.isoformat(), "--end", ds.isoformat()]) != 0:
         raise RuntimeError(f"features --start {first} --end {ds} failed")
     featured = time.perf_counter()
     trained = run(jobs.TRAIN_SYSTEM, ds)
@@ -168,6 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--history-days", type=int, default=400)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/nightfeed-quality"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--retrain", action="store_true", help="reuse each data set's warehouse in --workdir; train only"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for dataset in args.datasets:
@@ -175,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"unknown data set {dataset!r}: a regime {REGIMES} or movielens:DIR")
     if args.child:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-        result = run_one(args.datasets[0], args.run_date, args.movielens_end, args.history_days)
+        result = run_one(args.datasets[0], args.run_date, args.movielens_end, args.history_days, args.retrain)
         print(json.dumps(result, default=str))
         return
 
@@ -183,8 +203,13 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for dataset in args.datasets:
         work = args.workdir / dataset.replace("movielens:", "ml-").replace("/", "_")
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        if args.retrain:
+            if not (work / "warehouse.duckdb").exists():
+                parser.error(f"--retrain: no warehouse of {dataset} in {work}; run without --retrain first")
+            shutil.rmtree(work / "lake", ignore_errors=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
         env = {
             **os.environ,
             "NIGHTFEED_DATA_DIR": str(work),
@@ -194,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         load_before = os.getloadavg()[0]
         command = [sys.executable, __file__, dataset, "--child", "--run-date", str(args.run_date)]
-        command += ["--history-days", str(args.history_days)]
+        command += ["--history-days", str(args.history_days)] + (["--retrain"] if args.retrain else [])
         if args.movielens_end:
             command += ["--movielens-end", str(args.movielens_end)]
         with open(work / "bench.log", "w") as log:

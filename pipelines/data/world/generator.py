@@ -17,7 +17,7 @@ from pipelines.core.schema import RAW_EVENTS
 from pipelines.core.settings import WorldConfig
 from pipelines.data.world.catalog import Catalog
 from pipelines.data.world.communities import Communities
-from pipelines.data.world.events import event_table
+from pipelines.data.world.events import Interactions, event_table
 from pipelines.data.world.feed import Feed
 from pipelines.data.world.ratings import RatingsLog
 from pipelines.data.world.regimes import REGIMES
@@ -133,8 +133,14 @@ class World:
             )
             yield day
 
+    def interactions(self, i: int, rng: np.random.Generator) -> Interactions | None:
+        """The interactions of day ``i`` drawn from ``rng`` (the day's own stream ``[seed, i]`` gives the
+        day's raw events; another stream another draw of the same day, for benchmarks' ceilings); None
+        when nothing happened."""
+        return self._log.day(i, rng)
+
     def _events(self, i: int, ds: dt.date, rng: np.random.Generator) -> pa.Table:
-        found = self._log.day(i, rng)
+        found = self.interactions(i, rng)
         if found is None:
             return RAW_EVENTS.empty_table()
         return event_table(found, i, ds, self.catalog.history_start, self.config.bad_row_fraction, rng)
