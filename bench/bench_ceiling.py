@@ -8,7 +8,8 @@ window after the test night ``--draws`` more times from fresh random streams (ne
 warehouse's days came from). Each user's list is the posts the user could be listed that night (live,
 never seen) ordered by how often the user engaged with them over the draws, then by how often anyone did:
 the lists of a system that knows the generator. They are scored exactly as every system of the
-bench, against what the world really did in the window, so the figure bounds what any system can reach
+bench, against what the world really did in the window (run it with the ``NIGHTFEED_WORLD__*`` environment
+the bench ran with), so the figure bounds what any system can reach
 there; the bench prints it next to the served system and the best baseline of the JSON. Feed regimes only
 (the ``ratings`` regime draws its whole log at once).
 """
@@ -106,9 +107,15 @@ def main(argv: list[str] | None = None) -> None:
     world = World(world_config("default", settings.world, args.regime), dt.date.fromisoformat(result["ds"]))
     if user_id(0)[0] != "u" or item_id(0)[0] != "p":
         raise SystemExit("the world's ids are no longer u<index> and p<index>")
-    counts = engagement_counts(world, night, window, args.draws)
     with open_warehouse(settings) as warehouse:
         replay = Replay(load_night(warehouse, night, window, settings), settings, ModelStore(None))
+    known = {user_id(u) for u in range(world.config.n_users)}
+    if not set(replay.night.eval_users.to_pylist()) <= known:
+        raise SystemExit(
+            f"the world rebuilt here ({world.config.n_users} users) is not the one in "
+            f"{args.workdir / args.regime}: run with the NIGHTFEED_WORLD__* environment the bench ran with"
+        )
+    counts = engagement_counts(world, night, window, args.draws)
     scores = replay.score(ceiling_lists(counts, replay, max(settings.selection.ks))).means()
     test = selection["test"]
     served = selection["decision"]["served"]
