@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import hmac
 import re
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 from pipelines.core.settings import DigestConfig
 from pipelines.delivery.digests.text import clean_text
@@ -59,8 +59,8 @@ def verify_unsubscribe_token(user_id: str, token: str, config: DigestConfig, tod
 def unsubscribe_link(user_id: str, ds: dt.date, config: DigestConfig) -> str:
     """The one-click unsubscribe URL of ``user_id`` in the digest of ``ds``: GET shows a confirmation, POST
     unsubscribes."""
-    query = urlencode({"u": user_id, "t": unsubscribe_token(user_id, ds, config)})
-    return f"{config.unsubscribe_url}?{query}"
+    token = quote_plus(unsubscribe_token(user_id, ds, config), safe="")
+    return f"{config.unsubscribe_url}?u={quote_plus(user_id, safe='')}&t={token}"  # as urlencode writes it
 
 
 def message_token(ds: dt.date, user_id: str) -> str:

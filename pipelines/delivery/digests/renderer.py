@@ -15,7 +15,7 @@ import datetime as dt
 import functools
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import format_datetime
 from typing import Any
@@ -40,7 +40,7 @@ from pipelines.delivery.digests.schedule import SendSlot
 from pipelines.delivery.digests.stencil import HOLE, Stencil, fill_holes, line_runs, stencil
 from pipelines.delivery.digests.text import excerpt
 
-POST_CACHE_SIZE = 50_000  # posts (with their position variants); a 250k-user shard shows ~21k posts
+POST_CACHE_SIZE = 30_000  # posts; a 250k-user candidates shard of the 1M-user world shows ~21k
 _POSTS = f"{HOLE}posts{HOLE}"
 _SUBJECT = f"{HOLE}subject{HOLE}"
 _PREHEADER = f"{HOLE}preheader{HOLE}"
@@ -82,10 +82,10 @@ class Shell:
     head: tuple[tuple[bool, str], ...]
     tail: tuple[tuple[bool, str], ...]
 
-    def encode(self, values: Mapping[str, str], posts: Sequence[str]) -> str:
-        """The encoded body with ``values`` in place of their markers and the encoded ``posts`` between
-        ``head`` and ``tail``."""
-        return "".join([*_encoded(self.head, values), *posts, *_encoded(self.tail, values)])
+    def encode(self, values: Mapping[str, str], posts: Sequence[str], encode: Callable[[str], str]) -> str:
+        """The encoded body with ``values`` in place of their markers, each such line encoded by
+        ``encode``, and the encoded ``posts`` between ``head`` and ``tail``."""
+        return "".join([*_encoded(self.head, values, encode), *posts, *_encoded(self.tail, values, encode)])
 
 
 class DigestRenderer:
@@ -102,6 +102,8 @@ class DigestRenderer:
         self._post = functools.lru_cache(maxsize=post_cache_size)(self._render_post)
         self._shells = functools.lru_cache(maxsize=256)(self._render_shells)
         self._date = functools.lru_cache(maxsize=256)(format_datetime)
+        # Lines with a per-message value: the subject's repeat (same frequency, day and top post).
+        self._encode_line = functools.lru_cache(maxsize=4096)(quoted_printable)
 
     def cache_info(self) -> functools._CacheInfo:
         """Hits, misses and size of the post cache."""
@@ -144,9 +146,9 @@ class DigestRenderer:
 
         subject, texts, link = self._texts(user_id, frequency, slot, [post.item.title for post in posts])
         text_shell, html_shell = self._shells(frequency, date_label(slot.local_date), len(posts))
-        text = text_shell.encode(texts, text_posts)
+        text = text_shell.encode(texts, text_posts, self._encode_line)
         html_values = {name: str(escape(value)) for name, value in texts.items()}
-        html = html_shell.encode(html_values, html_posts)
+        html = html_shell.encode(html_values, html_posts, self._encode_line)
         bodies_done = time.process_time()
 
         message_id = f"<digest.{self.ds}.{token}@{sender_template(self.config.sender).sender.domain}>"
@@ -271,8 +273,10 @@ def _fill(text: str, values: Mapping[str, str]) -> str:
     return text
 
 
-def _encoded(chunks: Sequence[tuple[bool, str]], values: Mapping[str, str]) -> list[str]:
-    return [text if fixed else quoted_printable(_fill(text, values)) for fixed, text in chunks]
+def _encoded(
+    chunks: Sequence[tuple[bool, str]], values: Mapping[str, str], encode: Callable[[str], str]
+) -> list[str]:
+    return [text if fixed else encode(_fill(text, values)) for fixed, text in chunks]
 
 
 def _shell(text: str) -> Shell:
