@@ -231,11 +231,11 @@ class DigestRenderer:
         source: str | None,
         url: str | None,
     ) -> RenderedPost:
-        record = {"item_id": item_id, "title": title, "summary": summary, "tags": tags, "source": source}
-        record["url"] = url
+        record = dict(item_id=item_id, title=title, summary=summary, tags=tags, source=source, url=url)
         return RenderedPost(digest_item(record, self.ds, self.config))
 
     def _shell_texts(self, frequency: str, label: str, count: int) -> tuple[str, str]:
+        """The text and HTML bodies around the posts, with markers for the posts and per-message values."""
         context = {
             "subject": _SUBJECT,
             "date_label": label,
@@ -254,7 +254,8 @@ class DigestRenderer:
         )
 
     def _render_shells(self, frequency: str, label: str, count: int) -> tuple[Shell, Shell]:
-        return tuple(_shell(text) for text in self._shell_texts(frequency, label, count))  # type: ignore[return-value]
+        text, html = self._shell_texts(frequency, label, count)
+        return _shell(text), _shell(html)
 
 
 def _text_block(item: DigestItem) -> str:
