@@ -11,10 +11,10 @@ and without a query), and each digest draws its posts by popularity as a real sh
 users of candidates shard 0 of the 1M-user x 1M-post world (21,218 distinct posts; the top 1,000 carry
 80% of the showings). The renderer reuses what it rendered of a post (a bounded cache), so the rate
 depends on how many digests share posts: the default of 50,000 digests is about one shard's digests at
-1M users (4 shards, a quarter of the users due on a day). Prints messages/s per core from the CPU time
-(and the wall-time rate next to it, with the load average, since the machine is shared), the post cache's
-hit rate, the CPU per step and the peak memory (``VmHWM``). A sample of the messages is parsed back with
-``email`` and compared with the subject and parts rendered.
+1M users (4 shards; 23% of the default world's users get a digest on a day). Prints messages/s per core
+from the CPU time (and the wall-time rate next to it, with the load average, since the machine is shared),
+the post cache's hit rate, the CPU per step and the peak memory (``VmHWM``). A sample of the messages is
+parsed back with ``email`` and compared with the subject and parts rendered.
 """
 
 from __future__ import annotations
