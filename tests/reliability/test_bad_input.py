@@ -19,9 +19,9 @@ from pipelines.data.features import build_features
 from pipelines.data.importer import import_files
 from pipelines.data.input_files import InputFileError, iter_table_file
 from pipelines.data.plausible import first_plausible_day
-from pipelines.delivery.digests import message as message_module
-from pipelines.delivery.digests import shards as shards_module
+from pipelines.delivery.digests import renderer as renderer_module
 from pipelines.delivery.digests.addresses import is_valid_email
+from pipelines.delivery.digests.renderer import DigestRenderer
 from tests.fixtures import event, item, load, user
 from tests.pipelines.delivery.digests.digest_world import (
     CONFIG,
@@ -68,14 +68,14 @@ def test_case_04_an_email_ending_in_newline_skips_only_that_user(tmp_path: Path)
 def test_case_04_a_rendering_error_skips_that_user_names_it_and_the_night_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    real = shards_module.render_message
+    real = DigestRenderer.message
 
-    def breaks_for_u09(ds, user_id, *args, **kwargs):
+    def breaks_for_u09(renderer, user_id, *args, **kwargs):
         if user_id == "u09":
             raise ValueError("a value no check foresaw")
-        return real(ds, user_id, *args, **kwargs)
+        return real(renderer, user_id, *args, **kwargs)
 
-    monkeypatch.setattr(shards_module, "render_message", breaks_for_u09)
+    monkeypatch.setattr(DigestRenderer, "message", breaks_for_u09)
     lake, users, items = world(tmp_path)
     with caplog.at_level(logging.WARNING):
         report = render_and_publish_digests(lake, DS, users, items, CONFIG)
@@ -89,8 +89,9 @@ def test_case_04_a_broken_template_still_fails_the_shard(
 ) -> None:
     import jinja2
 
-    broken = jinja2.Environment(loader=jinja2.DictLoader({"digest.txt.j2": "{{ x", "digest.html.j2": ""}))
-    monkeypatch.setattr(message_module, "_templates", lambda: broken)
+    names = ["digest.txt.j2", "digest.html.j2", "digest_post.txt.j2", "digest_post.html.j2"]
+    broken = jinja2.Environment(loader=jinja2.DictLoader(dict.fromkeys(names, "{{ x")))
+    monkeypatch.setattr(renderer_module, "digest_templates", lambda: broken)
     lake, users, items = world(tmp_path)
     with pytest.raises(jinja2.TemplateSyntaxError):
         render_and_publish_digests(lake, DS, users, items, CONFIG)

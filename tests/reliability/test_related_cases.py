@@ -16,8 +16,7 @@ from pipelines.core.warehouse import DuckDBWarehouse
 from pipelines.data.features import DataQualityError, build_features
 from pipelines.data.importer import import_files
 from pipelines.data.input_files import InputFileError
-from pipelines.delivery.digests.links import message_token
-from pipelines.delivery.digests.message import digest_item, render_message
+from pipelines.delivery.digests.renderer import DigestRenderer
 from pipelines.delivery.digests.schedule import SendSlot
 from tests.fixtures import event, item, load, user
 from tests.pipelines.delivery.digests.digest_world import CONFIG, DS, UTC, parse
@@ -27,12 +26,10 @@ SLOT = SendSlot(dt.date(2026, 3, 8), dt.datetime(2026, 3, 8, 7, tzinfo=UTC))
 
 
 def test_passing_hostile_post_text_and_links_stay_inert_in_a_digest() -> None:
-    token = message_token(DS, "u01")
     hostile = digest_row(
         "i01", title="<script>alert(1)</script>\r\nBcc: victim@example.com", url="javascript:alert(1)"
     )
-    shown = [digest_item(hostile, DS, token, CONFIG)]
-    message = render_message(DS, "u01", "u01@example.com", "daily", SLOT, shown, CONFIG)
+    message = DigestRenderer(DS, CONFIG).message("u01", "u01@example.com", "daily", SLOT, [hostile])
     msg = parse(message.raw)
     assert msg["Bcc"] is None
     html = msg.get_body(("html",)).get_content()

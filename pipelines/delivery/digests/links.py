@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import hmac
 import re
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 from pipelines.core.settings import DigestConfig
 from pipelines.delivery.digests.text import clean_text
@@ -59,8 +59,8 @@ def verify_unsubscribe_token(user_id: str, token: str, config: DigestConfig, tod
 def unsubscribe_link(user_id: str, ds: dt.date, config: DigestConfig) -> str:
     """The one-click unsubscribe URL of ``user_id`` in the digest of ``ds``: GET shows a confirmation, POST
     unsubscribes."""
-    query = urlencode({"u": user_id, "t": unsubscribe_token(user_id, ds, config)})
-    return f"{config.unsubscribe_url}?{query}"
+    token = quote_plus(unsubscribe_token(user_id, ds, config), safe="")
+    return f"{config.unsubscribe_url}?u={quote_plus(user_id, safe='')}&t={token}"  # as urlencode writes it
 
 
 def message_token(ds: dt.date, user_id: str) -> str:
@@ -68,8 +68,10 @@ def message_token(ds: dt.date, user_id: str) -> str:
     return hashlib.sha256(f"nightfeed-digest\0{ds}\0{user_id}".encode()).hexdigest()[:24]
 
 
-def tracked_link(url: str | None, item_id: str, ds: dt.date, token: str, base_url: str) -> str:
-    """The reading link of an item with the digest's tracking parameters.
+def tracked_link_parts(url: str | None, item_id: str, ds: dt.date, base_url: str) -> tuple[str, str]:
+    """The reading link of an item with the digest's tracking parameters, cut where its message token goes:
+    the text before the token (ending in ``nf_mid=``) and after it (the fragment, if any), the same for
+    every digest of ``ds``.
 
     Only an absolute http(s) URL with a plain host is kept (no ``javascript:``, no ``user@host``
     tricks, no spaces); anything else links to the item's page on ``base_url``. Existing query
@@ -83,17 +85,19 @@ def tracked_link(url: str | None, item_id: str, ds: dt.date, token: str, base_ur
         ("utm_source", "nightfeed"),
         ("utm_medium", "email"),
         ("utm_campaign", f"digest-{ds}"),
-        ("nf_mid", token),
+        ("nf_mid", ""),
     ]
-    return urlunsplit(
+    before = urlunsplit(
         (
             parts.scheme.lower(),
             parts.netloc.lower(),
             quote(parts.path, safe=_URL_SAFE),
             urlencode(query, quote_via=quote),
-            quote(parts.fragment, safe=_URL_SAFE),
+            "",
         )
     )
+    fragment = quote(parts.fragment, safe=_URL_SAFE)
+    return before, f"#{fragment}" if fragment else ""
 
 
 def _safe_url_parts(url: str):

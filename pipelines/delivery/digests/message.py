@@ -1,8 +1,9 @@
-"""One digest as an RFC 5322 message: the posts shown, the text and HTML bodies, the headers.
+"""One digest's content: the posts as shown, the message record, the templates and the config checks.
 
-Renders ``templates/digest.txt.j2`` and the autoescaped ``templates/digest.html.j2`` into a
-multipart/alternative message (:mod:`.mime`): quoted-printable UTF-8 bodies, CRLF line ends, headers folded
-at 78.
+A post is shown with cleaned text and a tracked link whose message token is still a hole
+(:func:`digest_item`); ``templates/digest_post.{txt,html}.j2`` render one post and
+``templates/digest.{txt,html}.j2`` the body around the posts (:mod:`.renderer` puts them together into the
+MIME message of :mod:`.mime`).
 Message-ID, Date (the send time) and the MIME boundary are functions of ``ds`` and the user, so a rerun
 writes identical bytes. The unsubscribe link is in the footer and in ``List-Unsubscribe`` with
 ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``; the signing MTA must cover both headers in DKIM.
@@ -13,11 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import textwrap
-from collections.abc import Sequence
 from dataclasses import dataclass
 from email import policy as email_policy
 from email.headerregistry import Address
-from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,15 +25,16 @@ import jinja2
 
 from pipelines.core.errors import UserError
 from pipelines.core.settings import LOCAL_UNSUBSCRIBE_SECRET, DigestConfig
-from pipelines.delivery.digests.addresses import is_valid_email
-from pipelines.delivery.digests.links import message_token, tracked_link, unsubscribe_link
-from pipelines.delivery.digests.mime import MimeTemplate, boundary, mime_template
-from pipelines.delivery.digests.schedule import SendSlot
+from pipelines.delivery.digests.links import tracked_link_parts
+from pipelines.delivery.digests.mime import MimeTemplate, mime_template
+from pipelines.delivery.digests.stencil import hole
 from pipelines.delivery.digests.text import clean_text, excerpt
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 MAX_TAGS = 5
 SUBJECT_TITLE_CHARS = 70
+# The holes of a shown post (stencil slots 0 and 1): its digest's message token, its number in the digest.
+TOKEN_HOLE, NUMBER_HOLE = hole(0), hole(1)
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -42,7 +42,8 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 @dataclass(frozen=True)
 class DigestItem:
-    """One post as shown in a digest: every field already cleaned; ``link`` carries tracking."""
+    """One post as shown in a digest: every field already cleaned; ``link`` carries tracking, with
+    ``TOKEN_HOLE`` in place of the message token."""
 
     item_id: str
     title: str
@@ -79,8 +80,9 @@ class DigestMessage:
         }
 
 
-def digest_item(record: dict[str, Any], ds: dt.date, token: str, config: DigestConfig) -> DigestItem:
-    """A :class:`DigestItem` from one items-table row (a dict with ``ITEM_COLUMNS``)."""
+def digest_item(record: dict[str, Any], ds: dt.date, config: DigestConfig) -> DigestItem:
+    """A :class:`DigestItem` from one items-table row (a dict with ``ITEM_COLUMNS``); its link holds
+    ``TOKEN_HOLE`` where each digest writes its message token."""
     tags: dict[str, None] = {}  # a set that keeps the order
     for tag in record.get("tags") or []:
         cleaned = clean_text(tag)
@@ -93,7 +95,7 @@ def digest_item(record: dict[str, Any], ds: dt.date, token: str, config: DigestC
         excerpt=excerpt(clean_text(record.get("summary")), config.summary_chars),
         tags=tuple(tags)[:MAX_TAGS],
         source=clean_text(record.get("source")),
-        link=tracked_link(record.get("url"), item_id, ds, token, config.base_url),
+        link=TOKEN_HOLE.join(tracked_link_parts(record.get("url"), item_id, ds, config.base_url)),
     )
 
 
@@ -128,7 +130,8 @@ def _wrap(text: str, indent: str = "   ", width: int = 76) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _templates() -> jinja2.Environment:
+def digest_templates() -> jinja2.Environment:
+    """The Jinja environment of the digest templates (the HTML ones autoescaped, a ``wrap`` filter)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
@@ -136,6 +139,7 @@ def _templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        auto_reload=False,  # package files: no file system check on every get_template
     )
     env.filters["wrap"] = _wrap
     return env
@@ -151,8 +155,12 @@ class DigestConfigError(UserError, ValueError):
 
 
 @functools.lru_cache(maxsize=8)
-def _template(sender: str) -> MimeTemplate:
-    """The MIME template of the digests from ``sender`` (a valid sender, see :func:`_sender`)."""
+def sender_template(sender: str) -> MimeTemplate:
+    """The MIME template of the digests from ``sender``.
+
+    Raises:
+        DigestConfigError: ``sender`` is not one address with a domain.
+    """
     return mime_template(_sender_address(sender))
 
 
@@ -192,87 +200,3 @@ def check_config(config: DigestConfig) -> None:
             hint="set NIGHTFEED_DIGEST__UNSUBSCRIBE_SECRET to a random value, e.g. `openssl rand -hex 32` "
             "(docker compose: NIGHTFEED_UNSUBSCRIBE_SECRET in .env)",
         )
-
-
-def render_bodies(
-    ds: dt.date,
-    user_id: str,
-    frequency: str,
-    slot: SendSlot,
-    items: Sequence[DigestItem],
-    config: DigestConfig,
-) -> tuple[str, str, str]:
-    """Subject, plain-text body and HTML body of one digest.
-
-    Raises:
-        ValueError: ``items`` is empty.
-    """
-    if not items:
-        raise ValueError(f"digest of user {user_id!r} for ds {ds} has no items")
-    label = date_label(slot.local_date)
-    subject = f"Your {frequency} Nightfeed digest, {label}: {excerpt(items[0].title, SUBJECT_TITLE_CHARS)}"
-    context = {
-        "subject": subject,
-        "date_label": label,
-        "frequency": frequency,
-        "items": items,
-        "preheader": " · ".join(item.title for item in items[1:4]),
-        "unsubscribe_link": unsubscribe_link(user_id, ds, config),
-        "preferences_url": f"{config.base_url.rstrip('/')}/settings/digest",
-        "home_url": config.base_url,
-    }
-    env = _templates()
-    text = env.get_template("digest.txt.j2").render(context)
-    html = env.get_template("digest.html.j2").render(context)
-    return subject, text, html
-
-
-def render_message(
-    ds: dt.date,
-    user_id: str,
-    address: str,
-    frequency: str,
-    slot: SendSlot,
-    items: Sequence[DigestItem],
-    config: DigestConfig,
-) -> DigestMessage:
-    """Build the multipart/alternative RFC 5322 message of one digest.
-
-    Args:
-        ds: run date; with ``user_id`` it fixes the Message-ID and MIME boundary.
-        user_id: the recipient's id (for the unsubscribe token).
-        address: the recipient's e-mail address.
-        frequency: ``daily`` or ``weekly``, as the text tells the reader.
-        slot: the send slot; its instant is the Date header.
-        items: the posts, best first (links already built with :func:`message_token` of ds and user).
-        config: digest settings.
-
-    Returns:
-        The message; ``raw`` is pure ASCII (quoted-printable UTF-8 bodies, RFC 2047 headers).
-
-    Raises:
-        ValueError: bad address, no items, or a bad sender in ``config``.
-    """
-    if not is_valid_email(address):
-        raise ValueError(f"user {user_id!r}: {address!r} is not a valid e-mail address")
-    sender = _sender(config)
-    token = message_token(ds, user_id)
-    subject, text, html = render_bodies(ds, user_id, frequency, slot, items, config)
-    message_id = f"<digest.{ds}.{token}@{sender.domain}>"
-
-    link = unsubscribe_link(user_id, ds, config)
-    raw = _template(config.sender).render(
-        address, subject, format_datetime(slot.send_at), message_id, link, token, text, html
-    )
-    if raw.count(f"--{boundary(token)}") != 3:
-        raise RuntimeError(f"MIME boundary of the digest of user {user_id!r} occurs inside a part")
-    return DigestMessage(
-        user_id=user_id,
-        to=address,
-        message_id=message_id,
-        subject=subject,
-        item_ids=tuple(item.item_id for item in items),
-        send_at=slot.send_at,
-        local_send_date=slot.local_date,
-        raw=raw,
-    )

@@ -4,16 +4,18 @@ A digest is a multipart/alternative message of a quoted-printable UTF-8 text par
 policy: CRLF line ends, headers folded at 78). The headers that depend only on the sender (From, List-Id,
 List-Unsubscribe-Post, Auto-Submitted, MIME-Version) and the part headers are built once per sender by the
 ``email`` package; per message only To, Subject, Date, Message-ID, List-Unsubscribe and the boundary are
-written, and the bodies are encoded by ``email.quoprimime``, the encoder ``set_content`` uses. A header
-that does not fit on one line is still folded by the ``email`` package; the Subject is folded here
-(:func:`fold_subject`). With a plain ASCII subject the result is, byte for byte, the message
-``EmailMessage`` builds (the tests compare them).
+written, and the bodies come encoded by ``email.quoprimime`` (:func:`quoted_printable`), the encoder
+``set_content`` uses. A header that does not fit on one line is still folded by the ``email`` package; the
+Subject is folded here (:func:`fold_subject`). With a plain ASCII subject the result is, byte for byte, the
+message ``EmailMessage`` builds (the tests compare them).
 Quoted-printable keeps the message 7-bit, so any relay takes it; its "=XX" escapes also mean a body can
 never hold the "==" that opens the boundary.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from email import policy as email_policy
 from email import quoprimime
@@ -44,14 +46,15 @@ def _folded(name: str, value: Any) -> str:
     return MESSAGE_POLICY.header_factory(name, value).fold(policy=MESSAGE_POLICY)
 
 
-def _line(name: str, value: str, parsed: Any = None) -> str:
+def _line(name: str, value: str, parse: Callable[[str], Any] | None = None) -> str:
     """``name: value`` on one line when it fits and is plain text, else folded by the ``email`` package
-    (from ``parsed``, the object the message would hold, when given)."""
+    (from ``parse(value)``, the object the message would hold, when given)."""
     if len(name) + 2 + len(value) <= MAX_LINE and value.isascii() and value.isprintable():
         return f"{name}: {value}{CRLF}"
-    return _folded(name, value if parsed is None else parsed)
+    return _folded(name, value if parse is None else parse(value))
 
 
+@functools.lru_cache(maxsize=4096)  # digests of one day share subjects: same frequency, day and top post
 def fold_subject(subject: str) -> str:
     """The Subject value: plain words as they are, the rest RFC 2047-encoded, folded into lines of at most
     78 characters.
@@ -129,8 +132,8 @@ class MimeTemplate:
         message_id: str,
         unsubscribe: str,
         token: str,
-        text: str,
-        html: str,
+        text_qp: str,
+        html_qp: str,
     ) -> str:
         """The whole message: headers in a fixed order, then the text and HTML parts.
 
@@ -141,8 +144,8 @@ class MimeTemplate:
             message_id: the Message-ID value, angle brackets included.
             unsubscribe: the one-click unsubscribe URL.
             token: the message token, which names the MIME boundary.
-            text: the plain-text body.
-            html: the HTML body.
+            text_qp: the plain-text body, quoted-printable encoded as :func:`quoted_printable` does.
+            html_qp: the HTML body, encoded the same way.
 
         Returns:
             The message, ASCII with CRLF line ends.
@@ -156,7 +159,7 @@ class MimeTemplate:
         return "".join(
             (
                 self.from_line,
-                _line("To", address, Address(addr_spec=address)),
+                _line("To", address, _address),
                 f"Subject: {fold_subject(subject)}{CRLF}",
                 _line("Date", date),
                 _line("Message-ID", message_id),
@@ -166,13 +169,17 @@ class MimeTemplate:
                 self.content_type.replace(_PLACEHOLDER, mark),
                 f"{CRLF}--{mark}{CRLF}",
                 self.text_part,
-                quoted_printable(text),
+                text_qp,
                 f"{CRLF}--{mark}{CRLF}",
                 self.html_part,
-                quoted_printable(html),
+                html_qp,
                 f"{CRLF}--{mark}--{CRLF}",
             )
         )
+
+
+def _address(addr_spec: str) -> Address:
+    return Address(addr_spec=addr_spec)
 
 
 def mime_template(sender: Address) -> MimeTemplate:

@@ -17,8 +17,7 @@ from pipelines.core.paths import LakePaths
 from pipelines.core.schema import DIGEST_FREQUENCIES
 from pipelines.core.settings import DigestConfig
 from pipelines.delivery.digests.index import previously_sent
-from pipelines.delivery.digests.links import message_token
-from pipelines.delivery.digests.message import check_config, digest_item, render_bodies
+from pipelines.delivery.digests.message import check_config
 from pipelines.delivery.digests.recipients import (
     candidate_shard_files,
     fresh_items,
@@ -26,6 +25,7 @@ from pipelines.delivery.digests.recipients import (
     read_ranked_items,
     user_rows,
 )
+from pipelines.delivery.digests.renderer import DigestRenderer
 from pipelines.delivery.digests.schedule import due_slot, send_slots
 
 
@@ -93,9 +93,8 @@ def preview_digest(
         raise PreviewError(
             f"user {user_id!r} has no fresh candidates in {lake.uri(LakePaths.candidates(ds))}"
         )
-    token = message_token(ds, user_id)
-    shown = [digest_item(row, ds, token, config) for row in fresh[: config.items_per_digest]]
-    _, _, html = render_bodies(ds, user_id, frequency, slot, shown, config)
+    renderer = DigestRenderer(ds, config)
+    _, _, html = renderer.bodies(user_id, frequency, slot, fresh[: config.items_per_digest])
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")

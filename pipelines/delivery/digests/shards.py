@@ -35,8 +35,7 @@ from pipelines.delivery.digests.index import (
     index_part,
     previously_sent,
 )
-from pipelines.delivery.digests.links import message_token
-from pipelines.delivery.digests.message import DigestMessage, check_config, digest_item, render_message
+from pipelines.delivery.digests.message import DigestMessage, check_config
 from pipelines.delivery.digests.recipients import (
     SKIP_REASONS,
     Recipient,
@@ -47,6 +46,7 @@ from pipelines.delivery.digests.recipients import (
     read_ranked_items,
     user_rows,
 )
+from pipelines.delivery.digests.renderer import DigestRenderer
 from pipelines.delivery.digests.schedule import send_window
 
 log = logging.getLogger(__name__)
@@ -200,6 +200,7 @@ def render_digest_shard(
     sent_before = previously_sent(lake, ds, config.previous_digest_days, set(ranked))
     lookup = item_lookup(items, pa.array([i for ids in ranked.values() for i in ids], pa.string()))
     messages: list[DigestMessage] = []
+    renderer = DigestRenderer(ds, config)
     for user_id in sorted(ranked):
         if dry_run and len(messages) >= dry_run_users:
             break
@@ -209,10 +210,12 @@ def render_digest_shard(
             skipped["too_few_fresh_candidates"] += 1
             continue
         try:
-            token = message_token(ds, user_id)
-            shown = [digest_item(row, ds, token, config) for row in fresh[: config.items_per_digest]]
-            message = render_message(
-                ds, user_id, recipient.email, recipient.frequency, recipient.slot, shown, config
+            message = renderer.message(
+                user_id,
+                recipient.email,
+                recipient.frequency,
+                recipient.slot,
+                fresh[: config.items_per_digest],
             )
         except TASK_FAILURES:
             raise
@@ -245,8 +248,10 @@ def render_digest_shard(
         )
         result.file, result.messages_written = file_name, len(messages)
     result.seconds = time.perf_counter() - started
+    cache = renderer.cache_info()
     log.info(
-        "digests %s shard %d/%d: %d messages for %d users (%d due) in %.1f s",
+        "digests %s shard %d/%d: %d messages for %d users (%d due) in %.1f s; rendering CPU s %s, post cache "
+        "%d hits, %d misses",
         ds,
         shard,
         num_shards,
@@ -254,6 +259,9 @@ def render_digest_shard(
         len(mine),
         len(due),
         result.seconds,
+        {step: round(seconds, 2) for step, seconds in renderer.seconds.items()},
+        cache.hits,
+        cache.misses,
     )
     return result
 

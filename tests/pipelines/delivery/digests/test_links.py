@@ -6,14 +6,16 @@ import hashlib
 import hmac
 
 from pipelines.core.settings import DigestConfig
-from pipelines.delivery.digests.links import tracked_link, unsubscribe_token, verify_unsubscribe_token
+from pipelines.delivery.digests.links import tracked_link_parts, unsubscribe_token, verify_unsubscribe_token
 from tests.pipelines.delivery.digests.digest_world import DS
 
 
+def tracked_link(url: str | None, item_id: str) -> str:
+    return "tok".join(tracked_link_parts(url, item_id, DS, "https://nf.example"))
+
+
 def test_tracked_link() -> None:
-    link = tracked_link(
-        "https://Posts.example/a/b?q=1&utm_source=x#top", "i1", DS, "tok", "https://nf.example"
-    )
+    link = tracked_link("https://Posts.example/a/b?q=1&utm_source=x#top", "i1")
     assert link == (
         "https://posts.example/a/b?q=1&utm_source=nightfeed&utm_medium=email"
         "&utm_campaign=digest-2026-03-07&nf_mid=tok#top"
@@ -26,7 +28,7 @@ def test_tracked_link() -> None:
         None,
         "/rel",
     ]:
-        assert tracked_link(hostile, "i/1", DS, "tok", "https://nf.example") == fallback, hostile
+        assert tracked_link(hostile, "i/1") == fallback, hostile
 
 
 def test_unsubscribe_token_is_hmac_sha256() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.delivery.digests import message as message_module
 from pipelines.delivery.digests.links import message_token, unsubscribe_token
-from pipelines.delivery.digests.message import digest_item, render_message
+from pipelines.delivery.digests.renderer import DigestRenderer
 from pipelines.delivery.digests.schedule import SendSlot
 from tests.pipelines.delivery.digests.digest_world import CONFIG, DS, UTC, item, parse
 
@@ -29,12 +29,8 @@ SLOT = SendSlot(dt.date(2026, 3, 8), dt.datetime(2026, 3, 8, 7, tzinfo=UTC))
 
 
 def one_message(titles: list[str], user_id: str = "u01", **item_over: Any):
-    token = message_token(DS, user_id)
-    shown = [
-        digest_item(item(f"i{n:02d}", title=title, **item_over), DS, token, CONFIG)
-        for n, title in enumerate(titles, start=1)
-    ]
-    return render_message(DS, user_id, f"{user_id}@example.com", "daily", SLOT, shown, CONFIG)
+    shown = [item(f"i{n:02d}", title=title, **item_over) for n, title in enumerate(titles, start=1)]
+    return DigestRenderer(DS, CONFIG).message(user_id, f"{user_id}@example.com", "daily", SLOT, shown)
 
 
 class TagCollector(HTMLParser):

@@ -17,8 +17,7 @@ import pytest
 from PIL import Image
 
 from pipelines.core.settings import DigestConfig
-from pipelines.delivery.digests.links import message_token
-from pipelines.delivery.digests.message import digest_item, render_message
+from pipelines.delivery.digests.renderer import DigestRenderer
 from pipelines.delivery.digests.schedule import SendSlot
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -89,26 +88,20 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
 
 def digest_html(tmp_path: Path) -> Path:
     config = DigestConfig()
-    token = message_token(DS, "u01")
     shown = [
-        digest_item(
-            {
-                "item_id": f"i{n}",
-                "title": title,
-                "summary": f"Why post {n} matters: a short summary that a reader sees under the title. " * 2,
-                "tags": ["rust", "compilers"] if n % 2 else ["python"],
-                "source": f"source-{n:03d}",
-                "url": f"https://posts.example/i{n}",
-                "deleted": False,
-            },
-            DS,
-            token,
-            config,
-        )
+        {
+            "item_id": f"i{n}",
+            "title": title,
+            "summary": f"Why post {n} matters: a short summary that a reader sees under the title. " * 2,
+            "tags": ["rust", "compilers"] if n % 2 else ["python"],
+            "source": f"source-{n:03d}",
+            "url": f"https://posts.example/i{n}",
+            "deleted": False,
+        }
         for n, title in enumerate(TITLES, start=1)
     ]
     slot = SendSlot(dt.date(2026, 3, 8), dt.datetime(2026, 3, 8, 7, tzinfo=dt.UTC))
-    message = render_message(DS, "u01", "u01@example.com", "daily", slot, shown, config)
+    message = DigestRenderer(DS, config).message("u01", "u01@example.com", "daily", slot, shown)
     parsed = email.message_from_bytes(message.raw.encode("ascii"), policy=policy.default)
     path = tmp_path / "digest.html"
     path.write_text(parsed.get_body(("html",)).get_content(), encoding="utf-8")

@@ -13,7 +13,7 @@ from email.utils import format_datetime
 import pytest
 
 from pipelines.delivery.digests.links import message_token
-from pipelines.delivery.digests.mime import MESSAGE_POLICY, fold_subject, mime_template
+from pipelines.delivery.digests.mime import MESSAGE_POLICY, fold_subject, mime_template, quoted_printable
 from tests.pipelines.delivery.digests.digest_world import parse
 
 SENDERS = [
@@ -74,7 +74,8 @@ def test_template_writes_the_email_packages_bytes(sender: Address, subject: str,
     date = format_datetime(dt.datetime(2026, 3, 8, 7, tzinfo=dt.UTC))
     message_id = f"<digest.2026-03-07.{token}@{sender.domain}>"
     link = f"https://nightfeed.example/unsubscribe?u=u01&t=k1.{'f' * 60}"
-    raw = mime_template(sender).render(address, subject, date, message_id, link, token, TEXT, HTML)
+    bodies = quoted_printable(TEXT), quoted_printable(HTML)
+    raw = mime_template(sender).render(address, subject, date, message_id, link, token, *bodies)
     assert raw == email_package_message(sender, address, subject, date, message_id, link, token)
     msg = parse(raw)
     assert msg["Subject"] == subject and msg["To"] == address and msg["From"] == str(sender)

@@ -1,0 +1,299 @@
+"""The digests of one run date, rendered from parts that many digests share.
+
+A shard's digests show a few thousand posts to many users. Each post is rendered (the
+``digest_post`` templates) and quoted-printable encoded once, into stencils whose holes take the message
+token of its links and its number (:mod:`.stencil`); the body around the posts (the ``digest``
+templates) once per frequency, day and post count, with the lines holding the subject, the preheader or
+the unsubscribe link encoded per message. Quoted-printable encodes line by line, so the whole lines put
+together are, byte for byte, the encoded body of the templates' text. Posts are cached by id and every
+field shown, in a bounded LRU cache.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import format_datetime
+from typing import Any
+
+from markupsafe import escape
+
+from pipelines.core.settings import DigestConfig
+from pipelines.delivery.digests.addresses import is_valid_email
+from pipelines.delivery.digests.links import message_token, unsubscribe_link
+from pipelines.delivery.digests.message import (
+    NUMBER_HOLE,
+    SUBJECT_TITLE_CHARS,
+    DigestItem,
+    DigestMessage,
+    date_label,
+    digest_item,
+    digest_templates,
+    sender_template,
+)
+from pipelines.delivery.digests.mime import BOUNDARY_TOKEN_CHARS, boundary, quoted_printable
+from pipelines.delivery.digests.schedule import SendSlot
+from pipelines.delivery.digests.stencil import HOLE, Stencil, fill_holes, line_runs, stencil
+from pipelines.delivery.digests.text import excerpt
+
+POST_CACHE_SIZE = 30_000  # posts; a 250k-user candidates shard of the 1M-user world shows ~21k
+_POSTS = f"{HOLE}posts{HOLE}"
+_SUBJECT = f"{HOLE}subject{HOLE}"
+_PREHEADER = f"{HOLE}preheader{HOLE}"
+_UNSUBSCRIBE = f"{HOLE}unsubscribe{HOLE}"
+
+
+class RenderedPost:
+    """One post as every digest of a run shows it, with its blocks as stencils (holes for the message
+    token and the post's number), each rendered when first needed: the text block per width of the
+    number, the HTML block for a first post and for the others."""
+
+    def __init__(self, item: DigestItem) -> None:
+        self.item = item
+        self._text: dict[int, Stencil] = {}
+        self._html: dict[bool, Stencil] = {}
+
+    def text(self, number_width: int) -> Stencil:
+        """The text block of this post as post number ``number_width`` digits wide."""
+        block = self._text.get(number_width)
+        if block is None:
+            block = self._text[number_width] = stencil(
+                _text_block(self.item), (BOUNDARY_TOKEN_CHARS, number_width)
+            )
+        return block
+
+    def html(self, first: bool) -> Stencil:
+        """The HTML block of this post, as the first post of a digest or not."""
+        block = self._html.get(first)
+        if block is None:
+            block = self._html[first] = stencil(_html_block(self.item, first), (BOUNDARY_TOKEN_CHARS,))
+        return block
+
+
+@dataclass(frozen=True)
+class Shell:
+    """A body around its posts, encoded: ``head`` and ``tail`` are chunks of whole lines, either fixed
+    (encoded already) or holding a per-message value (encoded per message)."""
+
+    head: tuple[tuple[bool, str], ...]
+    tail: tuple[tuple[bool, str], ...]
+
+    def encode(self, values: Mapping[str, str], posts: Sequence[str], encode: Callable[[str], str]) -> str:
+        """The encoded body with ``values`` in place of their markers, each such line encoded by
+        ``encode``, and the encoded ``posts`` between ``head`` and ``tail``."""
+        return "".join([*_encoded(self.head, values, encode), *posts, *_encoded(self.tail, values, encode)])
+
+
+class DigestRenderer:
+    """Renders the digests of ``ds`` with ``config``, reusing the posts and bodies digests share.
+
+    ``seconds`` holds the CPU time spent per step (``posts``, ``bodies``, ``mime``); ``cache_info()`` the
+    hits and misses of the post cache.
+    """
+
+    def __init__(self, ds: dt.date, config: DigestConfig, post_cache_size: int = POST_CACHE_SIZE) -> None:
+        self.ds = ds
+        self.config = config
+        self.seconds: Counter[str] = Counter()
+        self._post = functools.lru_cache(maxsize=post_cache_size)(self._render_post)
+        self._shells = functools.lru_cache(maxsize=256)(self._render_shells)
+        self._date = functools.lru_cache(maxsize=256)(format_datetime)
+        # Lines with a per-message value: the subject's repeat (same frequency, day and top post).
+        self._encode_line = functools.lru_cache(maxsize=4096)(quoted_printable)
+
+    def cache_info(self) -> functools._CacheInfo:
+        """Hits, misses and size of the post cache."""
+        return self._post.cache_info()
+
+    def message(
+        self,
+        user_id: str,
+        address: str,
+        frequency: str,
+        slot: SendSlot,
+        records: Sequence[dict[str, Any]],
+    ) -> DigestMessage:
+        """The multipart/alternative RFC 5322 message of one digest.
+
+        Args:
+            user_id: the recipient's id (for the message token and the unsubscribe link).
+            address: the recipient's e-mail address.
+            frequency: ``daily`` or ``weekly``, as the text tells the reader.
+            slot: the send slot; its instant is the Date header.
+            records: the posts, best first: items-table rows (dicts with ``ITEM_COLUMNS``).
+
+        Returns:
+            The message; ``raw`` is pure ASCII (quoted-printable UTF-8 bodies, RFC 2047 headers).
+
+        Raises:
+            ValueError: bad address, no posts, or a bad sender in the config.
+        """
+        if not is_valid_email(address):
+            raise ValueError(f"user {user_id!r}: {address!r} is not a valid e-mail address")
+        if not records:
+            raise ValueError(f"digest of user {user_id!r} for ds {self.ds} has no items")
+        started = time.process_time()
+        posts = [self._cached_post(record) for record in records]
+        token = message_token(self.ds, user_id)
+        numbers = [str(number) for number in range(1, len(posts) + 1)]
+        text_posts = [post.text(len(n)).fill((token, n)) for post, n in zip(posts, numbers, strict=True)]
+        html_posts = [post.html(n == "1").fill((token,)) for post, n in zip(posts, numbers, strict=True)]
+        posts_done = time.process_time()
+
+        subject, texts, link = self._texts(user_id, frequency, slot, [post.item.title for post in posts])
+        text_shell, html_shell = self._shells(frequency, date_label(slot.local_date), len(posts))
+        text = text_shell.encode(texts, text_posts, self._encode_line)
+        html_values = {name: str(escape(value)) for name, value in texts.items()}
+        html = html_shell.encode(html_values, html_posts, self._encode_line)
+        bodies_done = time.process_time()
+
+        message_id = f"<digest.{self.ds}.{token}@{sender_template(self.config.sender).sender.domain}>"
+        raw = sender_template(self.config.sender).render(
+            address, subject, self._date(slot.send_at), message_id, link, token, text, html
+        )
+        if raw.count(f"--{boundary(token)}") != 3:
+            raise RuntimeError(f"MIME boundary of the digest of user {user_id!r} occurs inside a part")
+        message = DigestMessage(
+            user_id=user_id,
+            to=address,
+            message_id=message_id,
+            subject=subject,
+            item_ids=tuple(post.item.item_id for post in posts),
+            send_at=slot.send_at,
+            local_send_date=slot.local_date,
+            raw=raw,
+        )
+        done = time.process_time()
+        self.seconds.update(
+            posts=posts_done - started, bodies=bodies_done - posts_done, mime=done - bodies_done
+        )
+        return message
+
+    def bodies(
+        self, user_id: str, frequency: str, slot: SendSlot, records: Sequence[dict[str, Any]]
+    ) -> tuple[str, str, str]:
+        """Subject, plain-text body and HTML body of one digest, rendered afresh (no cache).
+
+        Raises:
+            ValueError: ``records`` is empty.
+        """
+        if not records:
+            raise ValueError(f"digest of user {user_id!r} for ds {self.ds} has no items")
+        items = [digest_item(record, self.ds, self.config) for record in records]
+        token = message_token(self.ds, user_id)
+        subject, texts, _ = self._texts(user_id, frequency, slot, [item.title for item in items])
+        text_shell, html_shell = self._shell_texts(frequency, date_label(slot.local_date), len(items))
+        numbered = list(enumerate(items, start=1))
+        text_posts = "".join(fill_holes(_text_block(item), (token, str(n))) for n, item in numbered)
+        html_posts = "".join(fill_holes(_html_block(item, n == 1), (token,)) for n, item in numbered)
+        html_values = {name: str(escape(value)) for name, value in texts.items()}
+        return (
+            subject,
+            _fill(text_shell.replace(_POSTS, text_posts), texts),
+            _fill(html_shell.replace(_POSTS, html_posts), html_values),
+        )
+
+    def _texts(
+        self, user_id: str, frequency: str, slot: SendSlot, titles: Sequence[str]
+    ) -> tuple[str, dict[str, str], str]:
+        """The subject, the per-message values of the bodies and the unsubscribe link."""
+        title = excerpt(titles[0], SUBJECT_TITLE_CHARS)
+        subject = f"Your {frequency} Nightfeed digest, {date_label(slot.local_date)}: {title}"
+        link = unsubscribe_link(user_id, self.ds, self.config)
+        values = {
+            _SUBJECT: subject,
+            _PREHEADER: " · ".join(titles[1:4]),
+            _UNSUBSCRIBE: link,
+        }
+        return subject, values, link
+
+    def _cached_post(self, record: dict[str, Any]) -> RenderedPost:
+        tags = record.get("tags")
+        return self._post(
+            record["item_id"],
+            record.get("title"),
+            record.get("summary"),
+            tuple(tags) if tags else (),
+            record.get("source"),
+            record.get("url"),
+        )
+
+    def _render_post(
+        self,
+        item_id: str,
+        title: str | None,
+        summary: str | None,
+        tags: tuple[str, ...],
+        source: str | None,
+        url: str | None,
+    ) -> RenderedPost:
+        record = dict(item_id=item_id, title=title, summary=summary, tags=tags, source=source, url=url)
+        return RenderedPost(digest_item(record, self.ds, self.config))
+
+    def _shell_texts(self, frequency: str, label: str, count: int) -> tuple[str, str]:
+        """The text and HTML bodies around the posts, with markers for the posts and per-message values."""
+        context = {
+            "subject": _SUBJECT,
+            "date_label": label,
+            "frequency": frequency,
+            "count": count,
+            "posts": _POSTS,
+            "preheader": _PREHEADER,
+            "unsubscribe_link": _UNSUBSCRIBE,
+            "preferences_url": f"{self.config.base_url.rstrip('/')}/settings/digest",
+            "home_url": self.config.base_url,
+        }
+        env = digest_templates()
+        return (
+            env.get_template("digest.txt.j2").render(context),
+            env.get_template("digest.html.j2").render(context),
+        )
+
+    def _render_shells(self, frequency: str, label: str, count: int) -> tuple[Shell, Shell]:
+        text, html = self._shell_texts(frequency, label, count)
+        return _shell(text), _shell(html)
+
+
+def _text_block(item: DigestItem) -> str:
+    """The text block of a shown post, with holes for the message token and its number."""
+    return digest_templates().get_template("digest_post.txt.j2").render(item=item, index=NUMBER_HOLE)
+
+
+def _html_block(item: DigestItem, first: bool) -> str:
+    """The HTML block of a shown post, with holes for the message token."""
+    return digest_templates().get_template("digest_post.html.j2").render(item=item, first=first)
+
+
+def _fill(text: str, values: Mapping[str, str]) -> str:
+    for name, value in values.items():
+        text = text.replace(name, value)
+    return text
+
+
+def _encoded(
+    chunks: Sequence[tuple[bool, str]], values: Mapping[str, str], encode: Callable[[str], str]
+) -> list[str]:
+    return [text if fixed else encode(_fill(text, values)) for fixed, text in chunks]
+
+
+def _shell(text: str) -> Shell:
+    """The :class:`Shell` of a body rendered with the markers of the posts and the per-message values.
+
+    Raises:
+        RuntimeError: the posts are not in the body once, between whole lines.
+    """
+    head, posts, tail = text.partition(_POSTS)
+    if not posts or _POSTS in tail or not head.endswith("\n") or not tail.endswith("\n"):
+        raise RuntimeError("a digest template must hold {{ posts }} once, at the start of a line")
+    return Shell(_chunks(head), _chunks(tail))
+
+
+def _chunks(text: str) -> tuple[tuple[bool, str], ...]:
+    return tuple(
+        (not has_values, chunk if has_values else quoted_printable(chunk))
+        for chunk, has_values in line_runs(text)
+    )
