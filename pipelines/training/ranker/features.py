@@ -84,10 +84,13 @@ class ItemFeatures:
     builds it for its whole catalog, and every batch of pairs only gathers rows of it.
 
     Attributes:
-        numbers: ``(n_posts, len(ITEM_NUMERIC_FEATURES))`` float32, columns in ``ITEM_NUMERIC_FEATURES``
-            order; NaN where a value is missing.
-        tag_matrix: ``(n_posts, most tags of a post)`` int32: row ``j`` holds post ``j``'s tags in list
-            order as positions in ``vocabulary``, then -1 up to the width; a null tag is -1 too.
+        numbers: ``(n_posts, >= len(ITEM_NUMERIC_FEATURES))`` float32, columns in ``ITEM_NUMERIC_FEATURES``
+            order, then unused ones; NaN where a value is missing.
+        tag_matrix: ``(n_posts, >= most tags of a post)`` int32: row ``j`` holds post ``j``'s tags in
+            list order as positions in ``vocabulary``, then -1 up to the width; a null tag is -1 too.
+
+    Rows are padded to 4, 8, 16 or 32 bytes where they fit: ``np.take`` gathers rows of those sizes
+    about ten times faster than other sizes.
         vocabulary: the distinct tags of the posts.
     """
 
@@ -103,13 +106,13 @@ class ItemFeatures:
             ValueError: a column is missing or not numeric.
         """
         require_columns(items, ITEM_COLUMNS, "item rows")
-        numbers = np.empty((items.num_rows, len(ITEM_NUMERIC_FEATURES)), np.float32)
+        numbers = np.full((items.num_rows, _padded_width(len(ITEM_NUMERIC_FEATURES))), np.nan, np.float32)
         for j, column in enumerate(ITEM_NUMERIC_FEATURES.values()):
             numbers[:, j] = numeric_column(items, column)
         tags = _flat_strings(items.column("tags"))
         vocabulary = pc.unique(tags.drop_null())
         lengths = _list_lengths(items.column("tags"))
-        matrix = np.full((len(lengths), int(lengths.max(initial=0))), -1, np.int32)
+        matrix = np.full((len(lengths), _padded_width(int(lengths.max(initial=0)))), -1, np.int32)
         owner = np.repeat(np.arange(len(lengths)), lengths)
         within = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         matrix[owner, within] = _codes(tags, vocabulary)
@@ -276,9 +279,9 @@ class PairFeatures:
             chunk[:, _COLUMN["retrieval_score"]] = self.score[rows].astype(np.float32, copy=False)
             rank = np.minimum(self.rank[rows], self.retrieval_depth + 1)
             chunk[:, _COLUMN["retrieval_rank"]] = rank.astype(np.float32)
-            chunk[:, _ITEM_SPAN] = items.numbers[item_row]
-            chunk[:, _USER_SPAN] = self.user_numbers[user_row]
-            affinity, selected = self.tags.overlaps(user_row, items.tag_matrix[item_row])
+            chunk[:, _ITEM_SPAN] = np.take(items.numbers, item_row, axis=0)[:, : len(ITEM_NUMERIC_FEATURES)]
+            chunk[:, _USER_SPAN] = np.take(self.user_numbers, user_row, axis=0)
+            affinity, selected = self.tags.overlaps(user_row, np.take(items.tag_matrix, item_row, axis=0))
             chunk[:, _COLUMN["tag_affinity"]] = affinity.astype(np.float32)
             chunk[:, _COLUMN["selected_tag_overlap"]] = selected.astype(np.float32)
         return out
@@ -362,6 +365,11 @@ class _UserTags:
             affinity += found_affinity[:, j]
             selected += found_selected[:, j]
         return affinity, selected
+
+
+def _padded_width(columns: int) -> int:
+    """``columns`` of 4 bytes rounded up to a row of 4, 8, 16 or 32 bytes; wider rows stay as they are."""
+    return next((width for width in (1, 2, 4, 8) if width >= columns), columns)
 
 
 def _codes(values: pa.Array, vocabulary: pa.Array) -> np.ndarray:
