@@ -157,7 +157,7 @@ def install_system(args: argparse.Namespace, work: Path, day: dict[str, Any]) ->
     if facts.get("trees_asked") != args.ranker_trees:
         shutil.rmtree(work / "lake" / "models" / RANKER, ignore_errors=True)
         if args.ranker_trees == 0:
-            version = served_system(Lake(args.world_lake)).ranker_version
+            version = served_system(Lake(args.world_lake), args.ds, use_current=True).system.ranker_version
             if version is None:
                 raise SystemExit("the small world serves no ranker: use --ranker-trees N")
             model = LakePaths.model_dir(RANKER, version)

@@ -136,7 +136,7 @@ def install_models(args: argparse.Namespace, night: Night) -> dict[str, Any]:
     from pipelines.training import registry
 
     lake = Lake(str(Path(args.data_dir) / "lake"))
-    two_tower = served_system(Lake(args.world_lake)).two_tower_version
+    two_tower = served_system(Lake(args.world_lake), args.ds, use_current=True).system.two_tower_version
     model = LakePaths.model_dir(TWO_TOWER, two_tower)
     if not lake.exists(f"{model}/config.json"):
         shutil.copytree(Path(Lake(args.world_lake).path(model)), Path(lake.path(model)))

@@ -42,9 +42,12 @@ def read_real_world(lake: Lake, ds: dt.date) -> dict[str, Any]:
     """
     from pipelines.serving.embeddings import read_embeddings
     from pipelines.serving.inputs import read_input
-    from pipelines.serving.system import served_system
+    from pipelines.serving.system import NoChampionError, served_system
 
-    system = served_system(lake)
+    try:
+        system = served_system(lake, ds, use_current=True).system
+    except NoChampionError:
+        system = None
     if system is None or system.two_tower_version is None or not lake.is_published(LakePaths.embeddings(ds)):
         raise SystemExit(
             f"{lake.uri('')} has no served two-tower system with embeddings for ds={ds} ({system}); "

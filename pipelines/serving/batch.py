@@ -112,9 +112,22 @@ class UserBatch:
             seen_items=self.seen_items,
         )
 
-    def has_seen(self, keys: np.ndarray) -> np.ndarray:
-        """Which ``user_row * n_items + item_row`` keys are seen pairs."""
-        return self._seen_index.get_indexer(keys.ravel()).reshape(keys.shape) >= 0
+    def has_seen(self, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Which pairs of user row ``rows[i]`` and post row ``positions[i, j]`` are seen pairs."""
+        # Pairs whose post no user of the batch has seen stop at one lookup in a catalog-wide mask; only
+        # the others are looked up one key at a time.
+        seen = self._seen_posts[positions]
+        maybe = np.flatnonzero(seen)
+        if len(maybe):
+            keys = rows[maybe // positions.shape[1]] * self.n_items + positions.reshape(-1)[maybe]
+            seen.reshape(-1)[maybe] = self._seen_index.get_indexer(keys) >= 0
+        return seen
+
+    @functools.cached_property
+    def _seen_posts(self) -> np.ndarray:
+        posts = np.zeros(self.n_items, bool)
+        posts[self.seen_keys % self.n_items] = True
+        return posts
 
     @functools.cached_property
     def _seen_index(self) -> pd.Index:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.core.tables import row_numbers
 from pipelines.serving.batch import UserBatch
@@ -28,14 +29,17 @@ def check_lists(candidates: pa.Table, ctx: ServingContext, batch: UserBatch, k: 
     if len(unknown):
         names = candidates.column("item_id").take(pa.array(unknown[:3])).to_pylist()
         raise ListInvariantError(f"posts not in the catalog: {names}")
-    rows = row_numbers(candidates.column("user_id"), batch.users.column("user_id"))
-    if (rows < 0).any():
-        raise KeyError(candidates.column("user_id")[int(np.flatnonzero(rows < 0)[0])].as_py())
-    if len(rows) == 0:
+    if candidates.num_rows == 0:
         return
+    # A list is a run of one user id: each run's id is looked up once, not each row's.
+    ids = candidates.column("user_id")
+    changes = pc.fill_null(pc.not_equal(ids[1:], ids[:-1]), True).to_numpy(zero_copy_only=False)
+    starts = np.concatenate([[0], np.flatnonzero(changes) + 1])
+    sizes = np.diff(np.append(starts, candidates.num_rows))
+    rows = np.repeat(row_numbers(ids.take(pa.array(starts)), batch.users.column("user_id")), sizes)
+    if (rows < 0).any():
+        raise KeyError(ids[int(np.flatnonzero(rows < 0)[0])].as_py())
     scores = candidates.column("score").to_numpy()
-    starts = np.concatenate([[0], np.flatnonzero(np.diff(rows)) + 1])
-    sizes = np.diff(np.append(starts, len(rows)))
     group = np.repeat(np.arange(len(starts)), sizes)
     too_long = sizes > k
     twice = np.zeros(len(starts), bool)

@@ -92,6 +92,12 @@ class ServingContext:
         return self.item_age_days > limit if limit is not None else np.zeros(len(self.item_ids), bool)
 
     @functools.cached_property
+    def listed_language(self) -> np.ndarray:
+        """``item_language``, with -2 (no language code) for posts ``too_old`` to be listed: the filters
+        read both facts of a post in one lookup."""
+        return np.where(self.too_old, -2, self.item_language)
+
+    @functools.cached_property
     def source_width(self) -> int:
         """One more than the largest source code (the stride of (user, source) keys)."""
         return max(len(self.sources), int(self.item_source.max(initial=-1)) + 1)

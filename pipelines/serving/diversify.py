@@ -28,6 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from pipelines.core.settings import DiversifyConfig
+from pipelines.serving.arrays import concat_ranges
 
 REASON_RANKED = "ranked"
 REASON_EXPLORE = "explore"
@@ -223,8 +224,9 @@ def _diversify_checked(
         return DiversifiedLists(ranked_indptr, ranked, np.full(n_users, -1, np.int64))
 
     def draw(counts: np.ndarray) -> np.ndarray:
-        # One generator call per list, in list order: the stream a list-by-list loop would consume.
-        return np.array([rng.integers(count) for count in counts[counts > 0].tolist()], np.int64)
+        # One bounded draw per list, in list order: the very numbers (and generator state) of one
+        # ``rng.integers(count)`` call per list, list after list.
+        return rng.integers(counts[counts > 0].astype(np.int64))
 
     ranked_len = np.diff(ranked_indptr)
     kept_len = np.minimum(ranked_len, k - 1)
@@ -273,8 +275,9 @@ def _ranked_lists(
         chosen = _rank_block(
             lists, block, n[block], m[block], item_embeddings, sources, authors, config, unit_vectors
         )
-        for row, user in enumerate(block.tolist()):
-            ranked[indptr[user] : indptr[user + 1]] = chosen[row, : m[user]]
+        # Row-major order of the mask is list after list, each list's positions in order.
+        kept = np.arange(chosen.shape[1]) < m[block][:, None]
+        ranked[concat_ranges(indptr[block], m[block])] = chosen[kept]
         start = stop
     return indptr, ranked
 

@@ -22,12 +22,11 @@ def allowed(ctx: ServingContext, batch: UserBatch, rows: np.ndarray, positions: 
     A post is out when it was already seen, is in a blocked source or has a blocked tag, is in a language
     other than the user's and English, or is too old for the system. Negative positions (padding) are out.
     """
-    ok = positions >= 0
     p = np.maximum(positions, 0)
-    ok &= ~ctx.too_old[p]
-    language = ctx.item_language[p]
-    ok &= (language == batch.language[rows][:, None]) | (language == ctx.languages[ENGLISH])
-    ok &= ~batch.has_seen(rows[:, None] * len(ctx.item_ids) + p)
+    language = ctx.listed_language[p]
+    ok = (language == batch.language[rows][:, None]) | (language == ctx.languages[ENGLISH])
+    ok &= positions >= 0
+    ok &= ~batch.has_seen(rows, p)
     # Blocks are rare: only the rows of users with some are looked at, with one sorted-key lookup of
     # every (user, source) and (user, post tag) pair against the users' blocked codes.
     blocking = np.flatnonzero(batch.blocked_sources.lengths[rows] > 0)

@@ -231,12 +231,16 @@ def _shown_lists(
     score = np.where(from_list, np.append(lists.scores, np.nan)[entry], np.nan)
     retrieval = np.where(from_list, np.append(retrieval, np.nan)[entry], np.nan)
     reason = np.where(from_list, 0, 1)
-    for j in np.flatnonzero(~from_list):
-        if within[j] > 0:
-            score[j] = score[j - 1]
-        else:
-            rest = score[j + 1 : chosen.indptr[owner[j] + 1]]
-            score[j] = rest.max() if len(rest) else 0.0
+    explore = np.flatnonzero(~from_list)
+    after = explore[within[explore] > 0]
+    score[after] = score[after - 1]
+    lead = explore[within[explore] == 0]
+    if len(lead):
+        # A list has one exploration post: the best of the others is the maximum over the whole list
+        # with that post left out (-inf, then 0.0 when it is alone).
+        bounds = np.ravel(np.column_stack([chosen.indptr[owner[lead]], chosen.indptr[owner[lead] + 1]]))
+        best = np.maximum.reduceat(np.append(np.where(from_list, score, -np.inf), -np.inf), bounds)[::2]
+        score[lead] = np.where(np.isfinite(best), best, 0.0)
     short = np.flatnonzero(length < k)
     if len(short):
         extras = [

@@ -19,9 +19,13 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from pipelines.training.ranker.features import FEATURE_NAMES, RankingPairs, ranker_features
+from pipelines.training.ranker.features import FEATURE_NAMES, PairFeatures, RankingPairs
 
 log = logging.getLogger(__name__)
+
+# Pairs scored per call of the compiled trees or LightGBM: large enough that the threads a call starts
+# cost little, small enough that the feature buffer (4 MB of doubles) stays cheap to reuse.
+SCORE_ROWS = 32_768
 
 
 class FeatureMismatchError(ValueError):
@@ -152,7 +156,18 @@ class Ranker:
         return np.asarray(self.booster.predict(features, num_threads=self.num_threads), dtype=np.float64)
 
     def score_pairs(self, pairs: RankingPairs) -> np.ndarray:
-        """Features and scores of ``pairs`` in one call (the serving path): the matrix is built in the
-        type the scorer reads (doubles for the compiled trees), so it is never copied."""
+        """Features and scores of ``pairs`` in one call (the serving path), ``SCORE_ROWS`` pairs at a time
+        through one buffer of the type the scorer reads (doubles for the compiled trees): the features
+        are never copied, and the whole matrix is never held.
+
+        Returns:
+            (len(pairs),) float64 scores, as :meth:`score` gives them for :func:`ranker_features`.
+        """
+        features = PairFeatures(pairs, self.retrieval_depth)
         dtype = np.float64 if self._compiled is not None else np.float32
-        return self.score(ranker_features(pairs, self.retrieval_depth, dtype))
+        buffer = np.empty((min(len(pairs), SCORE_ROWS), len(FEATURE_NAMES)), dtype)
+        scores = np.empty(len(pairs))
+        for start in range(0, len(pairs), SCORE_ROWS):
+            block = features.fill(start, buffer[: min(SCORE_ROWS, len(pairs) - start)])
+            scores[start : start + len(block)] = self.score(block)
+        return scores

@@ -162,5 +162,94 @@ def test_pairs_read_the_item_features_of_the_whole_catalog_built_once():
     )
     expected = ranker_features(RankingPairs.from_candidates(cands, _users(), _items()), 100)
     np.testing.assert_array_equal(ranker_features(pairs, 100), expected)
-    assert catalog.tag_codes[catalog.tag_indptr[2] : catalog.tag_indptr[3]].size == 0  # i2 has no tags
+    assert (catalog.tag_matrix[2] == -1).all()  # i2 has no tags
     assert sorted(catalog.vocabulary.to_pylist()) == ["django", "go", "python", "rust"]
+
+
+def _random_tag_world(seed: int) -> tuple[pa.Table, pa.Table, np.ndarray, np.ndarray]:
+    """Users and posts with random tag lists: repeats, nulls, tags only users list, posts without tags;
+    weights whose sums depend on their order."""
+    rng = np.random.default_rng(seed)
+    tags = [f"t{i}" for i in range(12)]
+
+    def some_tags(most: int, extra: str | None = None) -> list[str | None] | None:
+        if rng.random() < 0.1:
+            return None
+        return rng.choice([*tags, extra, None], size=rng.integers(0, most + 1)).tolist()
+
+    n_users, n_items = 40, 60
+    affinity = [some_tags(6, "user-only") for _ in range(n_users)]
+    users = pa.table(
+        {
+            "user_id": [f"u{i}" for i in range(n_users)],
+            "selected_tags": [some_tags(5, "user-only") for _ in range(n_users)],
+            "affinity_tags": affinity,
+            "affinity_weights": [
+                None if a is None else rng.choice([0.1, 0.3, -0.7, 0.45, np.nan], size=len(a)).tolist()
+                for a in affinity
+            ],
+            "activity_lookback": rng.integers(0, 50, n_users),
+            "activity_short": rng.integers(0, 5, n_users),
+            "ctr_lookback": rng.random(n_users),
+            "account_age_days": rng.random(n_users) * 100,
+        }
+    )
+    items = pa.table(
+        {
+            "item_id": [f"i{i}" for i in range(n_items)],
+            "tags": [some_tags(7) for _ in range(n_items)],
+            **{c: rng.random(n_items) for c in features_module.ITEM_NUMERIC_FEATURES.values()},
+        }
+    )
+    n_pairs = 500
+    return users, items, rng.integers(0, n_users, n_pairs), rng.integers(0, n_items, n_pairs)
+
+
+def _overlaps_one_pair_at_a_time(
+    users: pa.Table, items: pa.Table, user: int, item: int
+) -> tuple[float, float]:
+    """The tag overlaps as the docstring defines them, summed in the order of the post's tags."""
+    post_tags = items.column("tags")[item].as_py() or []
+    aff = users.column("affinity_tags")[user].as_py() or []
+    weights = users.column("affinity_weights")[user].as_py() or []
+    selected = set(users.column("selected_tags")[user].as_py() or [])
+    affinity, overlap = 0.0, 0.0
+    for tag in post_tags:
+        weight = 0.0
+        for listed, w in zip(aff, weights, strict=True):
+            if tag is not None and listed == tag:
+                weight += 0.0 if w is None or np.isnan(w) else w
+        affinity += weight
+        overlap += float(tag is not None and tag in selected)
+    return affinity, overlap
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("dense_cells", [0, 1 << 24], ids=["sorted-keys", "dense-table"])
+def test_tag_overlaps_equal_a_pair_by_pair_sum_in_small_chunks_too(monkeypatch, seed, dense_cells):
+    users, items, user_row, item_row = _random_tag_world(seed)
+    monkeypatch.setattr(features_module, "_DENSE_TAG_TABLE_CELLS", dense_cells)
+    pairs = RankingPairs(
+        users=users,
+        items=ItemFeatures.from_rows(items),
+        user_row=user_row,
+        item_row=item_row,
+        retrieval_score=np.linspace(1, 0, len(user_row)),
+        retrieval_rank=np.arange(1, len(user_row) + 1),
+    )
+    whole = ranker_features(pairs, 100, np.float64)
+    expected = np.array(
+        [_overlaps_one_pair_at_a_time(users, items, u, i) for u, i in zip(user_row, item_row, strict=True)]
+    )
+    np.testing.assert_array_equal(whole[:, COL["tag_affinity"]], expected[:, 0].astype(np.float32))
+    np.testing.assert_array_equal(whole[:, COL["selected_tag_overlap"]], expected[:, 1])
+    assert (expected[:, 0] != 0).mean() > 0.15 and (expected[:, 0] < 0).any() and (expected[:, 1] > 1).any()
+    # Chunks of 7 rows (the last one short) fill the same matrix, block by block or whole.
+    monkeypatch.setattr(features_module, "_CHUNK_ROWS", 7)
+    np.testing.assert_array_equal(ranker_features(pairs, 100, np.float64), whole)
+    features = features_module.PairFeatures(pairs, 100)
+    blocks = [
+        features.fill(start, np.empty((min(45, len(pairs) - start), len(FEATURE_NAMES))))
+        for start in range(0, len(pairs), 45)
+    ]
+    np.testing.assert_array_equal(np.concatenate(blocks), whole)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipelines.core.lake import Lake
+from pipelines.training.ranker import model as model_module
 from pipelines.training.ranker.export import load_ranker, save_ranker
 from pipelines.training.ranker.features import FEATURE_NAMES, RankingPairs, ranker_features
 from pipelines.training.ranker.model import FeatureMismatchError
@@ -52,3 +53,27 @@ def test_compiled_scoring_orders_like_lightgbm_and_reuses_its_cache(synthetic, t
     assert len(list(cache.iterdir())) == 1, "the second compile read the cache and left nothing behind"
     with pytest.raises(FeatureMismatchError, match="another order"):
         compiled.score(x, list(reversed(FEATURE_NAMES)))
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["lightgbm", "compiled"])
+def test_scoring_pairs_block_by_block_gives_the_scores_of_the_whole_matrix(
+    synthetic, tmp_path, monkeypatch, compiled
+):
+    rows, scorer, result = synthetic
+    lake = Lake(str(tmp_path / "lake"))
+    version = new_version(dt.date(2026, 11, 22), CONFIG.model_dump())
+    save_ranker(result, lake, version)
+    ranker = load_ranker(lake, version)
+    if compiled:
+        ranker.compile(tmp_path / "compiled")
+    score, rank = scorer(
+        rows.column("user_id").to_numpy(zero_copy_only=False),
+        rows.column("item_id").to_numpy(zero_copy_only=False),
+    )
+    pairs = RankingPairs.from_examples(rows, score, rank)
+    whole = ranker.score(
+        ranker_features(pairs, CONFIG.retrieval_depth, np.float64 if compiled else np.float32)
+    )
+    monkeypatch.setattr(model_module, "SCORE_ROWS", 333)
+    assert len(pairs) > 3 * 333
+    np.testing.assert_array_equal(ranker.score_pairs(pairs), whole)
