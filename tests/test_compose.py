@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.deployment.topology import ENV_FILE, read_env_file
+from tests.test_readme import readme_blocks
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yaml"
@@ -44,6 +45,7 @@ REQUIRED_SECRETS = {
         "postgresql+psycopg2://airflow:{}@postgres/airflow",
     ),
     "REDIS_PASSWORD": ("AIRFLOW__CELERY__BROKER_URL", "redis://:{}@redis:6379/0"),
+    "FLOWER_BASIC_AUTH": ("AIRFLOW__CELERY__FLOWER_BASIC_AUTH", "{}"),
 }
 AIRFLOW_COMPONENTS = {
     "airflow-apiserver": "api-server",
@@ -180,6 +182,22 @@ def test_compose_refuses_to_start_without_each_secret() -> None:
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == secrets["POSTGRES_PASSWORD"]
     assert services["redis"]["environment"]["REDIS_PASSWORD"] == secrets["REDIS_PASSWORD"]
     assert "--requirepass" in " ".join(services["redis"]["command"])
+    # Flower reads its login from the common Airflow environment, and its health check logs in with it.
+    flower = services["flower"]
+    assert flower["environment"]["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"] == secrets["FLOWER_BASIC_AUTH"]
+    assert '--user "${AIRFLOW__CELERY__FLOWER_BASIC_AUTH}"' in " ".join(flower["healthcheck"]["test"])
+
+
+def test_the_readme_env_block_sets_every_secret_and_compose_starts_with_it(tmp_path: Path) -> None:
+    block = next(lines for _, lines in readme_blocks() if lines and lines[0] == "cat >> .env <<EOF")
+    subprocess.run(["bash", "-c", "\n".join(block)], cwd=tmp_path, check=True)
+    written = dict(line.split("=", 1) for line in (tmp_path / ".env").read_text().splitlines())
+    assert set(written) == set(REQUIRED_SECRETS)
+    assert all(len(value) >= 16 for value in written.values()), written
+    rendered = yaml.safe_load(interpolate(COMPOSE.read_text(), written))
+    init = rendered["services"]["airflow-init"]["environment"]
+    for name, (key, how) in REQUIRED_SECRETS.items():
+        assert init[key] == how.format(written[name]), key
 
 
 def test_no_secret_has_a_default(compose: dict[str, Any]) -> None:
