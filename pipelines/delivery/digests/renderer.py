@@ -151,10 +151,9 @@ class DigestRenderer:
         html = html_shell.encode(html_values, html_posts, self._encode_line)
         bodies_done = time.process_time()
 
-        message_id = f"<digest.{self.ds}.{token}@{sender_template(self.config.sender).sender.domain}>"
-        raw = sender_template(self.config.sender).render(
-            address, subject, self._date(slot.send_at), message_id, link, token, text, html
-        )
+        template = sender_template(self.config.sender)
+        message_id = f"<digest.{self.ds}.{token}@{template.sender.domain}>"
+        raw = template.render(address, subject, self._date(slot.send_at), message_id, link, token, text, html)
         if raw.count(f"--{boundary(token)}") != 3:
             raise RuntimeError(f"MIME boundary of the digest of user {user_id!r} occurs inside a part")
         message = DigestMessage(
