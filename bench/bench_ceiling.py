@@ -61,9 +61,9 @@ def engagement_counts(world: World, night: dt.date, window_days: int, draws: int
     return counts
 
 
-def ceiling_lists(counts: np.ndarray, replay: Replay, depth: int) -> pa.Table:
+def ceiling_lists(counts: np.ndarray, replay: Replay, user_index: dict[str, int], depth: int) -> pa.Table:
     """Each evaluated user's top ``depth`` of the night's listable posts by ``counts`` (then by the
-    posts' total count): ``user_id, item_id, rank``."""
+    posts' total count): ``user_id, item_id, rank``. ``user_index`` maps user ids to the world's rows."""
     night = replay.night
     catalog = night.inputs["items"].column("item_id").to_pylist()
     index = {item_id(j): j for j in range(counts.shape[1])}
@@ -75,7 +75,7 @@ def ceiling_lists(counts: np.ndarray, replay: Replay, depth: int) -> pa.Table:
     position = {item: j for j, item in enumerate(catalog)}
     users, items, ranks = [], [], []
     for uid in night.eval_users.to_pylist():
-        row = counts[int(uid[1:]), columns] + overall / (overall.max() + 1.0)
+        row = counts[user_index[uid], columns] + overall / (overall.max() + 1.0)
         for item in seen_by_user.get(uid, ()):
             if item in position:
                 row[position[item]] = -1.0
@@ -105,22 +105,19 @@ def main(argv: list[str] | None = None) -> None:
     settings = settings_with(None)
     load_before, started = os.getloadavg()[0], time.perf_counter()
     world = World(world_config("default", settings.world, args.regime), dt.date.fromisoformat(result["ds"]))
-    if user_id(0)[0] != "u" or item_id(0)[0] != "p":
-        raise SystemExit("the world's ids are no longer u<index> and p<index>")
     with open_warehouse(settings) as warehouse:
         replay = Replay(load_night(warehouse, night, window, settings), settings, ModelStore(None))
-    known = {user_id(u) for u in range(world.config.n_users)}
-    if not set(replay.night.eval_users.to_pylist()) <= known:
+    users = {user_id(u): u for u in range(world.config.n_users)}
+    if not set(replay.night.eval_users.to_pylist()) <= users.keys():
         raise SystemExit(
             f"the world rebuilt here ({world.config.n_users} users) is not the one in "
             f"{args.workdir / args.regime}: run with the NIGHTFEED_WORLD__* environment the bench ran with"
         )
     counts = engagement_counts(world, night, window, args.draws)
-    scores = replay.score(ceiling_lists(counts, replay, max(settings.selection.ks))).means()
+    scores = replay.score(ceiling_lists(counts, replay, users, max(settings.selection.ks))).means()
     test = selection["test"]
-    served = selection["decision"]["served"]
-    baselines = [n for n, row in test.items() if row["family"] != "two_tower" and row["role"] != "champion"]
-    best = max(baselines, key=lambda n: test[n]["summary"]["recall_at_50"])
+    # What bench_quality.py's targets found: the served system and the best tuned baseline.
+    served, best = result["targets"]["served"], result["targets"]["best_baseline"]
     print(
         f"{args.regime}: test night {night} ({len(replay.night.eval_users)} users, {window}-day window), "
         f"{args.draws} draws, {time.perf_counter() - started:.0f} s, load {load_before:.2f} -> "

@@ -44,8 +44,8 @@ SHOWN = ("recall_at_10", "recall_at_50", "recall_at_100", "ndcg_at_10", "coverag
 FLOOR = -0.01
 
 
-def _load(dataset: str, run_date: dt.date, movielens_end: dt.date | None) -> dt.date:
-    """Load ``dataset`` into the warehouse of ``NIGHTFEED_DATA_DIR``; return the run date to train for."""
+def _load(dataset: str, run_date: dt.date) -> None:
+    """Load ``dataset`` into the warehouse of ``NIGHTFEED_DATA_DIR`` (a world ending on ``run_date``)."""
     from pipelines.core.context import settings_with
     from pipelines.core.warehouse import open_warehouse
 
@@ -55,25 +55,11 @@ def _load(dataset: str, run_date: dt.date, movielens_end: dt.date | None) -> dt.
             from pipelines.data.movielens import import_movielens
 
             import_movielens(warehouse, dataset.split(":", 1)[1])
-            days = warehouse.partitions("raw_events")
-            return min(days[-1], movielens_end) if movielens_end else days[-1]
+            return
         from pipelines.data.world import World, load_world, world_config
 
         config = world_config("default", settings.world, dataset)
         load_world(warehouse, World(config, run_date))
-    return run_date
-
-
-def _run_date(dataset: str, run_date: dt.date, movielens_end: dt.date | None) -> dt.date:
-    """The run date of a data set already loaded into the warehouse of ``NIGHTFEED_DATA_DIR``."""
-    from pipelines.core.context import settings_with
-    from pipelines.core.warehouse import open_warehouse
-
-    if not dataset.startswith("movielens:"):
-        return run_date
-    with open_warehouse(settings_with(None)) as warehouse:
-        last = warehouse.partitions("raw_events")[-1]
-    return min(last, movielens_end) if movielens_end else last
 
 
 def run_one(
@@ -88,11 +74,16 @@ def run_one(
     from pipelines.jobs import run
 
     started = time.perf_counter()
-    ds = _run_date(dataset, run_date, movielens_end) if retrain else _load(dataset, run_date, movielens_end)
+    if not retrain:
+        _load(dataset, run_date)
     loaded = time.perf_counter()
-    settings = settings_with(None)
-    with open_warehouse(settings) as warehouse:
-        first = max(warehouse.partitions("raw_events")[0], ds - dt.timedelta(days=history_days))
+    with open_warehouse(settings_with(None)) as warehouse:
+        days = warehouse.partitions("raw_events")
+    ds = run_date
+    if dataset.startswith("movielens:"):
+        # MovieLens is run as of its last day (or --movielens-end before it).
+        ds = min(days[-1], movielens_end) if movielens_end else days[-1]
+    first = max(days[0], ds - dt.timedelta(days=history_days))
     # The history build a user runs (`features --start --end`): quiet days are built from the days before.
     if not retrain and cli(["features", "--start", first.isoformat(), "--end", ds.isoformat()]) != 0:
         raise RuntimeError(f"features --start {first} --end {ds} failed")
