@@ -131,7 +131,7 @@ def install_models(args: argparse.Namespace, night: Night) -> dict[str, Any]:
     """Copy the small world's two-tower, train and export the ranker, promote the served system."""
     from pipelines.core.lake import Lake
     from pipelines.core.model_settings import TWO_TOWER_RETRIEVER
-    from pipelines.core.paths import SYSTEM, TWO_TOWER, LakePaths
+    from pipelines.core.paths import RANKER, SYSTEM, TWO_TOWER, LakePaths
     from pipelines.serving.system import ServedSystem, served_system
     from pipelines.training import registry
 
@@ -140,7 +140,12 @@ def install_models(args: argparse.Namespace, night: Night) -> dict[str, Any]:
     model = LakePaths.model_dir(TWO_TOWER, two_tower)
     if not lake.exists(f"{model}/config.json"):
         shutil.copytree(Path(Lake(args.world_lake).path(model)), Path(lake.path(model)))
-    ranker = night.child("train_ranker", ["--train-ranker", "--two-tower", two_tower])
+    if args.ranker:
+        if not lake.exists(f"{LakePaths.model_dir(RANKER, args.ranker)}/model.txt"):
+            raise SystemExit(f"--ranker {args.ranker}: no such ranker in {lake.path(RANKER)}")
+        ranker: dict[str, Any] = {"version": args.ranker, "trained": "earlier, by --train-ranker"}
+    else:
+        ranker = night.child("train_ranker", ["--train-ranker", "--two-tower", two_tower])
     system = ServedSystem(TWO_TOWER_RETRIEVER, two_tower, ranker["version"], retrieval_depth=args.depth)
     registry.promote(
         lake,
@@ -184,7 +189,12 @@ def report(night: Night, models: dict[str, Any], shards: list[dict[str, Any]]) -
     print(
         f"nightly (export to digests published): {total / 60:.1f} min wall on one {cores}-core worker, "
         f"loads and start-ups included (target <= {TARGET_MINUTES} min); peak {gb(peak)} (target < "
-        f"{gb(TARGET_MEMORY)}); train_ranker {night.steps[0][1]['wall_seconds'] / 60:.1f} min"
+        f"{gb(TARGET_MEMORY)})"
+        + "".join(
+            f"; train_ranker {step['wall_seconds'] / 60:.1f} min"
+            for name, step in night.steps[:1]
+            if name == "train_ranker"
+        )
     )
     users = sum(s["users"] for s in shards)
     compute = sum(s["users"] / s["users_per_s"] for s in shards if s["users_per_s"])
@@ -230,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare-shards", type=int, nargs="*", default=[])
     parser.add_argument("--compare-only", action="store_true", help="only the shard comparison")
     parser.add_argument("--depth", type=int, default=500, help="the served system's retrieval depth")
+    parser.add_argument("--ranker", help="serve this ranker of the lake instead of training one first")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     parser.add_argument("--params", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
