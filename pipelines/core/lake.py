@@ -143,18 +143,36 @@ class Lake:
         return self.fs.cat_file(self.path(rel))
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        """Write one object atomically (temp file + rename locally; single object upload on GCS)."""
+        """Write one object atomically (see :meth:`open_write`)."""
+        with self.open_write(rel) as fh:
+            fh.write(data)
+
+    @contextlib.contextmanager
+    def open_write(self, rel: str) -> Iterator[Any]:
+        """A binary file that writes one object piece by piece (bounded memory whatever its size). The
+        object appears whole when the block ends, and not at all when it raises: a temp file renamed into
+        place locally; on GCS one upload, finalised on close and cancelled on error."""
         full = self._target(rel)
-        if self.protocol == "file":
-            Path(full).parent.mkdir(parents=True, exist_ok=True)
-            tmp = f"{full}.tmp-{uuid.uuid4().hex}"
+        if self.protocol != "file":
+            fh = self.fs.open(full, "wb")
+            try:
+                yield fh
+            except BaseException:
+                fh.discard()  # cancels an upload in progress; a short one was never sent
+                fh.closed = True
+                raise
+            fh.close()
+            return
+        Path(full).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(f"{full}.tmp-{uuid.uuid4().hex}")
+        try:
             with open(tmp, "wb") as fh:
-                fh.write(data)
+                yield fh
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, full)
-        else:
-            self.fs.pipe_file(full, data)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def read_json(self, rel: str) -> Any:
         return json.loads(self.read_bytes(rel))

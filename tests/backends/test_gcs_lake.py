@@ -74,6 +74,23 @@ def test_bytes_json_and_parquet_round_trip(lake: Lake, bucket) -> None:
     assert lake.uri("raw/blob.bin") == f"gs://{bucket.name}/nightfeed/raw/blob.bin"
 
 
+def test_an_object_written_in_pieces_appears_whole_or_not_at_all(lake: Lake, bucket) -> None:
+    # Larger than one upload block (5 MiB), so the upload is resumable and in progress when it fails.
+    piece = bytes(range(256)) * 4096
+    with lake.open_write("digests/shard=000.jsonl") as fh:
+        for _ in range(6):
+            fh.write(piece)
+        assert bucket.get_blob("nightfeed/digests/shard=000.jsonl") is None
+    assert lake.read_bytes("digests/shard=000.jsonl") == piece * 6
+    for pieces in (6, 1):  # an upload in progress, and one never sent
+        with pytest.raises(RuntimeError, match="render failed"), lake.open_write("digests/x.jsonl") as fh:
+            for _ in range(pieces):
+                fh.write(piece)
+            raise RuntimeError("render failed")
+        assert not lake.exists("digests/x.jsonl")
+    assert lake.ls("digests") == ["shard=000.jsonl"]
+
+
 def test_ls_exists_and_rm(lake: Lake) -> None:
     for rel in ("index/a.bin", "index/b.bin", "index/sub/c.bin", "other/d.bin"):
         lake.write_bytes(rel, rel.encode())

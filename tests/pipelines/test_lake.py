@@ -31,6 +31,20 @@ def test_objects_round_trip_and_leave_no_temp_files(tmp_path: Path) -> None:
     assert lake.ls("a") == ["b.json", "c.bin"]
 
 
+def test_an_object_written_in_pieces_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    with lake.open_write("a/big.jsonl") as fh:
+        for n in range(3):
+            fh.write(f"line {n}\n".encode())
+        assert not lake.exists("a/big.jsonl"), "nothing is visible before the block ends"
+    assert lake.read_bytes("a/big.jsonl") == b"line 0\nline 1\nline 2\n"
+    with pytest.raises(RuntimeError, match="render failed"), lake.open_write("a/big.jsonl") as fh:
+        fh.write(b"half a shard")
+        raise RuntimeError("render failed")
+    assert lake.read_bytes("a/big.jsonl") == b"line 0\nline 1\nline 2\n", "the old object stays"
+    assert lake.ls("a") == ["big.jsonl"], "no temp file is left"
+
+
 def test_unpublished_data_is_invisible(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path))
     _stage(lake, 3)

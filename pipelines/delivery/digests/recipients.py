@@ -12,7 +12,7 @@ the user id).
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -129,7 +129,7 @@ def read_ranked_items(
     """
     from pipelines.serving.sharding import shard_of
 
-    table = lake.read_parquet(path)
+    table = _read_columns(lake, path, CANDIDATE_COLUMNS)
     require_columns(table, CANDIDATE_COLUMNS, f"candidates shard {lake.uri(path)}")
     for column in CANDIDATE_COLUMNS:
         row = first_null(table, column)
@@ -145,13 +145,27 @@ def read_ranked_items(
         )
     table = table.filter(pc.is_in(table.column("user_id"), value_set=pa.array(sorted(user_ids), pa.string())))
     table = table.sort_by([("user_id", "ascending"), ("rank", "ascending"), ("item_id", "ascending")])
-    ranked: dict[str, list[str]] = defaultdict(list)
-    for user_id, item_id in zip(
-        table.column("user_id").to_pylist(), table.column("item_id").to_pylist(), strict=True
-    ):
-        if item_id not in ranked[user_id]:
-            ranked[user_id].append(item_id)
-    return ranked
+    if table.num_rows == 0:
+        return {}
+    users = table.column("user_id").combine_chunks()
+    starts = np.flatnonzero(np.r_[True, pc.not_equal(users[1:], users[:-1]).to_numpy(zero_copy_only=False)])
+    ends = np.r_[starts[1:], len(users)].tolist()
+    items = table.column("item_id").to_pylist()
+    names = users.take(pa.array(starts)).to_pylist()
+    # dict.fromkeys keeps each post's first (best) place.
+    return {
+        user_id: list(dict.fromkeys(items[start:end]))
+        for user_id, start, end in zip(names, starts.tolist(), ends, strict=True)
+    }
+
+
+def _read_columns(lake: Lake, path: str, columns: Sequence[str]) -> pa.Table:
+    """``columns`` of the Parquet file ``path`` (the ones it has: callers check for missing ones)."""
+    import pyarrow.parquet as pq
+
+    with lake.fs.open(lake.path(path), "rb") as fh:
+        file = pq.ParquetFile(fh)
+        return file.read([c for c in columns if c in file.schema_arrow.names])
 
 
 def fresh_items(ranked: list[str], sent: set[str], lookup: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

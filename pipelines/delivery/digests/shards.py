@@ -12,6 +12,7 @@ until its ``send_at`` and sends at once those whose time passed while the run wo
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -199,54 +200,57 @@ def render_digest_shard(
     ranked = read_ranked_items(lake, shard_path, set(due), shard, num_shards)
     sent_before = previously_sent(lake, ds, config.previous_digest_days, set(ranked))
     lookup = item_lookup(items, pa.array([i for ids in ranked.values() for i in ids], pa.string()))
-    messages: list[DigestMessage] = []
     renderer = DigestRenderer(ds, config)
-    for user_id in sorted(ranked):
-        if dry_run and len(messages) >= dry_run_users:
-            break
-        recipient = due[user_id]
-        fresh = fresh_items(ranked[user_id], sent_before.get(user_id, set()), lookup)
-        if len(fresh) < config.min_fresh_candidates:
-            skipped["too_few_fresh_candidates"] += 1
-            continue
-        try:
-            message = renderer.message(
-                user_id,
-                recipient.email,
-                recipient.frequency,
-                recipient.slot,
-                fresh[: config.items_per_digest],
-            )
-        except TASK_FAILURES:
-            raise
-        except Exception as exc:  # one user's bad row must not stop the night
-            skipped[_skip_user(user_id, ds, exc)] += 1
-            continue
-        messages.append(message)
     result = ShardDigests(shard, len(mine), 0, skipped, None, 0.0)
-    if dry_run:
-        result.messages = messages
-    else:
+    file_name = f"{PurePosixPath(shard_path).stem}.jsonl"
+    index_rows: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        # Each message goes to the file as soon as it is rendered: a shard's messages never sit in memory
+        # together (a dry run keeps its sample instead).
+        out = None if dry_run else stack.enter_context(lake.open_write(f"{staging}/{file_name}"))
+        for user_id in sorted(ranked):
+            if dry_run and len(result.messages) >= dry_run_users:
+                break
+            recipient = due[user_id]
+            fresh = fresh_items(ranked[user_id], sent_before.get(user_id, set()), lookup)
+            if len(fresh) < config.min_fresh_candidates:
+                skipped["too_few_fresh_candidates"] += 1
+                continue
+            try:
+                message = renderer.message(
+                    user_id,
+                    recipient.email,
+                    recipient.frequency,
+                    recipient.slot,
+                    fresh[: config.items_per_digest],
+                )
+            except TASK_FAILURES:
+                raise
+            except Exception as exc:  # one user's bad row must not stop the night
+                skipped[_skip_user(user_id, ds, exc)] += 1
+                continue
+            if out is None:
+                result.messages.append(message)
+                continue
+            line = json.dumps(message.record(), ensure_ascii=False, sort_keys=True) + "\n"
+            out.write(line.encode("utf-8"))
+            index_rows.append(
+                {
+                    "user_id": message.user_id,
+                    "message_id": message.message_id,
+                    "subject": message.subject,
+                    "item_ids": list(message.item_ids),
+                    "send_at": message.send_at,
+                    "local_send_date": message.local_send_date,
+                    "file": file_name,
+                }
+            )
+    if not dry_run:
         skipped["no_candidates"] += len(set(due) - set(ranked))
-        file_name = f"{PurePosixPath(shard_path).stem}.jsonl"
-        lines = [json.dumps(m.record(), ensure_ascii=False, sort_keys=True) + "\n" for m in messages]
-        lake.write_bytes(f"{staging}/{file_name}", "".join(lines).encode("utf-8"))
-        index_rows = [
-            {
-                "user_id": m.user_id,
-                "message_id": m.message_id,
-                "subject": m.subject,
-                "item_ids": list(m.item_ids),
-                "send_at": m.send_at,
-                "local_send_date": m.local_send_date,
-                "file": file_name,
-            }
-            for m in messages
-        ]
         lake.write_parquet(
             f"{staging}/{index_part(shard)}", pa.Table.from_pylist(index_rows, MESSAGES_INDEX_SCHEMA)
         )
-        result.file, result.messages_written = file_name, len(messages)
+        result.file, result.messages_written = file_name, len(index_rows)
     result.seconds = time.perf_counter() - started
     cache = renderer.cache_info()
     log.info(
@@ -255,7 +259,7 @@ def render_digest_shard(
         ds,
         shard,
         num_shards,
-        len(messages),
+        len(result.messages) + len(index_rows),
         len(mine),
         len(due),
         result.seconds,
