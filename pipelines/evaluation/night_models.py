@@ -125,8 +125,9 @@ class NightModels:
         return self._ranker(served_day, rows, scores, "impressions")
 
     def ranker_from_replay(self, served_day: dt.date, rows: pa.Table, scores: np.ndarray) -> Trained | None:
-        """A ranker on an earlier night's retrieved posts, labelled by what users did after that night
-        (``Replay.ranking_rows``): for data with no impression log, or when it re-orders better.
+        """A ranker for the night after ``served_day`` on earlier nights' retrieved posts, labelled by what
+        users did after each night (``Replay.ranking_rows``): for data with no impression log, or when it
+        re-orders better.
 
         The replay retrieves as deep as the system serves, often deeper than the ranker's
         ``retrieval_depth``; ranks beyond it become ``retrieval_depth + 1``, the value the ranker's

@@ -7,6 +7,9 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from pipelines.core.model_settings import (
     ALS_RETRIEVER,
     IMPRESSIONS_RANKER,
@@ -32,7 +35,7 @@ class Recipe:
         popularity_window_days: for most popular (None: all history).
         knn_neighbors: for item-kNN.
         als_factors: for ALS.
-        ranker: ``none``, ``impressions`` (logged feed) or ``retrieval`` (an earlier night's retrieved
+        ranker: ``none``, ``impressions`` (logged feed) or ``retrieval`` (the earlier nights' retrieved
             posts labelled by what users did next); two-tower only.
         max_item_age_days: the age limit (None: none).
         diversify: MMR, caps and the exploration slot.
@@ -119,8 +122,8 @@ def retriever_recipes(settings: Settings) -> list[Recipe]:
 class Kitchen:
     """Builds recipes into systems night by night, training each model once.
 
-    ``nights`` are the replayed nights in order; a retrieval-trained ranker for a night learns from the
-    night before it in that order.
+    ``nights`` are the replayed nights in order; a retrieval-trained ranker for a night learns from every
+    night before it in that order (their retrieved posts, labelled by what users did after each).
     """
 
     def __init__(self, models: NightModels, replays: dict[dt.date, Replay], nights: list[dt.date]) -> None:
@@ -128,6 +131,7 @@ class Kitchen:
         self._two_tower: dict[tuple[dt.date, tuple], Trained | None] = {}
         self._als: dict[tuple[dt.date, int], Trained | None] = {}
         self._ranker: dict[tuple[dt.date, Recipe], Trained | None] = {}
+        self._rows: dict[tuple[dt.date, Recipe], tuple[pa.Table, np.ndarray] | None] = {}
         self._vectors: dict[dt.date, str | None] = {}
 
     def two_tower(self, night: dt.date, variant: tuple[tuple[str, Any], ...]) -> Trained | None:
@@ -150,17 +154,28 @@ class Kitchen:
         if recipe.ranker == IMPRESSIONS_RANKER:
             trained = self.models.ranker_from_impressions(night, two_tower_version)
         elif recipe.ranker == RETRIEVAL_RANKER:
-            at = self.nights.index(night)
-            if at > 0:
-                earlier = self.nights[at - 1]
-                system = self.system(earlier, recipe.retrieval_only)
-                if system is not None:
-                    rows, scores = self.replays[earlier].ranking_rows(system)
-                    trained = self.models.ranker_from_replay(
-                        self.replays[earlier].night.served_day, rows, scores
-                    )
+            earlier = [
+                rows
+                for day in self.nights[: self.nights.index(night)]
+                if (rows := self._ranking_rows(day, recipe.retrieval_only)) is not None
+            ]
+            if earlier:
+                trained = self.models.ranker_from_replay(
+                    night - dt.timedelta(days=1),
+                    pa.concat_tables([rows for rows, _ in earlier]),
+                    np.concatenate([scores for _, scores in earlier]),
+                )
         self._ranker[key] = trained
         return trained
+
+    def _ranking_rows(self, night: dt.date, recipe: Recipe) -> tuple[pa.Table, np.ndarray] | None:
+        """The ranker training rows of ``night``'s replay of ``recipe`` (``Replay.ranking_rows``), computed
+        once; None when the recipe cannot be built for that night."""
+        key = (night, recipe)
+        if key not in self._rows:
+            system = self.system(night, recipe)
+            self._rows[key] = None if system is None else self.replays[night].ranking_rows(system)
+        return self._rows[key]
 
     def system(self, night: dt.date, recipe: Recipe) -> ServedSystem | None:
         """The system ``recipe`` makes for ``night``; None when a model it needs cannot be trained."""

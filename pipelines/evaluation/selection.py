@@ -5,7 +5,7 @@ night against the tuned baselines and the champion.
    the data before the night and its lists are replayed as served; each family keeps its best. The
    two-tower's settings are searched one at a time (``selection.two_tower_search``).
 2. The list stages are chosen on the validation nights too, one at a time: a ranker for the two-tower
-   (trained on logged impressions, or on the previous night's retrieved posts labelled by what users did
+   (trained on logged impressions, or on the earlier nights' retrieved posts labelled by what users did
    next) and its retrieval depth, an age limit, then diversification and its relevance weight; a stage
    stays only if the lists get better.
 3. The candidate is the family best that scores highest. On the test night, never looked at before, it is

@@ -110,25 +110,33 @@ def test_als_retrieves_the_same_from_a_shards_own_histories_as_from_the_whole_lo
     assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
 
 
-def test_a_ranker_learns_from_the_retrieved_posts_of_the_night_before(tiny_world: Settings) -> None:
-    # Data without impressions trains the ranker on an earlier night's retrieval, labelled by what users
-    # did next. That replay retrieves deeper than the ranker's own retrieval depth: ranks beyond it are
+def test_a_ranker_learns_from_the_retrieved_posts_of_every_night_before(tiny_world: Settings) -> None:
+    # Data without impressions trains the ranker on the earlier nights' retrieval, labelled by what users
+    # did next. Those replays retrieve deeper than the ranker's own retrieval depth: ranks beyond it are
     # the ranker's "outside" rank, as when it scores served lists.
     settings = tiny_world.with_overrides({"ranker": {"retrieval_depth": 10}})
-    earlier = NIGHT - dt.timedelta(days=2)
+    nights = [NIGHT - dt.timedelta(days=4), NIGHT - dt.timedelta(days=2), NIGHT]
     store = ModelStore(None)
     recipe = Recipe("two_tower", ranker="retrieval")
     with DuckDBWarehouse(settings.duckdb_file, read_only=True) as warehouse:
-        replays = {
-            n: Replay(load_night(warehouse, n, 2, settings), settings, store) for n in (earlier, NIGHT)
-        }
-        kitchen = Kitchen(NightModels(warehouse, settings, store), replays, [earlier, NIGHT])
-        rows, scores = replays[earlier].ranking_rows(kitchen.system(earlier, recipe.retrieval_only))
-        assert scores[:, 1].max() > 11, "the replay retrieves deeper than the ranker's depth"
-        assert rows.column("label").to_numpy().sum() > 0
-        assert kitchen.system(earlier, recipe) is None, "the first night has no night before it"
+        replays = {n: Replay(load_night(warehouse, n, 2, settings), settings, store) for n in nights}
+        kitchen = Kitchen(NightModels(warehouse, settings, store), replays, nights)
+        retrieved = [replays[n].ranking_rows(kitchen.system(n, recipe.retrieval_only)) for n in nights[:2]]
+        for rows, scores in retrieved:
+            assert scores[:, 1].max() > 11, "the replay retrieves deeper than the ranker's depth"
+            assert rows.column("label").to_numpy().sum() > 0
+        assert kitchen.system(nights[0], recipe) is None, "the first night has no night before it"
+        second = kitchen.system(nights[1], recipe)
         system = kitchen.system(NIGHT, recipe)
-    assert system is not None and system.ranker_version is not None
-    assert system.ranker_version.startswith(f"{(earlier - dt.timedelta(days=1)).isoformat()}-")
+    assert second is not None and system is not None and system.ranker_version is not None
+    assert system.ranker_version.startswith(f"{(NIGHT - dt.timedelta(days=1)).isoformat()}-")
+    learned = {
+        night: kitchen.models.trained[version].result.metrics
+        for night, version in ((nights[1], second.ranker_version), (NIGHT, system.ranker_version))
+    }
+    # Every (night, user) group of the earlier nights' retrieval, with a positive label or without.
+    groups = [len(set(rows.column("user_id").to_pylist())) for rows, _ in retrieved]
+    parts = ("train_groups", "train_groups_without_positive", "eval_groups", "eval_groups_without_positive")
+    assert [sum(int(m[p]) for p in parts) for m in learned.values()] == [groups[0], sum(groups)]
     lists = replays[NIGHT].lists(system)
     assert lists.num_rows > 0 and replays[NIGHT].score(lists).means()["recall_at_50"] > 0
