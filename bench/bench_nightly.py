@@ -2,14 +2,16 @@
 shards -> digests, each job in a fresh process as a worker runs it, with wall time (start-up and loads
 included), CPU time, peak memory (``VmHWM``) and the load average around it.
 
-    python bench/bench_nightly.py --data-dir DIR --world-lake LAKE [--shards 4] [--compare-shards 16]
+    python bench/bench_nightly.py --data-dir DIR --world-lake LAKE [--shards 4] [--depth 250]
+        [--ranker VERSION] [--compare-shards 16]
 
 ``--data-dir`` holds a world with its feature history (``python -m pipelines world --scale large`` and
 ``features --end``, with ``NIGHTFEED_DATA_DIR`` set to it). Its lake gets the two-tower the small world
 ``--world-lake`` serves (trained there: the large world is too big to train the whole selection on here),
 a ranker trained by the selection's own code on the large world's logged impressions, through the index
 (:meth:`pipelines.evaluation.night_models.NightModels.ranker_from_impressions`), and a served system: that
-two-tower, that ranker, diversification, retrieval to ``--depth``. Jobs run one after the other, as on a
+two-tower, that ranker, diversification, retrieval to ``--depth``; ``--ranker VERSION`` serves a ranker the
+lake holds already (trained by an earlier run) instead of training one. Jobs run one after the other, as on a
 single worker. ``--compare-shards N ...`` exports the inputs again in each number of shards and loads
 the inputs of shard 0 as a candidates task does (its users and seen pairs), to compare the load of a
 shard with its size; ``--compare-only`` does only that, on a day whose nightly ran.
