@@ -66,6 +66,13 @@ class SelectionConfig(Section):
     have been served, scored on what users did next, and gated against the champion and the baselines."""
 
     validation_nights: int = Field(2, ge=1, description="earlier nights the candidates are chosen on")
+    ranker_nights: int = Field(
+        1,
+        ge=0,
+        description="nights before the first validation night whose retrieved posts only train the "
+        "retrieval ranker (so it is built, and chosen, on every validation night); skipped where the "
+        "data does not reach",
+    )
     window_days: int | None = Field(
         None, ge=1, description="days after a night whose engagements count; None: sized by the data"
     )

@@ -33,25 +33,30 @@ class NotEnoughHistory(PermanentError):
 
 @dataclass(frozen=True)
 class NightPlan:
-    """The nights of one training run: ``validation`` (oldest first) and ``test``, and the window."""
+    """The nights of one training run: ``validation`` (oldest first) and ``test``, and the window;
+    ``ranker`` are earlier nights (oldest first) whose retrieval only trains rankers."""
 
     validation: tuple[dt.date, ...]
     test: dt.date
     window_days: int
+    ranker: tuple[dt.date, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
+            "ranker": [n.isoformat() for n in self.ranker],
             "validation": [n.isoformat() for n in self.validation],
             "test": self.test.isoformat(),
             "window_days": self.window_days,
         }
 
 
-def plan_nights(ds: dt.date, window_days: int, validation_nights: int) -> NightPlan:
-    """The test night whose window ends on ``ds``, and ``validation_nights`` windows before it."""
+def plan_nights(ds: dt.date, window_days: int, validation_nights: int, ranker_nights: int = 0) -> NightPlan:
+    """The test night whose window ends on ``ds``, ``validation_nights`` windows before it and
+    ``ranker_nights`` windows before those."""
     test = ds - dt.timedelta(days=window_days - 1)
-    validation = tuple(test - dt.timedelta(days=window_days * i) for i in range(validation_nights, 0, -1))
-    return NightPlan(validation, test, window_days)
+    nights = validation_nights + ranker_nights
+    earlier = [test - dt.timedelta(days=window_days * i) for i in range(nights, 0, -1)]
+    return NightPlan(tuple(earlier[ranker_nights:]), test, window_days, tuple(earlier[:ranker_nights]))
 
 
 def night_truth(warehouse: Warehouse, night: dt.date, window_days: int, seen_horizon_days: int) -> pa.Table:

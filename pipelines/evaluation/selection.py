@@ -12,8 +12,9 @@ night against the tuned baselines and the champion.
    replayed with models trained on the data before that night next to every family's best and the
    champion, and the gate decides (:mod:`.gate`).
 
-Choices compare recipes on the validation nights where all of them can be built (a retrieval-trained
-ranker needs an earlier night), pooling the users of those nights.
+Choices compare recipes on the validation nights where all of them can be built, pooling the users of
+those nights. A retrieval-trained ranker learns from every earlier night: the validation nights before, and
+``selection.ranker_nights`` nights before the first validation night that only train rankers.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from typing import Any
 
 from pipelines.core.lake import Lake
-from pipelines.core.model_settings import NO_RANKER, TWO_TOWER_RETRIEVER
+from pipelines.core.model_settings import NO_RANKER, RETRIEVAL_RANKER, TWO_TOWER_RETRIEVER
 from pipelines.core.settings import Settings
 from pipelines.core.warehouse import Warehouse
 from pipelines.evaluation.gate import (
@@ -73,12 +74,17 @@ class _Protocol:
     def __init__(self, warehouse: Warehouse, lake: Lake, ds: dt.date, settings: Settings) -> None:
         self.settings, self.config = settings, settings.selection
         window = choose_window(warehouse, ds, self.config, settings.candidates.seen_horizon_days or 0)
-        self.plan = plan_nights(ds, window, self.config.validation_nights)
-        self.nights = [*self.plan.validation, self.plan.test]
+        ranker_nights = self.config.ranker_nights if RETRIEVAL_RANKER in self.config.rankers else 0
+        self.plan = planned = plan_nights(ds, window, self.config.validation_nights, ranker_nights)
+        self.nights = [*planned.validation, planned.test]
         self.store = ModelStore(lake, compiled_ranker=settings.ranker.compiled_scoring)
         self.models = NightModels(warehouse, settings, self.store)
         self.replays = {night: self._replay(warehouse, night) for night in self.nights}
-        self.kitchen = Kitchen(self.models, self.replays, self.nights)
+        for night in planned.ranker:
+            if (replay := self._ranker_replay(warehouse, night, planned.window_days)) is not None:
+                self.replays[night] = replay
+        self.plan = dataclasses.replace(planned, ranker=tuple(n for n in planned.ranker if n in self.replays))
+        self.kitchen = Kitchen(self.models, self.replays, [*self.plan.ranker, *self.nights])
         self._scores: dict[tuple[dt.date, Recipe], ListScores | None] = {}
         self.trials: list[dict[str, Any]] = []
 
@@ -96,6 +102,18 @@ class _Protocol:
                 f"the selection replays the {plan}, but no user engaged after the night {night}; "
                 "lower selection.min_eval_users or set a longer selection.window_days"
             )
+        return Replay(loaded, self.settings, self.store)
+
+    def _ranker_replay(self, warehouse: Warehouse, night: dt.date, window_days: int) -> Replay | None:
+        """The replay of a night that only trains rankers; None (logged) when the data does not reach it."""
+        try:
+            loaded = load_night(warehouse, night, window_days, self.settings)
+        except EmptyInputsError as exc:
+            log.info("no ranker training night %s: %s", night, exc)
+            return None
+        if len(loaded.eval_users) == 0:
+            log.info("no ranker training night %s: no user engaged after it", night)
+            return None
         return Replay(loaded, self.settings, self.store)
 
     def score(self, night: dt.date, recipe: Recipe) -> ListScores | None:

@@ -161,3 +161,29 @@ def test_a_choice_that_cannot_be_built_on_the_test_night_gives_way_to_the_next_b
     assert any(t["step"] == "system (buildable on the test night)" for t in selection.trials)
     assert selection.decision.served in selection.test
     assert all(c.family != refused[0] for c in selection.candidates.values())
+
+
+def test_nights_before_the_validation_nights_train_the_retrieval_ranker_where_the_data_reaches(
+    tiny_world: Settings,
+) -> None:
+    # Of 30 ranker nights, 2 days apart, before the first validation night (DS - 5), the ones whose served
+    # day has features are replayed; the tiny world's history does not reach back 65 days.
+    from pipelines.evaluation.selection import _Protocol
+
+    def protocol(selection: dict[str, Any]) -> Any:
+        settings = tiny_world.with_overrides({"selection": selection})
+        with DuckDBWarehouse(settings.duckdb_file, read_only=True) as warehouse:
+            return _Protocol(warehouse, Lake(settings.lake_url), DS, settings)
+
+    with DuckDBWarehouse(tiny_world.duckdb_file, read_only=True) as warehouse:
+        first_built = warehouse.partitions("user_features")[0]
+    made = protocol({"ranker_nights": 30})
+    wanted = [DS - dt.timedelta(days=5 + 2 * i) for i in range(30, 0, -1)]
+    reached = [n for n in wanted if n - dt.timedelta(days=1) >= first_built]
+    assert 0 < len(reached) < len(wanted), "some nights reach the data, some do not"
+    assert list(made.plan.ranker) == reached
+    assert made.kitchen.nights == [*reached, *made.plan.validation, made.plan.test]
+    assert made.plan.to_json()["ranker"] == [n.isoformat() for n in reached]
+    assert all(night in made.replays for night in reached)
+    # Without a retrieval ranker to train, no such night is replayed.
+    assert protocol({"ranker_nights": 30, "rankers": ["none", "impressions"]}).plan.ranker == ()
