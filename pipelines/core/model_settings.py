@@ -67,11 +67,12 @@ class SelectionConfig(Section):
 
     validation_nights: int = Field(2, ge=1, description="earlier nights the candidates are chosen on")
     ranker_nights: int = Field(
-        1,
+        0,
         ge=0,
         description="nights before the first validation night whose retrieved posts only train the "
         "retrieval ranker (so it is built, and chosen, on every validation night); skipped where the "
-        "data does not reach",
+        "data does not reach. With 0 the retrieval ranker is chosen on the validation nights after the "
+        "first",
     )
     window_days: int | None = Field(
         None, ge=1, description="days after a night whose engagements count; None: sized by the data"

@@ -13,8 +13,9 @@ night against the tuned baselines and the champion.
    champion, and the gate decides (:mod:`.gate`).
 
 Choices compare recipes on the validation nights where all of them can be built, pooling the users of
-those nights. A retrieval-trained ranker learns from every earlier night: the validation nights before, and
-``selection.ranker_nights`` nights before the first validation night that only train rankers.
+those nights. A retrieval-trained ranker learns from every earlier night: the validation nights before
+it, and the ``selection.ranker_nights`` nights (none by default) before the first validation night that
+only train rankers.
 """
 
 from __future__ import annotations
