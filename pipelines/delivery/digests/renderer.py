@@ -35,7 +35,8 @@ from pipelines.delivery.digests.message import (
     digest_templates,
     sender_template,
 )
-from pipelines.delivery.digests.mime import BOUNDARY_TOKEN_CHARS, boundary, quoted_printable
+from pipelines.delivery.digests.mime import BOUNDARY_TOKEN_CHARS, boundary
+from pipelines.delivery.digests.quoted_printable import quoted_printable
 from pipelines.delivery.digests.schedule import SendSlot
 from pipelines.delivery.digests.stencil import HOLE, Stencil, fill_holes, line_runs, stencil
 from pipelines.delivery.digests.text import excerpt

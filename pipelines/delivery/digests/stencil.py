@@ -14,9 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
-from pipelines.delivery.digests.mime import quoted_printable
+from pipelines.delivery.digests.quoted_printable import quoted_printable
 
 HOLE = "\x00"  # never in cleaned text (:func:`~pipelines.delivery.digests.text.clean_text` drops it)
 _HOLE_RE = re.compile(f"{HOLE}([0-9]+){HOLE}")
@@ -88,22 +86,25 @@ def stencil(text: str, widths: Sequence[int]) -> Stencil:
         raise ValueError(f"stencil text names slots {sorted(set(slots))}, widths are given for {len(widths)}")
     if not text:
         return Stencil(("",), (), tuple(widths))
-    first, places = _encode_with_stand_ins(text, widths)
-    if len(places) != sum(widths[slot] for slot in slots):
-        raise RuntimeError(f"found {len(places)} places for the characters of stencil values {slots}")
-    # Value characters k.. sit at places[k..]; a soft line break cuts a value into two holes.
-    pieces, holes, end, k = [], [], 0, 0
+    first, spans = _encode_with_stand_ins(text, widths)
+    found = sum(stop - start for start, stop in spans)
+    if found != sum(widths[slot] for slot in slots):
+        raise RuntimeError(f"found {found} places for the characters of stencil values {slots}")
+    # The values' characters, in order, fill the spans; a soft line break cuts a value into two holes,
+    # and the values of adjacent holes share a span.
+    pieces, holes, end = [], [], 0
+    spans.reverse()
+    start = stop = 0
     for slot in slots:
-        last = k + widths[slot]
-        cut = k
-        while cut < last:
-            stop = cut + 1
-            while stop < last and places[stop] == places[stop - 1] + 1:
-                stop += 1
-            pieces.append(first[end : places[cut]])
-            holes.append((slot, cut - k, stop - k))
-            end, cut = places[stop - 1] + 1, stop
-        k = last
+        taken = 0
+        while taken < widths[slot]:
+            if start == stop:
+                start, stop = spans.pop()
+            size = min(widths[slot] - taken, stop - start)
+            pieces.append(first[end:start])
+            holes.append((slot, taken, taken + size))
+            end = start = start + size
+            taken += size
     pieces.append(first[end:])
     return Stencil(tuple(pieces), tuple(holes), tuple(widths))
 
@@ -132,8 +133,9 @@ def line_runs(text: str) -> list[tuple[str, bool]]:
     return runs
 
 
-def _encode_with_stand_ins(text: str, widths: Sequence[int]) -> tuple[str, list[int]]:
-    """``text`` encoded with stand-ins for its values, and the places of the values' characters in it.
+def _encode_with_stand_ins(text: str, widths: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
+    """``text`` encoded with stand-ins for its values, and the spans (start, stop) of the values'
+    characters in it, in order.
 
     The stand-in is a letter that is not in ``text`` and that no "=XX" escape holds, so its places are
     the values'; a text holding every such letter is encoded twice, with two stand-ins, and the values'
@@ -141,10 +143,16 @@ def _encode_with_stand_ins(text: str, widths: Sequence[int]) -> tuple[str, list[
     """
     mark = next((letter for letter in _STAND_INS if letter not in text), None)
     first = quoted_printable(fill_holes(text, [(mark or "a") * width for width in widths]))
-    encoded = np.frombuffer(first.encode("ascii"), np.uint8)  # ASCII: one byte a character
     if mark is not None:
-        return first, np.flatnonzero(encoded == ord(mark)).tolist()
+        return first, [match.span() for match in re.finditer(f"{mark}+", first)]
     second = quoted_printable(fill_holes(text, ["b" * width for width in widths]))
     if len(first) != len(second):
         raise RuntimeError("quoted-printable broke the lines of a stencil differently for two stand-ins")
-    return first, np.flatnonzero(encoded != np.frombuffer(second.encode("ascii"), np.uint8)).tolist()
+    spans: list[tuple[int, int]] = []
+    for place, (a, b) in enumerate(zip(first, second, strict=True)):
+        if a != b:
+            if spans and spans[-1][1] == place:
+                spans[-1] = (spans[-1][0], place + 1)
+            else:
+                spans.append((place, place + 1))
+    return first, spans

@@ -8,7 +8,7 @@ import string
 
 import pytest
 
-from pipelines.delivery.digests.mime import quoted_printable
+from pipelines.delivery.digests.quoted_printable import quoted_printable
 from pipelines.delivery.digests.stencil import fill_holes, hole, stencil
 
 WORDS = ["a", "word", "Ünïcødé", "🚀", "=", "=3D", "x" * 90, "&amp;", " ", "\t", "tail ", "GHIJ", "zz"]
