@@ -24,7 +24,7 @@ from markupsafe import escape
 
 from pipelines.core.settings import DigestConfig
 from pipelines.delivery.digests.addresses import is_valid_email
-from pipelines.delivery.digests.links import message_token, unsubscribe_link
+from pipelines.delivery.digests.links import MAC_CHARS, UnsubscribeLinks, message_token
 from pipelines.delivery.digests.message import (
     NUMBER_HOLE,
     SUBJECT_TITLE_CHARS,
@@ -38,7 +38,7 @@ from pipelines.delivery.digests.message import (
 from pipelines.delivery.digests.mime import BOUNDARY_TOKEN_CHARS, boundary
 from pipelines.delivery.digests.quoted_printable import quoted_printable
 from pipelines.delivery.digests.schedule import SendSlot
-from pipelines.delivery.digests.stencil import HOLE, Stencil, fill_holes, line_runs, stencil
+from pipelines.delivery.digests.stencil import HOLE, Stencil, fill_holes, hole, line_runs, stencil
 from pipelines.delivery.digests.text import excerpt
 
 POST_CACHE_SIZE = 30_000  # posts; a 250k-user candidates shard of the 1M-user world shows ~21k
@@ -75,18 +75,33 @@ class RenderedPost:
         return block
 
 
+# Kinds of the chunks of a Shell: encoded already; a line with per-message values, encoded per message; a
+# line whose only per-message value is the unsubscribe link, with holes for its user id and MAC.
+_FIXED, _VALUES, _LINK = "fixed", "values", "link"
+
+
 @dataclass(frozen=True)
 class Shell:
-    """A body around its posts, encoded: ``head`` and ``tail`` are chunks of whole lines, either fixed
-    (encoded already) or holding a per-message value (encoded per message)."""
+    """A body around its posts, encoded: ``head`` and ``tail`` are chunks of whole lines, each with its
+    kind: fixed (encoded already), holding per-message values (encoded per message) or holding only the
+    unsubscribe link (a line with the holes of :meth:`UnsubscribeLinks.parts`, encoded as a stencil)."""
 
-    head: tuple[tuple[bool, str], ...]
-    tail: tuple[tuple[bool, str], ...]
+    head: tuple[tuple[str, str], ...]
+    tail: tuple[tuple[str, str], ...]
 
-    def encode(self, values: Mapping[str, str], posts: Sequence[str], encode: Callable[[str], str]) -> str:
-        """The encoded body with ``values`` in place of their markers, each such line encoded by
-        ``encode``, and the encoded ``posts`` between ``head`` and ``tail``."""
-        return "".join([*_encoded(self.head, values, encode), *posts, *_encoded(self.tail, values, encode)])
+    def encode(
+        self,
+        values: Mapping[str, str],
+        posts: Sequence[str],
+        encode: Callable[[str], str],
+        link: Callable[[str], str],
+    ) -> str:
+        """The encoded body: ``posts`` (encoded) between ``head`` and ``tail``; a line with per-message
+        values gets ``values`` in place of their markers and is encoded by ``encode``, a line with only the
+        unsubscribe link is encoded by ``link``."""
+        return "".join(
+            [*_encoded(self.head, values, encode, link), *posts, *_encoded(self.tail, values, encode, link)]
+        )
 
 
 class DigestRenderer:
@@ -105,6 +120,9 @@ class DigestRenderer:
         self._date = functools.lru_cache(maxsize=256)(format_datetime)
         # Lines with a per-message value: the subject's repeat (same frequency, day and top post).
         self._encode_line = functools.lru_cache(maxsize=4096)(quoted_printable)
+        self._unsubscribe = UnsubscribeLinks(ds, config)
+        # The unsubscribe lines as stencils, by line and width of the quoted user id.
+        self._link_line = functools.lru_cache(maxsize=256)(stencil)
 
     def cache_info(self) -> functools._CacheInfo:
         """Hits, misses and size of the post cache."""
@@ -145,11 +163,18 @@ class DigestRenderer:
         html_posts = [post.html(n == "1").fill((token,)) for post, n in zip(posts, numbers, strict=True)]
         posts_done = time.process_time()
 
-        subject, texts, link = self._texts(user_id, frequency, slot, [post.item.title for post in posts])
+        user, mac = link_parts = self._unsubscribe.parts(user_id)
+        link = f"{self._unsubscribe.before}{user}{self._unsubscribe.between}{mac}"
+        subject, texts = self._texts(frequency, slot, [post.item.title for post in posts], link)
         text_shell, html_shell = self._shells(frequency, date_label(slot.local_date), len(posts))
-        text = text_shell.encode(texts, text_posts, self._encode_line)
+        widths = (len(user), MAC_CHARS)
+
+        def link_line(line: str) -> str:
+            return self._link_line(line, widths).fill(link_parts)
+
+        text = text_shell.encode(texts, text_posts, self._encode_line, link_line)
         html_values = {name: str(escape(value)) for name, value in texts.items()}
-        html = html_shell.encode(html_values, html_posts, self._encode_line)
+        html = html_shell.encode(html_values, html_posts, self._encode_line, link_line)
         bodies_done = time.process_time()
 
         template = sender_template(self.config.sender)
@@ -185,7 +210,8 @@ class DigestRenderer:
             raise ValueError(f"digest of user {user_id!r} for ds {self.ds} has no items")
         items = [digest_item(record, self.ds, self.config) for record in records]
         token = message_token(self.ds, user_id)
-        subject, texts, _ = self._texts(user_id, frequency, slot, [item.title for item in items])
+        link = self._unsubscribe.link(user_id)
+        subject, texts = self._texts(frequency, slot, [item.title for item in items], link)
         text_shell, html_shell = self._shell_texts(frequency, date_label(slot.local_date), len(items))
         numbered = list(enumerate(items, start=1))
         text_posts = "".join(fill_holes(_text_block(item), (token, str(n))) for n, item in numbered)
@@ -198,18 +224,17 @@ class DigestRenderer:
         )
 
     def _texts(
-        self, user_id: str, frequency: str, slot: SendSlot, titles: Sequence[str]
-    ) -> tuple[str, dict[str, str], str]:
-        """The subject, the per-message values of the bodies and the unsubscribe link."""
+        self, frequency: str, slot: SendSlot, titles: Sequence[str], link: str
+    ) -> tuple[str, dict[str, str]]:
+        """The subject and the per-message values of the bodies (``link``: the unsubscribe URL)."""
         title = excerpt(titles[0], SUBJECT_TITLE_CHARS)
         subject = f"Your {frequency} Nightfeed digest, {date_label(slot.local_date)}: {title}"
-        link = unsubscribe_link(user_id, self.ds, self.config)
         values = {
             _SUBJECT: subject,
             _PREHEADER: " · ".join(titles[1:4]),
             _UNSUBSCRIBE: link,
         }
-        return subject, values, link
+        return subject, values
 
     def _cached_post(self, record: dict[str, Any]) -> RenderedPost:
         tags = record.get("tags")
@@ -255,7 +280,10 @@ class DigestRenderer:
 
     def _render_shells(self, frequency: str, label: str, count: int) -> tuple[Shell, Shell]:
         text, html = self._shell_texts(frequency, label, count)
-        return _shell(text), _shell(html)
+        before, between = self._unsubscribe.before, self._unsubscribe.between
+        # The quoted user id and the MAC hold no character HTML escapes, so only the rest is escaped.
+        html_link = f"{escape(before)}{hole(0)}{escape(between)}{hole(1)}"
+        return _shell(text, f"{before}{hole(0)}{between}{hole(1)}"), _shell(html, html_link)
 
 
 def _text_block(item: DigestItem) -> str:
@@ -275,13 +303,20 @@ def _fill(text: str, values: Mapping[str, str]) -> str:
 
 
 def _encoded(
-    chunks: Sequence[tuple[bool, str]], values: Mapping[str, str], encode: Callable[[str], str]
+    chunks: Sequence[tuple[str, str]],
+    values: Mapping[str, str],
+    encode: Callable[[str], str],
+    link: Callable[[str], str],
 ) -> list[str]:
-    return [text if fixed else encode(_fill(text, values)) for fixed, text in chunks]
+    return [
+        text if kind is _FIXED else link(text) if kind is _LINK else encode(_fill(text, values))
+        for kind, text in chunks
+    ]
 
 
-def _shell(text: str) -> Shell:
-    """The :class:`Shell` of a body rendered with the markers of the posts and the per-message values.
+def _shell(text: str, link: str) -> Shell:
+    """The :class:`Shell` of a body rendered with the markers of the posts and the per-message values;
+    ``link`` is the unsubscribe link as written in the body, with the holes of its user id and MAC.
 
     Raises:
         RuntimeError: the posts are not in the body once, between whole lines.
@@ -289,11 +324,16 @@ def _shell(text: str) -> Shell:
     head, posts, tail = text.partition(_POSTS)
     if not posts or _POSTS in tail or not head.endswith("\n") or not tail.endswith("\n"):
         raise RuntimeError("a digest template must hold {{ posts }} once, at the start of a line")
-    return Shell(_chunks(head), _chunks(tail))
+    return Shell(_chunks(head, link), _chunks(tail, link))
 
 
-def _chunks(text: str) -> tuple[tuple[bool, str], ...]:
-    return tuple(
-        (not has_values, chunk if has_values else quoted_printable(chunk))
-        for chunk, has_values in line_runs(text)
-    )
+def _chunks(text: str, link: str) -> tuple[tuple[str, str], ...]:
+    chunks = []
+    for chunk, has_values in line_runs(text):
+        if not has_values:
+            chunks.append((_FIXED, quoted_printable(chunk)))
+        elif chunk.count(HOLE) == _UNSUBSCRIBE.count(HOLE) and _UNSUBSCRIBE in chunk:
+            chunks.append((_LINK, chunk.replace(_UNSUBSCRIBE, link)))
+        else:
+            chunks.append((_VALUES, chunk))
+    return tuple(chunks)

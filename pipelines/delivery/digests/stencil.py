@@ -1,10 +1,12 @@
-"""Quoted-printable text encoded once, with holes for short per-message values (a message token, a number).
+"""Quoted-printable text encoded once, with holes for short per-message values (a message token, a number,
+a quoted user id).
 
-Quoted-printable encodes line by line, and where it breaks a long line depends only on the line's length
-and on where its "=XX" escapes fall. A value of a fixed width made of letters and digits encodes to itself,
-so a text whose holes are filled with any such values encodes to the same bytes as the text encoded once
-with stand-ins, the values copied over the stand-ins' places. :func:`stencil` finds those places by
-encoding the text with two different stand-ins; :meth:`Stencil.fill` then costs a string join.
+Quoted-printable encodes line by line, and where it breaks a long line depends only on the line's length,
+on where its "=XX" escapes fall and on a blank at its end. A value of a fixed width made of characters it
+writes as they are, blanks excepted (printable ASCII but "=" and space: letters, digits, "%", "+", ...),
+encodes to itself, so a text whose holes are filled with any such values encodes to the same bytes as the
+text encoded once with stand-ins, the values copied over the stand-ins' places. :func:`stencil` finds those
+places by encoding the text with a stand-in letter; :meth:`Stencil.fill` then costs a string join.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def stencil(text: str, widths: Sequence[int]) -> Stencil:
 
     Args:
         text: the text, each value written as ``hole(slot)``; a slot may occur several times.
-        widths: the width of each slot's values: values of ``widths[slot]`` ASCII letters and digits.
+        widths: the width of each slot's values: values of ``widths[slot]`` characters from "!" to "~",
+            "=" excepted.
 
     Returns:
         The stencil; ``stencil(text, w).fill(v) == quoted_printable(fill_holes(text, v))`` for any such

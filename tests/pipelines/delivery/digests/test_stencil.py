@@ -26,7 +26,7 @@ def random_text(rng: random.Random) -> str:
 
 def test_a_filled_stencil_is_the_encoding_of_the_filled_text() -> None:
     rng = random.Random(15)
-    alphabet = string.ascii_letters + string.digits
+    alphabet = "".join(sorted(set(string.printable[:94]) - {"="}))  # written as they are, not blanks
     for _ in range(500):
         text = random_text(rng)
         widths = (24, rng.randint(1, 3))
