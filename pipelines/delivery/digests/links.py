@@ -11,6 +11,7 @@ only show a confirmation, since link scanners follow links.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import re
@@ -110,24 +111,25 @@ def tracked_link_parts(url: str | None, item_id: str, ds: dt.date, base_url: str
     parts = _safe_url_parts(clean_text(url))
     if parts is None:
         parts = urlsplit(f"{base_url.rstrip('/')}/items/{quote(item_id, safe='')}")
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in TRACKING_PARAMS]
-    query += [
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in TRACKING_PARAMS]
+    query = f"{urlencode(kept, quote_via=quote)}&{_tracking(ds)}" if kept else _tracking(ds)
+    before = urlunsplit(
+        (parts.scheme.lower(), parts.netloc.lower(), quote(parts.path, safe=_URL_SAFE), query, "")
+    )
+    fragment = quote(parts.fragment, safe=_URL_SAFE)
+    return before, f"#{fragment}" if fragment else ""
+
+
+@functools.lru_cache(maxsize=16)
+def _tracking(ds: dt.date) -> str:
+    """The tracking parameters of the digests of ``ds``, encoded, ending in ``nf_mid=``."""
+    params = [
         ("utm_source", "nightfeed"),
         ("utm_medium", "email"),
         ("utm_campaign", f"digest-{ds}"),
         ("nf_mid", ""),
     ]
-    before = urlunsplit(
-        (
-            parts.scheme.lower(),
-            parts.netloc.lower(),
-            quote(parts.path, safe=_URL_SAFE),
-            urlencode(query, quote_via=quote),
-            "",
-        )
-    )
-    fragment = quote(parts.fragment, safe=_URL_SAFE)
-    return before, f"#{fragment}" if fragment else ""
+    return urlencode(params, quote_via=quote)
 
 
 def _safe_url_parts(url: str):

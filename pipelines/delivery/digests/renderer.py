@@ -49,22 +49,26 @@ _UNSUBSCRIBE = f"{HOLE}unsubscribe{HOLE}"
 
 
 class RenderedPost:
-    """One post as every digest of a run shows it, with its blocks as stencils (holes for the message
-    token and the post's number), each rendered when first needed: the text block per width of the
-    number, the HTML block for a first post and for the others."""
+    """One post as every digest of a run shows it, with its blocks as stencils with holes for the message
+    token, each rendered when first needed: the text block per number of the post (encoded once per
+    width of the number, with a hole for it), the HTML block for a first post and for the others."""
 
     def __init__(self, item: DigestItem) -> None:
         self.item = item
-        self._text: dict[int, Stencil] = {}
+        self._numbered: dict[int, Stencil] = {}
+        self._text: dict[str, Stencil] = {}
         self._html: dict[bool, Stencil] = {}
 
-    def text(self, number_width: int) -> Stencil:
-        """The text block of this post as post number ``number_width`` digits wide."""
-        block = self._text.get(number_width)
+    def text(self, number: str) -> Stencil:
+        """The text block of this post as post ``number``."""
+        block = self._text.get(number)
         if block is None:
-            block = self._text[number_width] = stencil(
-                _text_block(self.item), (BOUNDARY_TOKEN_CHARS, number_width)
-            )
+            numbered = self._numbered.get(len(number))
+            if numbered is None:
+                numbered = self._numbered[len(number)] = stencil(
+                    _text_block(self.item), (BOUNDARY_TOKEN_CHARS, len(number))
+                )
+            block = self._text[number] = numbered.with_value(1, number)
         return block
 
     def html(self, first: bool) -> Stencil:
@@ -159,8 +163,9 @@ class DigestRenderer:
         posts = [self._cached_post(record) for record in records]
         token = message_token(self.ds, user_id)
         numbers = [str(number) for number in range(1, len(posts) + 1)]
-        text_posts = [post.text(len(n)).fill((token, n)) for post, n in zip(posts, numbers, strict=True)]
-        html_posts = [post.html(n == "1").fill((token,)) for post, n in zip(posts, numbers, strict=True)]
+        values = (token,)
+        text_posts = [post.text(n).fill(values) for post, n in zip(posts, numbers, strict=True)]
+        html_posts = [post.html(n == "1").fill(values) for post, n in zip(posts, numbers, strict=True)]
         posts_done = time.process_time()
 
         user, mac = link_parts = self._unsubscribe.parts(user_id)

@@ -56,6 +56,23 @@ class Stencil:
             parts += (values[slot][start:end], piece)
         return "".join(parts)
 
+    def with_value(self, slot: int, value: str) -> Stencil:
+        """This stencil with ``value`` written into the holes of ``slot``; the other slots keep theirs.
+
+        Raises:
+            ValueError: ``value`` is not of the slot's width.
+        """
+        if len(value) != self.widths[slot]:
+            raise ValueError(f"slot {slot} takes values of {self.widths[slot]} characters, got {value!r}")
+        pieces, holes = [self.pieces[0]], []
+        for (at, start, end), piece in zip(self.holes, self.pieces[1:], strict=True):
+            if at == slot:
+                pieces[-1] += value[start:end] + piece
+            else:
+                holes.append((at, start, end))
+                pieces.append(piece)
+        return Stencil(tuple(pieces), tuple(holes), self.widths)
+
     @functools.cached_property
     def _joiner(self) -> int | None:
         slots = {slot for slot, _, _ in self.holes}
@@ -89,9 +106,10 @@ def stencil(text: str, widths: Sequence[int]) -> Stencil:
         raise ValueError(f"stencil text names slots {sorted(set(slots))}, widths are given for {len(widths)}")
     if not text:
         return Stencil(("",), (), tuple(widths))
-    first, spans = _encode_with_stand_ins(text, widths)
+    total = sum(widths[slot] for slot in slots)
+    first, spans = _encode_with_stand_ins(text, widths, total)
     found = sum(stop - start for start, stop in spans)
-    if found != sum(widths[slot] for slot in slots):
+    if found != total:
         raise RuntimeError(f"found {found} places for the characters of stencil values {slots}")
     # The values' characters, in order, fill the spans; a soft line break cuts a value into two holes,
     # and the values of adjacent holes share a span.
@@ -136,9 +154,9 @@ def line_runs(text: str) -> list[tuple[str, bool]]:
     return runs
 
 
-def _encode_with_stand_ins(text: str, widths: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
-    """``text`` encoded with stand-ins for its values, and the spans (start, stop) of the values'
-    characters in it, in order.
+def _encode_with_stand_ins(text: str, widths: Sequence[int], total: int) -> tuple[str, list[tuple[int, int]]]:
+    """``text`` encoded with stand-ins for its values (``total`` characters in all), and the spans (start,
+    stop) of the values' characters in it, in order.
 
     The stand-in is a letter that is not in ``text`` and that no "=XX" escape holds, so its places are
     the values'; a text holding every such letter is encoded twice, with two stand-ins, and the values'
@@ -147,7 +165,13 @@ def _encode_with_stand_ins(text: str, widths: Sequence[int]) -> tuple[str, list[
     mark = next((letter for letter in _STAND_INS if letter not in text), None)
     first = quoted_printable(fill_holes(text, [(mark or "a") * width for width in widths]))
     if mark is not None:
-        return first, [match.span() for match in re.finditer(f"{mark}+", first)]
+        spans, start = [], first.find(mark)
+        while start >= 0:
+            run = first[start : start + total]
+            stop = start + len(run) - len(run.lstrip(mark))
+            spans.append((start, stop))
+            start = first.find(mark, stop)
+        return first, spans
     second = quoted_printable(fill_holes(text, ["b" * width for width in widths]))
     if len(first) != len(second):
         raise RuntimeError("quoted-printable broke the lines of a stencil differently for two stand-ins")
