@@ -31,13 +31,31 @@ def quoted_printable(text: str) -> str:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.endswith("\n"):
         text += "\n"
-    escaped = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    return cut_lines(escaped(text))
+
+
+def escaped(text: str) -> str:
+    """The UTF-8 bytes of ``text`` as quoted-printable escapes them, each line end (``\\n``) kept and no line
+    cut yet. Bytes are escaped one by one, so the escaped parts of a text put together are the escaped text.
+
+    Raises:
+        ValueError: ``text`` holds a carriage return (a line end of its own: see :func:`quoted_printable`).
+        UnicodeEncodeError: ``text`` holds a lone surrogate.
+    """
+    if "\r" in text:
+        raise ValueError(f"escaped() takes lines ended by \\n only, got a carriage return in {text[:40]!r}")
+    out = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
     for written, meant in _UNDONE:
-        escaped = escaped.replace(written, meant)
-    body = escaped.decode("ascii")
-    lines = body.split("\n")  # the last one empty: the end of the last line
-    if max(map(len, lines)) <= MAX_LINE and " \n" not in body and "\t\n" not in body:
-        return body.replace("\n", CRLF)
+        out = out.replace(written, meant)
+    return out.decode("ascii")
+
+
+def cut_lines(escaped_lines: str) -> str:
+    """Whole lines of :func:`escaped` text as quoted-printable writes them: CRLF ends, a line longer than 78
+    characters cut by soft breaks, a blank at a line's end quoted."""
+    lines = escaped_lines.split("\n")  # the last one empty: the end of the last line
+    if max(map(len, lines)) <= MAX_LINE and " \n" not in escaped_lines and "\t\n" not in escaped_lines:
+        return escaped_lines.replace("\n", CRLF)
     return CRLF.join(
         [_wrapped(line) if len(line) > MAX_LINE or line.endswith((" ", "\t")) else line for line in lines]
     )

@@ -2,11 +2,11 @@
 
 A shard's digests show a few thousand posts to many users. Each post is rendered (the
 ``digest_post`` templates) and quoted-printable encoded once, into stencils whose holes take the message
-token of its links and its number (:mod:`.stencil`); the body around the posts (the ``digest``
-templates) once per frequency, day and post count, with the lines holding the subject, the preheader or
-the unsubscribe link encoded per message. Quoted-printable encodes line by line, so the whole lines put
-together are, byte for byte, the encoded body of the templates' text. Posts are cached by id and every
-field shown, in a bounded LRU cache.
+token of its links (:mod:`.stencil`; the text block per number of the post); the body around the posts
+(the ``digest`` templates) once per frequency, day and post count, with the lines holding the subject, the
+preheader or the unsubscribe link completed per message (:mod:`.shell`). Quoted-printable encodes line by
+line, so the whole lines put together are, byte for byte, the encoded body of the templates' text. Posts
+are cached by id and every field shown, in a bounded LRU cache.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from email.utils import format_datetime
 from typing import Any
 
@@ -36,16 +35,16 @@ from pipelines.delivery.digests.message import (
     sender_template,
 )
 from pipelines.delivery.digests.mime import BOUNDARY_TOKEN_CHARS, boundary
-from pipelines.delivery.digests.quoted_printable import quoted_printable
+from pipelines.delivery.digests.quoted_printable import escaped
 from pipelines.delivery.digests.schedule import SendSlot
-from pipelines.delivery.digests.stencil import HOLE, Stencil, fill_holes, hole, line_runs, stencil
+from pipelines.delivery.digests.shell import POSTS, PREHEADER, SUBJECT, UNSUBSCRIBE, Shell, shell
+from pipelines.delivery.digests.stencil import Stencil, fill_holes, hole, stencil
 from pipelines.delivery.digests.text import excerpt
 
 POST_CACHE_SIZE = 30_000  # posts; a 250k-user candidates shard of the 1M-user world shows ~21k
-_POSTS = f"{HOLE}posts{HOLE}"
-_SUBJECT = f"{HOLE}subject{HOLE}"
-_PREHEADER = f"{HOLE}preheader{HOLE}"
-_UNSUBSCRIBE = f"{HOLE}unsubscribe{HOLE}"
+VALUE_CACHE_SIZE = 32_768  # escaped subjects and titles
+_PREHEADER_TITLES = slice(1, 4)  # the titles after the first, as the preheader shows them
+_PREHEADER_SEPARATOR = " · "
 
 
 class RenderedPost:
@@ -79,35 +78,6 @@ class RenderedPost:
         return block
 
 
-# Kinds of the chunks of a Shell: encoded already; a line with per-message values, encoded per message; a
-# line whose only per-message value is the unsubscribe link, with holes for its user id and MAC.
-_FIXED, _VALUES, _LINK = "fixed", "values", "link"
-
-
-@dataclass(frozen=True)
-class Shell:
-    """A body around its posts, encoded: ``head`` and ``tail`` are chunks of whole lines, each with its
-    kind: fixed (encoded already), holding per-message values (encoded per message) or holding only the
-    unsubscribe link (a line with the holes of :meth:`UnsubscribeLinks.parts`, encoded as a stencil)."""
-
-    head: tuple[tuple[str, str], ...]
-    tail: tuple[tuple[str, str], ...]
-
-    def encode(
-        self,
-        values: Mapping[str, str],
-        posts: Sequence[str],
-        encode: Callable[[str], str],
-        link: Callable[[str], str],
-    ) -> str:
-        """The encoded body: ``posts`` (encoded) between ``head`` and ``tail``; a line with per-message
-        values gets ``values`` in place of their markers and is encoded by ``encode``, a line with only the
-        unsubscribe link is encoded by ``link``."""
-        return "".join(
-            [*_encoded(self.head, values, encode, link), *posts, *_encoded(self.tail, values, encode, link)]
-        )
-
-
 class DigestRenderer:
     """Renders the digests of ``ds`` with ``config``, reusing the posts and bodies digests share.
 
@@ -122,8 +92,10 @@ class DigestRenderer:
         self._post = functools.lru_cache(maxsize=post_cache_size)(self._render_post)
         self._shells = functools.lru_cache(maxsize=256)(self._render_shells)
         self._date = functools.lru_cache(maxsize=256)(format_datetime)
-        # Lines with a per-message value: the subject's repeat (same frequency, day and top post).
-        self._encode_line = functools.lru_cache(maxsize=4096)(quoted_printable)
+        # Escaped per-message values: subjects repeat (same frequency, day and top post), and so do the
+        # titles a preheader is made of.
+        self._escaped_text = functools.lru_cache(maxsize=VALUE_CACHE_SIZE)(escaped)
+        self._escaped_html = functools.lru_cache(maxsize=VALUE_CACHE_SIZE)(_escaped_html)
         self._unsubscribe = UnsubscribeLinks(ds, config)
         # The unsubscribe lines as stencils, by line and width of the quoted user id.
         self._link_line = functools.lru_cache(maxsize=256)(stencil)
@@ -170,16 +142,25 @@ class DigestRenderer:
 
         user, mac = link_parts = self._unsubscribe.parts(user_id)
         link = f"{self._unsubscribe.before}{user}{self._unsubscribe.between}{mac}"
-        subject, texts = self._texts(frequency, slot, [post.item.title for post in posts], link)
+        titles = [post.item.title for post in posts]
+        subject = self._subject(frequency, slot, titles[0])
         text_shell, html_shell = self._shells(frequency, date_label(slot.local_date), len(posts))
         widths = (len(user), MAC_CHARS)
 
         def link_line(line: str) -> str:
             return self._link_line(line, widths).fill(link_parts)
 
-        text = text_shell.encode(texts, text_posts, self._encode_line, link_line)
-        html_values = {name: str(escape(value)) for name, value in texts.items()}
-        html = html_shell.encode(html_values, html_posts, self._encode_line, link_line)
+        def value(escape_value: Callable[[str], str]) -> Callable[[str], str]:
+            def escaped_value(marker: str) -> str:
+                if marker == PREHEADER:  # escaped title by title: titles repeat, preheaders seldom
+                    titles_shown = titles[_PREHEADER_TITLES]
+                    return escape_value(_PREHEADER_SEPARATOR).join(map(escape_value, titles_shown))
+                return escape_value({SUBJECT: subject, UNSUBSCRIBE: link}[marker])
+
+            return escaped_value
+
+        text = text_shell.encode(value(self._escaped_text), text_posts, link_line)
+        html = html_shell.encode(value(self._escaped_html), html_posts, link_line)
         bodies_done = time.process_time()
 
         template = sender_template(self.config.sender)
@@ -216,7 +197,13 @@ class DigestRenderer:
         items = [digest_item(record, self.ds, self.config) for record in records]
         token = message_token(self.ds, user_id)
         link = self._unsubscribe.link(user_id)
-        subject, texts = self._texts(frequency, slot, [item.title for item in items], link)
+        titles = [item.title for item in items]
+        subject = self._subject(frequency, slot, titles[0])
+        texts = {
+            SUBJECT: subject,
+            PREHEADER: _PREHEADER_SEPARATOR.join(titles[_PREHEADER_TITLES]),
+            UNSUBSCRIBE: link,
+        }
         text_shell, html_shell = self._shell_texts(frequency, date_label(slot.local_date), len(items))
         numbered = list(enumerate(items, start=1))
         text_posts = "".join(fill_holes(_text_block(item), (token, str(n))) for n, item in numbered)
@@ -224,22 +211,13 @@ class DigestRenderer:
         html_values = {name: str(escape(value)) for name, value in texts.items()}
         return (
             subject,
-            _fill(text_shell.replace(_POSTS, text_posts), texts),
-            _fill(html_shell.replace(_POSTS, html_posts), html_values),
+            _fill(text_shell.replace(POSTS, text_posts), texts),
+            _fill(html_shell.replace(POSTS, html_posts), html_values),
         )
 
-    def _texts(
-        self, frequency: str, slot: SendSlot, titles: Sequence[str], link: str
-    ) -> tuple[str, dict[str, str]]:
-        """The subject and the per-message values of the bodies (``link``: the unsubscribe URL)."""
-        title = excerpt(titles[0], SUBJECT_TITLE_CHARS)
-        subject = f"Your {frequency} Nightfeed digest, {date_label(slot.local_date)}: {title}"
-        values = {
-            _SUBJECT: subject,
-            _PREHEADER: " · ".join(titles[1:4]),
-            _UNSUBSCRIBE: link,
-        }
-        return subject, values
+    def _subject(self, frequency: str, slot: SendSlot, first_title: str) -> str:
+        title = excerpt(first_title, SUBJECT_TITLE_CHARS)
+        return f"Your {frequency} Nightfeed digest, {date_label(slot.local_date)}: {title}"
 
     def _cached_post(self, record: dict[str, Any]) -> RenderedPost:
         tags = record.get("tags")
@@ -267,13 +245,13 @@ class DigestRenderer:
     def _shell_texts(self, frequency: str, label: str, count: int) -> tuple[str, str]:
         """The text and HTML bodies around the posts, with markers for the posts and per-message values."""
         context = {
-            "subject": _SUBJECT,
+            "subject": SUBJECT,
             "date_label": label,
             "frequency": frequency,
             "count": count,
-            "posts": _POSTS,
-            "preheader": _PREHEADER,
-            "unsubscribe_link": _UNSUBSCRIBE,
+            "posts": POSTS,
+            "preheader": PREHEADER,
+            "unsubscribe_link": UNSUBSCRIBE,
             "preferences_url": f"{self.config.base_url.rstrip('/')}/settings/digest",
             "home_url": self.config.base_url,
         }
@@ -288,7 +266,7 @@ class DigestRenderer:
         before, between = self._unsubscribe.before, self._unsubscribe.between
         # The quoted user id and the MAC hold no character HTML escapes, so only the rest is escaped.
         html_link = f"{escape(before)}{hole(0)}{escape(between)}{hole(1)}"
-        return _shell(text, f"{before}{hole(0)}{between}{hole(1)}"), _shell(html, html_link)
+        return shell(text, f"{before}{hole(0)}{between}{hole(1)}"), shell(html, html_link)
 
 
 def _text_block(item: DigestItem) -> str:
@@ -307,38 +285,5 @@ def _fill(text: str, values: Mapping[str, str]) -> str:
     return text
 
 
-def _encoded(
-    chunks: Sequence[tuple[str, str]],
-    values: Mapping[str, str],
-    encode: Callable[[str], str],
-    link: Callable[[str], str],
-) -> list[str]:
-    return [
-        text if kind is _FIXED else link(text) if kind is _LINK else encode(_fill(text, values))
-        for kind, text in chunks
-    ]
-
-
-def _shell(text: str, link: str) -> Shell:
-    """The :class:`Shell` of a body rendered with the markers of the posts and the per-message values;
-    ``link`` is the unsubscribe link as written in the body, with the holes of its user id and MAC.
-
-    Raises:
-        RuntimeError: the posts are not in the body once, between whole lines.
-    """
-    head, posts, tail = text.partition(_POSTS)
-    if not posts or _POSTS in tail or not head.endswith("\n") or not tail.endswith("\n"):
-        raise RuntimeError("a digest template must hold {{ posts }} once, at the start of a line")
-    return Shell(_chunks(head, link), _chunks(tail, link))
-
-
-def _chunks(text: str, link: str) -> tuple[tuple[str, str], ...]:
-    chunks = []
-    for chunk, has_values in line_runs(text):
-        if not has_values:
-            chunks.append((_FIXED, quoted_printable(chunk)))
-        elif chunk.count(HOLE) == _UNSUBSCRIBE.count(HOLE) and _UNSUBSCRIBE in chunk:
-            chunks.append((_LINK, chunk.replace(_UNSUBSCRIBE, link)))
-        else:
-            chunks.append((_VALUES, chunk))
-    return tuple(chunks)
+def _escaped_html(value: str) -> str:
+    return escaped(str(escape(value)))

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 import pytest
 
 from pipelines.delivery.digests.mime import MESSAGE_POLICY
-from pipelines.delivery.digests.quoted_printable import quoted_printable
+from pipelines.delivery.digests.quoted_printable import cut_lines, escaped, quoted_printable
 
 # Pieces that move soft breaks and escapes: "=" and escapes, blanks, non-ASCII of 2 to 4 UTF-8 bytes,
 # line ends of every kind, characters that are line boundaries for str but not for bytes, long words.
@@ -98,3 +98,19 @@ def test_a_body_encodes_as_set_content_puts_it_in_a_message() -> None:
 def test_a_lone_surrogate_is_refused() -> None:
     with pytest.raises(UnicodeEncodeError):
         quoted_printable("a\ud800b\n")
+
+
+def test_escaping_goes_byte_by_byte_so_escaped_parts_join_to_the_escaped_text() -> None:
+    rng = random.Random(16)
+    for _ in range(2000):
+        parts = [
+            "".join(rng.choices([p for p in PIECES if "\r" not in p], k=rng.randint(0, 8))) for _ in range(3)
+        ]
+        by_byte = "".join(
+            quoprimime.quote(chr(b)) if quoprimime.body_check(b) and b != ord("\n") else chr(b)
+            for b in "".join(parts).encode("utf-8")
+        )
+        assert "".join(map(escaped, parts)) == escaped("".join(parts)) == by_byte, parts
+        assert cut_lines(escaped("".join(parts) + "\n")) == reference("".join(parts) + "\n")
+    with pytest.raises(ValueError, match="carriage return"):
+        escaped("a\r\n")
