@@ -35,7 +35,7 @@ from pipelines.delivery.digests.message import (
     sender_template,
 )
 from pipelines.delivery.digests.mime import BOUNDARY_TOKEN_CHARS, boundary
-from pipelines.delivery.digests.quoted_printable import escaped
+from pipelines.delivery.digests.quoted_printable import escaped, quoted_printable
 from pipelines.delivery.digests.schedule import SendSlot
 from pipelines.delivery.digests.shell import POSTS, PREHEADER, SUBJECT, UNSUBSCRIBE, Shell, shell
 from pipelines.delivery.digests.stencil import Stencil, fill_holes, hole, stencil
@@ -50,13 +50,14 @@ _PREHEADER_SEPARATOR = " · "
 class RenderedPost:
     """One post as every digest of a run shows it, with its blocks as stencils with holes for the message
     token, each rendered when first needed: the text block per number of the post (encoded once per
-    width of the number, with a hole for it), the HTML block for a first post and for the others."""
+    width of the number, with a hole for it), the HTML block after its row's opening (which depends only
+    on whether the post comes first)."""
 
     def __init__(self, item: DigestItem) -> None:
         self.item = item
         self._numbered: dict[int, Stencil] = {}
         self._text: dict[str, Stencil] = {}
-        self._html: dict[bool, Stencil] = {}
+        self._html: Stencil | None = None
 
     def text(self, number: str) -> Stencil:
         """The text block of this post as post ``number``."""
@@ -70,12 +71,11 @@ class RenderedPost:
             block = self._text[number] = numbered.with_value(1, number)
         return block
 
-    def html(self, first: bool) -> Stencil:
-        """The HTML block of this post, as the first post of a digest or not."""
-        block = self._html.get(first)
-        if block is None:
-            block = self._html[first] = stencil(_html_block(self.item, first), (BOUNDARY_TOKEN_CHARS,))
-        return block
+    def html(self) -> Stencil:
+        """The HTML block of this post after its row's opening."""
+        if self._html is None:
+            self._html = stencil(_html_post(self.item), (BOUNDARY_TOKEN_CHARS,))
+        return self._html
 
 
 class DigestRenderer:
@@ -97,6 +97,7 @@ class DigestRenderer:
         self._escaped_text = functools.lru_cache(maxsize=VALUE_CACHE_SIZE)(escaped)
         self._escaped_html = functools.lru_cache(maxsize=VALUE_CACHE_SIZE)(_escaped_html)
         self._unsubscribe = UnsubscribeLinks(ds, config)
+        self._row_start = functools.lru_cache(maxsize=2)(_encoded_row_start)
         # The unsubscribe lines as stencils, by line and width of the quoted user id.
         self._link_line = functools.lru_cache(maxsize=256)(stencil)
 
@@ -137,7 +138,10 @@ class DigestRenderer:
         numbers = [str(number) for number in range(1, len(posts) + 1)]
         values = (token,)
         text_posts = [post.text(n).fill(values) for post, n in zip(posts, numbers, strict=True)]
-        html_posts = [post.html(n == "1").fill(values) for post, n in zip(posts, numbers, strict=True)]
+        starts = (self._row_start(True), self._row_start(False))
+        html_posts = [
+            part for n, post in enumerate(posts) for part in (starts[n > 0], post.html().fill(values))
+        ]
         posts_done = time.process_time()
 
         user, mac = link_parts = self._unsubscribe.parts(user_id)
@@ -276,7 +280,24 @@ def _text_block(item: DigestItem) -> str:
 
 def _html_block(item: DigestItem, first: bool) -> str:
     """The HTML block of a shown post, with holes for the message token."""
-    return digest_templates().get_template("digest_post.html.j2").render(item=item, first=first)
+    return _html_row_start(first) + _html_post(item)
+
+
+def _html_row_start(first: bool) -> str:
+    """The opening lines of a post's row, which differ for the first post only."""
+    start = digest_templates().get_template("digest_post_start.html.j2").render(first=first)
+    if not start.endswith("\n"):
+        raise RuntimeError("digest_post_start.html.j2 must render whole lines")
+    return start
+
+
+def _html_post(item: DigestItem) -> str:
+    """The HTML block of a shown post after its row's opening, with holes for the message token."""
+    return digest_templates().get_template("digest_post.html.j2").render(item=item)
+
+
+def _encoded_row_start(first: bool) -> str:
+    return quoted_printable(_html_row_start(first))
 
 
 def _fill(text: str, values: Mapping[str, str]) -> str:
