@@ -48,12 +48,12 @@ class Stencil:
     def fill(self, values: Sequence[str]) -> str:
         """The encoded text with ``values`` in its holes (each of the width and kind the stencil was made
         for: see :func:`stencil`)."""
-        joiner = self._joiner
+        joiner, parts, places = self._layout
         if joiner is not None:  # every hole takes the whole of one value: one C call
             return values[joiner].join(self.pieces)
-        parts = [self.pieces[0]]
-        for (slot, start, end), piece in zip(self.holes, self.pieces[1:], strict=True):
-            parts += (values[slot][start:end], piece)
+        parts = parts.copy()
+        for place, slot, start, end in places:
+            parts[place] = values[slot][start:end]
         return "".join(parts)
 
     def with_value(self, slot: int, value: str) -> Stencil:
@@ -74,11 +74,18 @@ class Stencil:
         return Stencil(tuple(pieces), tuple(holes), self.widths)
 
     @functools.cached_property
-    def _joiner(self) -> int | None:
+    def _layout(self) -> tuple[int | None, list[str], tuple[tuple[int, int, int, int], ...]]:
+        """How :meth:`fill` puts values in: the slot whose value joins the pieces, when every hole takes
+        the whole value of that one slot; else the pieces with an empty place for each hole, and each
+        hole's place in them with its slot and cut."""
         slots = {slot for slot, _, _ in self.holes}
         if len(slots) == 1 and all(end - start == self.widths[slot] for slot, start, end in self.holes):
-            return slots.pop()
-        return None
+            return slots.pop(), [], ()
+        parts, places = [self.pieces[0]], []
+        for (slot, start, end), piece in zip(self.holes, self.pieces[1:], strict=True):
+            places.append((len(parts), slot, start, end))
+            parts += ("", piece)
+        return None, parts, tuple(places)
 
 
 def stencil(text: str, widths: Sequence[int]) -> Stencil:
