@@ -90,6 +90,7 @@ def test_case_04_a_broken_template_still_fails_the_shard(
     import jinja2
 
     names = ["digest.txt.j2", "digest.html.j2", "digest_post.txt.j2", "digest_post.html.j2"]
+    names.append("digest_post_start.html.j2")
     broken = jinja2.Environment(loader=jinja2.DictLoader(dict.fromkeys(names, "{{ x")))
     monkeypatch.setattr(renderer_module, "digest_templates", lambda: broken)
     lake, users, items = world(tmp_path)

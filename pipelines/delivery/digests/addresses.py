@@ -18,6 +18,6 @@ def is_valid_email(address: str | None) -> bool:
     """True for a plain ASCII ``local@domain.tld`` address of at most 254 characters, nothing around it."""
     if not isinstance(address, str) or not address or len(address) > 254 or not address.isascii():
         return False
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in address):
+    if not address.isprintable():  # ASCII: a control character (below 0x20, or DEL)
         return False
     return _EMAIL_RE.fullmatch(address) is not None

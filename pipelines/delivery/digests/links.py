@@ -11,6 +11,7 @@ only show a confirmation, since link scanners follow links.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import re
@@ -25,9 +26,16 @@ _URL_SAFE = "/%:@!$&'()*+,;=-._~"
 _TOKEN_EXPIRY_RE = re.compile(r"[0-9]{8}")
 
 
+MAC_CHARS = 32  # hex digits of an unsubscribe token's HMAC-SHA256
+
+
 def _token_mac(user_id: str, key_id: str, expires: str, secret: str) -> str:
     message = f"nightfeed-unsubscribe\0{key_id}\0{expires}\0{user_id}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:32]
+    return hmac.digest(secret.encode(), message, "sha256").hex()[:MAC_CHARS]
+
+
+def _expiry(ds: dt.date, config: DigestConfig) -> str:
+    return f"{ds + dt.timedelta(days=config.unsubscribe_token_days):%Y%m%d}"
 
 
 def unsubscribe_token(user_id: str, ds: dt.date, config: DigestConfig) -> str:
@@ -36,8 +44,7 @@ def unsubscribe_token(user_id: str, ds: dt.date, config: DigestConfig) -> str:
     The expiry is ``ds`` plus ``unsubscribe_token_days`` (``YYYYMMDD``); the MAC is HMAC-SHA256, keyed with
     ``unsubscribe_secret``, of the key id, the expiry and the user id (first 32 hex digits).
     """
-    expires = f"{ds + dt.timedelta(days=config.unsubscribe_token_days):%Y%m%d}"
-    key_id = config.unsubscribe_key_id
+    expires, key_id = _expiry(ds, config), config.unsubscribe_key_id
     return f"{key_id}.{expires}.{_token_mac(user_id, key_id, expires, config.unsubscribe_secret)}"
 
 
@@ -59,8 +66,32 @@ def verify_unsubscribe_token(user_id: str, token: str, config: DigestConfig, tod
 def unsubscribe_link(user_id: str, ds: dt.date, config: DigestConfig) -> str:
     """The one-click unsubscribe URL of ``user_id`` in the digest of ``ds``: GET shows a confirmation, POST
     unsubscribes."""
-    token = quote_plus(unsubscribe_token(user_id, ds, config), safe="")
-    return f"{config.unsubscribe_url}?u={quote_plus(user_id, safe='')}&t={token}"  # as urlencode writes it
+    return UnsubscribeLinks(ds, config).link(user_id)
+
+
+class UnsubscribeLinks:
+    """The unsubscribe URLs of the digests of ``ds``: ``before``, the quoted user id, ``between``, the MAC.
+
+    ``before`` (up to ``?u=``) and ``between`` (``&t=<key id>.<expiry>.``) are the same in every digest of
+    ``ds``; the user id is written as ``urlencode`` writes it, the token's key id, expiry and hex digits as
+    they are (quoting leaves those characters alone), so the parts put together are the URL of
+    :func:`unsubscribe_link`.
+    """
+
+    def __init__(self, ds: dt.date, config: DigestConfig) -> None:
+        self._key_id, self._expires = config.unsubscribe_key_id, _expiry(ds, config)
+        self._secret = config.unsubscribe_secret
+        self.before = f"{config.unsubscribe_url}?u="
+        self.between = f"&t={quote_plus(self._key_id, safe='')}.{self._expires}."
+
+    def parts(self, user_id: str) -> tuple[str, str]:
+        """The per-user parts of the URL of ``user_id``: the quoted user id and the MAC (``MAC_CHARS``)."""
+        return quote_plus(user_id, safe=""), _token_mac(user_id, self._key_id, self._expires, self._secret)
+
+    def link(self, user_id: str) -> str:
+        """The unsubscribe URL of ``user_id``."""
+        user, mac = self.parts(user_id)
+        return f"{self.before}{user}{self.between}{mac}"
 
 
 def message_token(ds: dt.date, user_id: str) -> str:
@@ -80,24 +111,25 @@ def tracked_link_parts(url: str | None, item_id: str, ds: dt.date, base_url: str
     parts = _safe_url_parts(clean_text(url))
     if parts is None:
         parts = urlsplit(f"{base_url.rstrip('/')}/items/{quote(item_id, safe='')}")
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in TRACKING_PARAMS]
-    query += [
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in TRACKING_PARAMS]
+    query = f"{urlencode(kept, quote_via=quote)}&{_tracking(ds)}" if kept else _tracking(ds)
+    before = urlunsplit(
+        (parts.scheme.lower(), parts.netloc.lower(), quote(parts.path, safe=_URL_SAFE), query, "")
+    )
+    fragment = quote(parts.fragment, safe=_URL_SAFE)
+    return before, f"#{fragment}" if fragment else ""
+
+
+@functools.lru_cache(maxsize=16)
+def _tracking(ds: dt.date) -> str:
+    """The tracking parameters of the digests of ``ds``, encoded, ending in ``nf_mid=``."""
+    params = [
         ("utm_source", "nightfeed"),
         ("utm_medium", "email"),
         ("utm_campaign", f"digest-{ds}"),
         ("nf_mid", ""),
     ]
-    before = urlunsplit(
-        (
-            parts.scheme.lower(),
-            parts.netloc.lower(),
-            quote(parts.path, safe=_URL_SAFE),
-            urlencode(query, quote_via=quote),
-            "",
-        )
-    )
-    fragment = quote(parts.fragment, safe=_URL_SAFE)
-    return before, f"#{fragment}" if fragment else ""
+    return urlencode(params, quote_via=quote)
 
 
 def _safe_url_parts(url: str):

@@ -1,9 +1,9 @@
 """One digest's content: the posts as shown, the message record, the templates and the config checks.
 
 A post is shown with cleaned text and a tracked link whose message token is still a hole
-(:func:`digest_item`); ``templates/digest_post.{txt,html}.j2`` render one post and
-``templates/digest.{txt,html}.j2`` the body around the posts (:mod:`.renderer` puts them together into the
-MIME message of :mod:`.mime`).
+(:func:`digest_item`); ``templates/digest_post.{txt,html}.j2`` render one post (the HTML one after its
+row's opening, ``digest_post_start.html.j2``) and ``templates/digest.{txt,html}.j2`` the body around the
+posts (:mod:`.renderer` puts them together into the MIME message of :mod:`.mime`).
 Message-ID, Date (the send time) and the MIME boundary are functions of ``ds`` and the user, so a rerun
 writes identical bytes. The unsubscribe link is in the footer and in ``List-Unsubscribe`` with
 ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``; the signing MTA must cover both headers in DKIM.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 import textwrap
 from dataclasses import dataclass
 from email import policy as email_policy
@@ -105,20 +106,8 @@ def _wrap(text: str, indent: str = "   ", width: int = 76) -> str:
     Cleaned text (:func:`clean_text`: words and single spaces) is filled greedily here, which gives the
     same lines at a fraction of the cost; any other text goes to ``textwrap``.
     """
-    words = text.split(" ")
-    if text and words == text.split():  # single spaces between words, no other whitespace
-        room = width - len(indent)
-        lines, line = [], ""
-        for word in words:
-            if not line:
-                line = word
-            elif len(line) + 1 + len(word) <= room:
-                line = f"{line} {word}"
-            else:
-                lines.append(indent + line)
-                line = word
-        lines.append(indent + line)
-        return "\n".join(lines)
+    if text and text.split(" ") == text.split():  # single spaces between words, no other whitespace
+        return "\n".join(indent + line for line in _line_pattern(width - len(indent)).findall(text))
     return textwrap.fill(
         text,
         width=width,
@@ -127,6 +116,13 @@ def _wrap(text: str, indent: str = "   ", width: int = 76) -> str:
         break_long_words=False,
         break_on_hyphens=False,
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _line_pattern(room: int) -> re.Pattern[str]:
+    """A line of at most ``room`` characters filled greedily with whole words (the longest run of words
+    that fits, or one longer word alone), and the space after it."""
+    return re.compile(f"(.{{1,{room}}}|[^ ]+)(?: |$)")
 
 
 @functools.lru_cache(maxsize=1)

@@ -4,10 +4,10 @@ A digest is a multipart/alternative message of a quoted-printable UTF-8 text par
 policy: CRLF line ends, headers folded at 78). The headers that depend only on the sender (From, List-Id,
 List-Unsubscribe-Post, Auto-Submitted, MIME-Version) and the part headers are built once per sender by the
 ``email`` package; per message only To, Subject, Date, Message-ID, List-Unsubscribe and the boundary are
-written, and the bodies come encoded by ``email.quoprimime`` (:func:`quoted_printable`), the encoder
-``set_content`` uses. A header that does not fit on one line is still folded by the ``email`` package; the
-Subject is folded here (:func:`fold_subject`). With a plain ASCII subject the result is, byte for byte, the
-message ``EmailMessage`` builds (the tests compare them).
+written, and the bodies come encoded as ``email.quoprimime`` (the encoder ``set_content`` uses) encodes
+them, by :mod:`.quoted_printable`. A header that does not fit on one line is still folded by the ``email``
+package; the Subject is folded here (:func:`fold_subject`). With a plain ASCII subject the result is, byte
+for byte, the message ``EmailMessage`` builds (the tests compare them).
 Quoted-printable keeps the message 7-bit, so any relay takes it; its "=XX" escapes also mean a body can
 never hold the "==" that opens the boundary.
 """
@@ -103,12 +103,6 @@ def _encoded_words(text: str) -> list[str]:
     return words
 
 
-def quoted_printable(text: str) -> str:
-    """``text`` as ``set_content(text, charset="utf-8", cte="quoted-printable")`` encodes it, CRLF lines."""
-    lines = text.encode("utf-8").splitlines()
-    return quoprimime.body_encode(b"\n".join(lines).decode("latin-1") + "\n", MAX_LINE, eol=CRLF)
-
-
 @dataclass(frozen=True)
 class MimeTemplate:
     """The fixed parts of every digest of one sender, as the ``email`` package writes them.
@@ -144,7 +138,7 @@ class MimeTemplate:
             message_id: the Message-ID value, angle brackets included.
             unsubscribe: the one-click unsubscribe URL.
             token: the message token, which names the MIME boundary.
-            text_qp: the plain-text body, quoted-printable encoded as :func:`quoted_printable` does.
+            text_qp: the plain-text body, quoted-printable encoded (:mod:`.quoted_printable`).
             html_qp: the HTML body, encoded the same way.
 
         Returns:

@@ -2,11 +2,11 @@
 
 A shard's digests show a few thousand posts to many users. Each post is rendered (the
 ``digest_post`` templates) and quoted-printable encoded once, into stencils whose holes take the message
-token of its links and its number (:mod:`.stencil`); the body around the posts (the ``digest``
-templates) once per frequency, day and post count, with the lines holding the subject, the preheader or
-the unsubscribe link encoded per message. Quoted-printable encodes line by line, so the whole lines put
-together are, byte for byte, the encoded body of the templates' text. Posts are cached by id and every
-field shown, in a bounded LRU cache.
+token of its links (:mod:`.stencil`; the text block per number of the post); the body around the posts
+(the ``digest`` templates) once per frequency, day and post count, with the lines holding the subject, the
+preheader or the unsubscribe link completed per message (:mod:`.shell`). Quoted-printable encodes line by
+line, so the whole lines put together are, byte for byte, the encoded body of the templates' text. Posts
+are cached by id and every field shown, in a bounded LRU cache.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from email.utils import format_datetime
 from typing import Any
 
@@ -24,7 +23,7 @@ from markupsafe import escape
 
 from pipelines.core.settings import DigestConfig
 from pipelines.delivery.digests.addresses import is_valid_email
-from pipelines.delivery.digests.links import message_token, unsubscribe_link
+from pipelines.delivery.digests.links import MAC_CHARS, UnsubscribeLinks, message_token
 from pipelines.delivery.digests.message import (
     NUMBER_HOLE,
     SUBJECT_TITLE_CHARS,
@@ -35,57 +34,48 @@ from pipelines.delivery.digests.message import (
     digest_templates,
     sender_template,
 )
-from pipelines.delivery.digests.mime import BOUNDARY_TOKEN_CHARS, boundary, quoted_printable
+from pipelines.delivery.digests.mime import BOUNDARY_TOKEN_CHARS, boundary
+from pipelines.delivery.digests.quoted_printable import escaped, quoted_printable
 from pipelines.delivery.digests.schedule import SendSlot
-from pipelines.delivery.digests.stencil import HOLE, Stencil, fill_holes, line_runs, stencil
+from pipelines.delivery.digests.shell import POSTS, PREHEADER, SUBJECT, UNSUBSCRIBE, Shell, shell
+from pipelines.delivery.digests.stencil import Stencil, fill_holes, hole, stencil
 from pipelines.delivery.digests.text import excerpt
 
 POST_CACHE_SIZE = 30_000  # posts; a 250k-user candidates shard of the 1M-user world shows ~21k
-_POSTS = f"{HOLE}posts{HOLE}"
-_SUBJECT = f"{HOLE}subject{HOLE}"
-_PREHEADER = f"{HOLE}preheader{HOLE}"
-_UNSUBSCRIBE = f"{HOLE}unsubscribe{HOLE}"
+VALUE_CACHE_SIZE = 32_768  # escaped subjects and titles
+_PREHEADER_TITLES = slice(1, 4)  # the titles after the first, as the preheader shows them
+_PREHEADER_SEPARATOR = " · "
 
 
 class RenderedPost:
-    """One post as every digest of a run shows it, with its blocks as stencils (holes for the message
-    token and the post's number), each rendered when first needed: the text block per width of the
-    number, the HTML block for a first post and for the others."""
+    """One post as every digest of a run shows it, with its blocks as stencils with holes for the message
+    token, each rendered when first needed: the text block per number of the post (encoded once per
+    width of the number, with a hole for it), the HTML block after its row's opening (which depends only
+    on whether the post comes first)."""
 
     def __init__(self, item: DigestItem) -> None:
         self.item = item
-        self._text: dict[int, Stencil] = {}
-        self._html: dict[bool, Stencil] = {}
+        self._numbered: dict[int, Stencil] = {}
+        self._text: dict[str, Stencil] = {}
+        self._html: Stencil | None = None
 
-    def text(self, number_width: int) -> Stencil:
-        """The text block of this post as post number ``number_width`` digits wide."""
-        block = self._text.get(number_width)
+    def text(self, number: str) -> Stencil:
+        """The text block of this post as post ``number``."""
+        block = self._text.get(number)
         if block is None:
-            block = self._text[number_width] = stencil(
-                _text_block(self.item), (BOUNDARY_TOKEN_CHARS, number_width)
-            )
+            numbered = self._numbered.get(len(number))
+            if numbered is None:
+                numbered = self._numbered[len(number)] = stencil(
+                    _text_block(self.item), (BOUNDARY_TOKEN_CHARS, len(number))
+                )
+            block = self._text[number] = numbered.with_value(1, number)
         return block
 
-    def html(self, first: bool) -> Stencil:
-        """The HTML block of this post, as the first post of a digest or not."""
-        block = self._html.get(first)
-        if block is None:
-            block = self._html[first] = stencil(_html_block(self.item, first), (BOUNDARY_TOKEN_CHARS,))
-        return block
-
-
-@dataclass(frozen=True)
-class Shell:
-    """A body around its posts, encoded: ``head`` and ``tail`` are chunks of whole lines, either fixed
-    (encoded already) or holding a per-message value (encoded per message)."""
-
-    head: tuple[tuple[bool, str], ...]
-    tail: tuple[tuple[bool, str], ...]
-
-    def encode(self, values: Mapping[str, str], posts: Sequence[str], encode: Callable[[str], str]) -> str:
-        """The encoded body with ``values`` in place of their markers, each such line encoded by
-        ``encode``, and the encoded ``posts`` between ``head`` and ``tail``."""
-        return "".join([*_encoded(self.head, values, encode), *posts, *_encoded(self.tail, values, encode)])
+    def html(self) -> Stencil:
+        """The HTML block of this post after its row's opening."""
+        if self._html is None:
+            self._html = stencil(_html_post(self.item), (BOUNDARY_TOKEN_CHARS,))
+        return self._html
 
 
 class DigestRenderer:
@@ -102,8 +92,14 @@ class DigestRenderer:
         self._post = functools.lru_cache(maxsize=post_cache_size)(self._render_post)
         self._shells = functools.lru_cache(maxsize=256)(self._render_shells)
         self._date = functools.lru_cache(maxsize=256)(format_datetime)
-        # Lines with a per-message value: the subject's repeat (same frequency, day and top post).
-        self._encode_line = functools.lru_cache(maxsize=4096)(quoted_printable)
+        # Escaped per-message values: subjects repeat (same frequency, day and top post), and so do the
+        # titles a preheader is made of.
+        self._escaped_text = functools.lru_cache(maxsize=VALUE_CACHE_SIZE)(escaped)
+        self._escaped_html = functools.lru_cache(maxsize=VALUE_CACHE_SIZE)(_escaped_html)
+        self._unsubscribe = UnsubscribeLinks(ds, config)
+        self._row_start = functools.lru_cache(maxsize=2)(_encoded_row_start)
+        # The unsubscribe lines as stencils, by line and width of the quoted user id.
+        self._link_line = functools.lru_cache(maxsize=256)(stencil)
 
     def cache_info(self) -> functools._CacheInfo:
         """Hits, misses and size of the post cache."""
@@ -140,15 +136,35 @@ class DigestRenderer:
         posts = [self._cached_post(record) for record in records]
         token = message_token(self.ds, user_id)
         numbers = [str(number) for number in range(1, len(posts) + 1)]
-        text_posts = [post.text(len(n)).fill((token, n)) for post, n in zip(posts, numbers, strict=True)]
-        html_posts = [post.html(n == "1").fill((token,)) for post, n in zip(posts, numbers, strict=True)]
+        values = (token,)
+        text_posts = [post.text(n).fill(values) for post, n in zip(posts, numbers, strict=True)]
+        starts = (self._row_start(True), self._row_start(False))
+        html_posts = [
+            part for n, post in enumerate(posts) for part in (starts[n > 0], post.html().fill(values))
+        ]
         posts_done = time.process_time()
 
-        subject, texts, link = self._texts(user_id, frequency, slot, [post.item.title for post in posts])
+        user, mac = link_parts = self._unsubscribe.parts(user_id)
+        link = f"{self._unsubscribe.before}{user}{self._unsubscribe.between}{mac}"
+        titles = [post.item.title for post in posts]
+        subject = self._subject(frequency, slot, titles[0])
         text_shell, html_shell = self._shells(frequency, date_label(slot.local_date), len(posts))
-        text = text_shell.encode(texts, text_posts, self._encode_line)
-        html_values = {name: str(escape(value)) for name, value in texts.items()}
-        html = html_shell.encode(html_values, html_posts, self._encode_line)
+        widths = (len(user), MAC_CHARS)
+
+        def link_line(line: str) -> str:
+            return self._link_line(line, widths).fill(link_parts)
+
+        def value(escape_value: Callable[[str], str]) -> Callable[[str], str]:
+            def escaped_value(marker: str) -> str:
+                if marker == PREHEADER:  # escaped title by title: titles repeat, preheaders seldom
+                    titles_shown = titles[_PREHEADER_TITLES]
+                    return escape_value(_PREHEADER_SEPARATOR).join(map(escape_value, titles_shown))
+                return escape_value({SUBJECT: subject, UNSUBSCRIBE: link}[marker])
+
+            return escaped_value
+
+        text = text_shell.encode(value(self._escaped_text), text_posts, link_line)
+        html = html_shell.encode(value(self._escaped_html), html_posts, link_line)
         bodies_done = time.process_time()
 
         template = sender_template(self.config.sender)
@@ -184,7 +200,14 @@ class DigestRenderer:
             raise ValueError(f"digest of user {user_id!r} for ds {self.ds} has no items")
         items = [digest_item(record, self.ds, self.config) for record in records]
         token = message_token(self.ds, user_id)
-        subject, texts, _ = self._texts(user_id, frequency, slot, [item.title for item in items])
+        link = self._unsubscribe.link(user_id)
+        titles = [item.title for item in items]
+        subject = self._subject(frequency, slot, titles[0])
+        texts = {
+            SUBJECT: subject,
+            PREHEADER: _PREHEADER_SEPARATOR.join(titles[_PREHEADER_TITLES]),
+            UNSUBSCRIBE: link,
+        }
         text_shell, html_shell = self._shell_texts(frequency, date_label(slot.local_date), len(items))
         numbered = list(enumerate(items, start=1))
         text_posts = "".join(fill_holes(_text_block(item), (token, str(n))) for n, item in numbered)
@@ -192,23 +215,13 @@ class DigestRenderer:
         html_values = {name: str(escape(value)) for name, value in texts.items()}
         return (
             subject,
-            _fill(text_shell.replace(_POSTS, text_posts), texts),
-            _fill(html_shell.replace(_POSTS, html_posts), html_values),
+            _fill(text_shell.replace(POSTS, text_posts), texts),
+            _fill(html_shell.replace(POSTS, html_posts), html_values),
         )
 
-    def _texts(
-        self, user_id: str, frequency: str, slot: SendSlot, titles: Sequence[str]
-    ) -> tuple[str, dict[str, str], str]:
-        """The subject, the per-message values of the bodies and the unsubscribe link."""
-        title = excerpt(titles[0], SUBJECT_TITLE_CHARS)
-        subject = f"Your {frequency} Nightfeed digest, {date_label(slot.local_date)}: {title}"
-        link = unsubscribe_link(user_id, self.ds, self.config)
-        values = {
-            _SUBJECT: subject,
-            _PREHEADER: " · ".join(titles[1:4]),
-            _UNSUBSCRIBE: link,
-        }
-        return subject, values, link
+    def _subject(self, frequency: str, slot: SendSlot, first_title: str) -> str:
+        title = excerpt(first_title, SUBJECT_TITLE_CHARS)
+        return f"Your {frequency} Nightfeed digest, {date_label(slot.local_date)}: {title}"
 
     def _cached_post(self, record: dict[str, Any]) -> RenderedPost:
         tags = record.get("tags")
@@ -236,13 +249,13 @@ class DigestRenderer:
     def _shell_texts(self, frequency: str, label: str, count: int) -> tuple[str, str]:
         """The text and HTML bodies around the posts, with markers for the posts and per-message values."""
         context = {
-            "subject": _SUBJECT,
+            "subject": SUBJECT,
             "date_label": label,
             "frequency": frequency,
             "count": count,
-            "posts": _POSTS,
-            "preheader": _PREHEADER,
-            "unsubscribe_link": _UNSUBSCRIBE,
+            "posts": POSTS,
+            "preheader": PREHEADER,
+            "unsubscribe_link": UNSUBSCRIBE,
             "preferences_url": f"{self.config.base_url.rstrip('/')}/settings/digest",
             "home_url": self.config.base_url,
         }
@@ -254,7 +267,10 @@ class DigestRenderer:
 
     def _render_shells(self, frequency: str, label: str, count: int) -> tuple[Shell, Shell]:
         text, html = self._shell_texts(frequency, label, count)
-        return _shell(text), _shell(html)
+        before, between = self._unsubscribe.before, self._unsubscribe.between
+        # The quoted user id and the MAC hold no character HTML escapes, so only the rest is escaped.
+        html_link = f"{escape(before)}{hole(0)}{escape(between)}{hole(1)}"
+        return shell(text, f"{before}{hole(0)}{between}{hole(1)}"), shell(html, html_link)
 
 
 def _text_block(item: DigestItem) -> str:
@@ -264,7 +280,24 @@ def _text_block(item: DigestItem) -> str:
 
 def _html_block(item: DigestItem, first: bool) -> str:
     """The HTML block of a shown post, with holes for the message token."""
-    return digest_templates().get_template("digest_post.html.j2").render(item=item, first=first)
+    return _html_row_start(first) + _html_post(item)
+
+
+def _html_row_start(first: bool) -> str:
+    """The opening lines of a post's row, which differ for the first post only."""
+    start = digest_templates().get_template("digest_post_start.html.j2").render(first=first)
+    if not start.endswith("\n"):
+        raise RuntimeError("digest_post_start.html.j2 must render whole lines")
+    return start
+
+
+def _html_post(item: DigestItem) -> str:
+    """The HTML block of a shown post after its row's opening, with holes for the message token."""
+    return digest_templates().get_template("digest_post.html.j2").render(item=item)
+
+
+def _encoded_row_start(first: bool) -> str:
+    return quoted_printable(_html_row_start(first))
 
 
 def _fill(text: str, values: Mapping[str, str]) -> str:
@@ -273,26 +306,5 @@ def _fill(text: str, values: Mapping[str, str]) -> str:
     return text
 
 
-def _encoded(
-    chunks: Sequence[tuple[bool, str]], values: Mapping[str, str], encode: Callable[[str], str]
-) -> list[str]:
-    return [text if fixed else encode(_fill(text, values)) for fixed, text in chunks]
-
-
-def _shell(text: str) -> Shell:
-    """The :class:`Shell` of a body rendered with the markers of the posts and the per-message values.
-
-    Raises:
-        RuntimeError: the posts are not in the body once, between whole lines.
-    """
-    head, posts, tail = text.partition(_POSTS)
-    if not posts or _POSTS in tail or not head.endswith("\n") or not tail.endswith("\n"):
-        raise RuntimeError("a digest template must hold {{ posts }} once, at the start of a line")
-    return Shell(_chunks(head), _chunks(tail))
-
-
-def _chunks(text: str) -> tuple[tuple[bool, str], ...]:
-    return tuple(
-        (not has_values, chunk if has_values else quoted_printable(chunk))
-        for chunk, has_values in line_runs(text)
-    )
+def _escaped_html(value: str) -> str:
+    return escaped(str(escape(value)))

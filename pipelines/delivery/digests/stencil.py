@@ -1,10 +1,12 @@
-"""Quoted-printable text encoded once, with holes for short per-message values (a message token, a number).
+"""Quoted-printable text encoded once, with holes for short per-message values (a message token, a number,
+a quoted user id).
 
-Quoted-printable encodes line by line, and where it breaks a long line depends only on the line's length
-and on where its "=XX" escapes fall. A value of a fixed width made of letters and digits encodes to itself,
-so a text whose holes are filled with any such values encodes to the same bytes as the text encoded once
-with stand-ins, the values copied over the stand-ins' places. :func:`stencil` finds those places by
-encoding the text with two different stand-ins; :meth:`Stencil.fill` then costs a string join.
+Quoted-printable encodes line by line, and where it breaks a long line depends only on the line's length,
+on where its "=XX" escapes fall and on a blank at its end. A value of a fixed width made of characters it
+writes as they are, blanks excepted (printable ASCII but "=" and space: letters, digits, "%", "+", ...),
+encodes to itself, so a text whose holes are filled with any such values encodes to the same bytes as the
+text encoded once with stand-ins, the values copied over the stand-ins' places. :func:`stencil` finds those
+places by encoding the text with a stand-in letter; :meth:`Stencil.fill` then costs a string join.
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
-from pipelines.delivery.digests.mime import quoted_printable
+from pipelines.delivery.digests.quoted_printable import quoted_printable
 
 HOLE = "\x00"  # never in cleaned text (:func:`~pipelines.delivery.digests.text.clean_text` drops it)
 _HOLE_RE = re.compile(f"{HOLE}([0-9]+){HOLE}")
@@ -48,20 +48,44 @@ class Stencil:
     def fill(self, values: Sequence[str]) -> str:
         """The encoded text with ``values`` in its holes (each of the width and kind the stencil was made
         for: see :func:`stencil`)."""
-        joiner = self._joiner
+        joiner, parts, places = self._layout
         if joiner is not None:  # every hole takes the whole of one value: one C call
             return values[joiner].join(self.pieces)
-        parts = [self.pieces[0]]
-        for (slot, start, end), piece in zip(self.holes, self.pieces[1:], strict=True):
-            parts += (values[slot][start:end], piece)
+        parts = parts.copy()
+        for place, slot, start, end in places:
+            parts[place] = values[slot][start:end]
         return "".join(parts)
 
+    def with_value(self, slot: int, value: str) -> Stencil:
+        """This stencil with ``value`` written into the holes of ``slot``; the other slots keep theirs.
+
+        Raises:
+            ValueError: ``value`` is not of the slot's width.
+        """
+        if len(value) != self.widths[slot]:
+            raise ValueError(f"slot {slot} takes values of {self.widths[slot]} characters, got {value!r}")
+        pieces, holes = [self.pieces[0]], []
+        for (at, start, end), piece in zip(self.holes, self.pieces[1:], strict=True):
+            if at == slot:
+                pieces[-1] += value[start:end] + piece
+            else:
+                holes.append((at, start, end))
+                pieces.append(piece)
+        return Stencil(tuple(pieces), tuple(holes), self.widths)
+
     @functools.cached_property
-    def _joiner(self) -> int | None:
+    def _layout(self) -> tuple[int | None, list[str], tuple[tuple[int, int, int, int], ...]]:
+        """How :meth:`fill` puts values in: the slot whose value joins the pieces, when every hole takes
+        the whole value of that one slot; else the pieces with an empty place for each hole, and each
+        hole's place in them with its slot and cut."""
         slots = {slot for slot, _, _ in self.holes}
         if len(slots) == 1 and all(end - start == self.widths[slot] for slot, start, end in self.holes):
-            return slots.pop()
-        return None
+            return slots.pop(), [], ()
+        parts, places = [self.pieces[0]], []
+        for (slot, start, end), piece in zip(self.holes, self.pieces[1:], strict=True):
+            places.append((len(parts), slot, start, end))
+            parts += ("", piece)
+        return None, parts, tuple(places)
 
 
 def stencil(text: str, widths: Sequence[int]) -> Stencil:
@@ -70,7 +94,8 @@ def stencil(text: str, widths: Sequence[int]) -> Stencil:
 
     Args:
         text: the text, each value written as ``hole(slot)``; a slot may occur several times.
-        widths: the width of each slot's values: values of ``widths[slot]`` ASCII letters and digits.
+        widths: the width of each slot's values: values of ``widths[slot]`` characters from "!" to "~",
+            "=" excepted.
 
     Returns:
         The stencil; ``stencil(text, w).fill(v) == quoted_printable(fill_holes(text, v))`` for any such
@@ -88,22 +113,26 @@ def stencil(text: str, widths: Sequence[int]) -> Stencil:
         raise ValueError(f"stencil text names slots {sorted(set(slots))}, widths are given for {len(widths)}")
     if not text:
         return Stencil(("",), (), tuple(widths))
-    first, places = _encode_with_stand_ins(text, widths)
-    if len(places) != sum(widths[slot] for slot in slots):
-        raise RuntimeError(f"found {len(places)} places for the characters of stencil values {slots}")
-    # Value characters k.. sit at places[k..]; a soft line break cuts a value into two holes.
-    pieces, holes, end, k = [], [], 0, 0
+    total = sum(widths[slot] for slot in slots)
+    first, spans = _encode_with_stand_ins(text, widths, total)
+    found = sum(stop - start for start, stop in spans)
+    if found != total:
+        raise RuntimeError(f"found {found} places for the characters of stencil values {slots}")
+    # The values' characters, in order, fill the spans; a soft line break cuts a value into two holes,
+    # and the values of adjacent holes share a span.
+    pieces, holes, end = [], [], 0
+    spans.reverse()
+    start = stop = 0
     for slot in slots:
-        last = k + widths[slot]
-        cut = k
-        while cut < last:
-            stop = cut + 1
-            while stop < last and places[stop] == places[stop - 1] + 1:
-                stop += 1
-            pieces.append(first[end : places[cut]])
-            holes.append((slot, cut - k, stop - k))
-            end, cut = places[stop - 1] + 1, stop
-        k = last
+        taken = 0
+        while taken < widths[slot]:
+            if start == stop:
+                start, stop = spans.pop()
+            size = min(widths[slot] - taken, stop - start)
+            pieces.append(first[end:start])
+            holes.append((slot, taken, taken + size))
+            end = start = start + size
+            taken += size
     pieces.append(first[end:])
     return Stencil(tuple(pieces), tuple(holes), tuple(widths))
 
@@ -132,8 +161,9 @@ def line_runs(text: str) -> list[tuple[str, bool]]:
     return runs
 
 
-def _encode_with_stand_ins(text: str, widths: Sequence[int]) -> tuple[str, list[int]]:
-    """``text`` encoded with stand-ins for its values, and the places of the values' characters in it.
+def _encode_with_stand_ins(text: str, widths: Sequence[int], total: int) -> tuple[str, list[tuple[int, int]]]:
+    """``text`` encoded with stand-ins for its values (``total`` characters in all), and the spans (start,
+    stop) of the values' characters in it, in order.
 
     The stand-in is a letter that is not in ``text`` and that no "=XX" escape holds, so its places are
     the values'; a text holding every such letter is encoded twice, with two stand-ins, and the values'
@@ -141,10 +171,22 @@ def _encode_with_stand_ins(text: str, widths: Sequence[int]) -> tuple[str, list[
     """
     mark = next((letter for letter in _STAND_INS if letter not in text), None)
     first = quoted_printable(fill_holes(text, [(mark or "a") * width for width in widths]))
-    encoded = np.frombuffer(first.encode("ascii"), np.uint8)  # ASCII: one byte a character
     if mark is not None:
-        return first, np.flatnonzero(encoded == ord(mark)).tolist()
+        spans, start = [], first.find(mark)
+        while start >= 0:
+            run = first[start : start + total]
+            stop = start + len(run) - len(run.lstrip(mark))
+            spans.append((start, stop))
+            start = first.find(mark, stop)
+        return first, spans
     second = quoted_printable(fill_holes(text, ["b" * width for width in widths]))
     if len(first) != len(second):
         raise RuntimeError("quoted-printable broke the lines of a stencil differently for two stand-ins")
-    return first, np.flatnonzero(encoded != np.frombuffer(second.encode("ascii"), np.uint8)).tolist()
+    spans: list[tuple[int, int]] = []
+    for place, (a, b) in enumerate(zip(first, second, strict=True)):
+        if a != b:
+            if spans and spans[-1][1] == place:
+                spans[-1] = (spans[-1][0], place + 1)
+            else:
+                spans.append((place, place + 1))
+    return first, spans

@@ -7,6 +7,7 @@ is cut at a word boundary. Escaping is left to the templates (the HTML one autoe
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 # Characters dropped from untrusted text: control characters that are not whitespace (whitespace ones,
@@ -17,6 +18,7 @@ _DROPPED_CHARS = dict.fromkeys(
     [cp for cp in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if not chr(cp).isspace()]
     + [0xFEFF, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069]
 )
+_DROPPED_RE = re.compile("[" + "".join(re.escape(chr(code)) for code in _DROPPED_CHARS) + "]")
 
 
 def clean_text(value: str | None) -> str:
@@ -28,6 +30,8 @@ def clean_text(value: str | None) -> str:
     """
     if not value:
         return ""
+    if _DROPPED_RE.search(value) is None:
+        return " ".join(value.split())  # nothing to drop: no translation (slow on non-ASCII text)
     return " ".join(value.translate(_DROPPED_CHARS).split())
 
 

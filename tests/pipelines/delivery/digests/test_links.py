@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import string
+from urllib.parse import urlencode
 
 from pipelines.core.settings import DigestConfig
-from pipelines.delivery.digests.links import tracked_link_parts, unsubscribe_token, verify_unsubscribe_token
+from pipelines.delivery.digests.links import (
+    MAC_CHARS,
+    UnsubscribeLinks,
+    tracked_link_parts,
+    unsubscribe_link,
+    unsubscribe_token,
+    verify_unsubscribe_token,
+)
 from tests.pipelines.delivery.digests.digest_world import DS
 
 
@@ -41,3 +50,15 @@ def test_unsubscribe_token_is_hmac_sha256() -> None:
     assert not verify_unsubscribe_token("u02", token, config, DS)
     other = DigestConfig(unsubscribe_secret="another-long-secret!", unsubscribe_key_id="k7")
     assert not verify_unsubscribe_token("u01", token, other, DS)
+
+
+def test_an_unsubscribe_link_is_its_parts_put_together_as_urlencode_writes_it() -> None:
+    config = DigestConfig(unsubscribe_key_id="k-7_b")
+    links = UnsubscribeLinks(DS, config)
+    for user_id in ["u01", "a b+c/é&=?", "x" * 40, "~.-_"]:
+        user, mac = links.parts(user_id)
+        query = urlencode({"u": user_id, "t": unsubscribe_token(user_id, DS, config)})
+        assert f"{links.before}{user}{links.between}{mac}" == f"{config.unsubscribe_url}?{query}"
+        assert unsubscribe_link(user_id, DS, config) == f"{config.unsubscribe_url}?{query}"
+        # Parts a stencil can take: characters quoted-printable writes as they are, no blanks.
+        assert len(mac) == MAC_CHARS and set(user + mac) <= set(string.printable[:94]) - {"="}

@@ -13,7 +13,8 @@ from email.utils import format_datetime
 import pytest
 
 from pipelines.delivery.digests.links import message_token
-from pipelines.delivery.digests.mime import MESSAGE_POLICY, fold_subject, mime_template, quoted_printable
+from pipelines.delivery.digests.mime import MESSAGE_POLICY, fold_subject, mime_template
+from pipelines.delivery.digests.quoted_printable import quoted_printable
 from tests.pipelines.delivery.digests.digest_world import parse
 
 SENDERS = [

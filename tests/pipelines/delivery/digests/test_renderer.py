@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from urllib.parse import urlencode
 
 from pipelines.core.settings import DigestConfig
 from pipelines.delivery.digests.links import message_token
@@ -96,3 +97,16 @@ def test_a_post_changed_under_the_same_id_is_rendered_again() -> None:
     edited = {**POSTS[0], "title": "A corrected title"}
     after = renderer.message("u01", "u01@example.com", "daily", SLOTS[0], [edited])
     assert "A corrected title" in bodies(after.raw)[0] and before.raw != after.raw
+
+
+def test_unsubscribe_lines_of_user_ids_of_any_width_and_quoting_are_the_templates_lines() -> None:
+    renderer = DigestRenderer(DS, CONFIG)
+    for user_id in ["u1", "u2", "a b+c/é&=?", "x" * 70, "~.-_"]:
+        message = renderer.message(user_id, "u@example.com", "weekly", SLOTS[1], POSTS[:3])
+        fresh = DigestRenderer(DS, CONFIG).message(user_id, "u@example.com", "weekly", SLOTS[1], POSTS[:3])
+        assert message == fresh
+        assert (
+            bodies(message.raw)
+            == DigestRenderer(DS, CONFIG).bodies(user_id, "weekly", SLOTS[1], POSTS[:3])[1:]
+        )
+        assert f"?{urlencode({'u': user_id})}&t=" in parse(message.raw)["List-Unsubscribe"]
