@@ -81,9 +81,11 @@ class _Protocol:
         self.store = ModelStore(lake, compiled_ranker=settings.ranker.compiled_scoring)
         self.models = NightModels(warehouse, settings, self.store)
         self.replays = {night: self._replay(warehouse, night) for night in self.nights}
-        for night in planned.ranker:
-            if (replay := self._ranker_replay(warehouse, night, planned.window_days)) is not None:
-                self.replays[night] = replay
+        for night in planned.ranker:  # nights that only train rankers: skipped where the data ends
+            try:
+                self.replays[night] = self._replay(warehouse, night)
+            except NotEnoughHistory as exc:
+                log.info("no ranker training night %s: %s", night, exc)
         self.plan = dataclasses.replace(planned, ranker=tuple(n for n in planned.ranker if n in self.replays))
         self.kitchen = Kitchen(self.models, self.replays, [*self.plan.ranker, *self.nights])
         self._scores: dict[tuple[dt.date, Recipe], ListScores | None] = {}
@@ -103,18 +105,6 @@ class _Protocol:
                 f"the selection replays the {plan}, but no user engaged after the night {night}; "
                 "lower selection.min_eval_users or set a longer selection.window_days"
             )
-        return Replay(loaded, self.settings, self.store)
-
-    def _ranker_replay(self, warehouse: Warehouse, night: dt.date, window_days: int) -> Replay | None:
-        """The replay of a night that only trains rankers; None (logged) when the data does not reach it."""
-        try:
-            loaded = load_night(warehouse, night, window_days, self.settings)
-        except EmptyInputsError as exc:
-            log.info("no ranker training night %s: %s", night, exc)
-            return None
-        if len(loaded.eval_users) == 0:
-            log.info("no ranker training night %s: no user engaged after it", night)
-            return None
         return Replay(loaded, self.settings, self.store)
 
     def score(self, night: dt.date, recipe: Recipe) -> ListScores | None:
