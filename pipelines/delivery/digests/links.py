@@ -108,7 +108,7 @@ def tracked_link_parts(url: str | None, item_id: str, ds: dt.date, base_url: str
     tricks, no spaces); anything else links to the item's page on ``base_url``. Existing query
     parameters stay, tracking parameters already there are replaced.
     """
-    parts = _safe_url_parts(clean_text(url))
+    parts = _safe_url_parts(url)
     if parts is None:
         parts = urlsplit(f"{base_url.rstrip('/')}/items/{quote(item_id, safe='')}")
     kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in TRACKING_PARAMS]
@@ -132,8 +132,9 @@ def _tracking(ds: dt.date) -> str:
     return urlencode(params, quote_via=quote)
 
 
-def _safe_url_parts(url: str):
-    if not url or any(ch.isspace() for ch in url):
+def _safe_url_parts(url: str | None):
+    url = clean_text(url)  # any whitespace left in it is a single space
+    if not url or " " in url:
         return None
     try:
         parts = urlsplit(url)

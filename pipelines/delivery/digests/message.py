@@ -138,6 +138,9 @@ def digest_templates() -> jinja2.Environment:
         auto_reload=False,  # package files: no file system check on every get_template
     )
     env.filters["wrap"] = _wrap
+    # The templates call none of Jinja's globals (range, dict, cycler, ...); without them a render's
+    # context holds only the values passed, which makes each of the thousands of post renders cheaper.
+    env.globals.clear()
     return env
 
 

@@ -47,7 +47,7 @@ from pipelines.delivery.digests.recipients import (
     read_ranked_items,
     user_rows,
 )
-from pipelines.delivery.digests.renderer import DigestRenderer
+from pipelines.delivery.digests.renderer import DigestRenderer, few_collections
 from pipelines.delivery.digests.schedule import send_window
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,7 @@ def render_digest_shard(
         # Each message goes to the file as soon as it is rendered: a shard's messages never sit in memory
         # together (a dry run keeps its sample instead).
         out = None if dry_run else stack.enter_context(lake.open_write(f"{staging}/{file_name}"))
+        stack.enter_context(few_collections())
         for user_id in sorted(ranked):
             if dry_run and len(result.messages) >= dry_run_users:
                 break

@@ -4,12 +4,16 @@ same bytes as a renderer that starts afresh, and the bodies the templates render
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import random
+import weakref
 from urllib.parse import urlencode
+
+import pytest
 
 from pipelines.core.settings import DigestConfig
 from pipelines.delivery.digests.links import message_token
-from pipelines.delivery.digests.renderer import DigestRenderer
+from pipelines.delivery.digests.renderer import DigestRenderer, few_collections
 from pipelines.delivery.digests.schedule import SendSlot
 from tests.pipelines.delivery.digests.digest_world import DS, UTC, item, parse
 
@@ -110,3 +114,23 @@ def test_unsubscribe_lines_of_user_ids_of_any_width_and_quoting_are_the_template
             == DigestRenderer(DS, CONFIG).bodies(user_id, "weekly", SLOTS[1], POSTS[:3])[1:]
         )
         assert f"?{urlencode({'u': user_id})}&t=" in parse(message.raw)["List-Unsubscribe"]
+
+
+def test_few_collections_slows_the_collector_for_its_block_only_and_restores_it_after_an_error() -> None:
+    before = gc.get_threshold()
+    with few_collections(threshold=123_456):
+        assert gc.get_threshold() == (123_456, *before[1:])
+        cycle: list[object] = []
+        cycle.append(cycle)
+        ref = weakref.ref(_Node(cycle))
+    assert gc.get_threshold() == before
+    gc.collect()
+    assert ref() is None  # cycles made in the block are still collected
+    with pytest.raises(RuntimeError), few_collections(threshold=99_999):
+        raise RuntimeError("a failed render")
+    assert gc.get_threshold() == before
+
+
+class _Node:
+    def __init__(self, payload: object) -> None:
+        self.payload, self.me = payload, self
