@@ -149,6 +149,14 @@ class _Protocol:
         return best
 
 
+def _choose_popularity_prior(protocol: _Protocol, best: Recipe) -> Recipe:
+    """``best`` (a two-tower recipe) with the weight of ``selection.popularity_priors`` that serves the best
+    lists on the validation nights: the same models replayed with other retrieval scores, no retraining.
+    The first weight is kept unless another is better beyond noise."""
+    priors = [dataclasses.replace(best, popularity_prior=p) for p in protocol.config.popularity_priors]
+    return protocol.choose(f"{best.family}: popularity prior", priors, incumbent=priors[0]) or best
+
+
 def _test_candidates(
     protocol: _Protocol, finals: dict[str, Recipe], chosen: Recipe, champion: ServedSystem | None
 ) -> dict[str, Candidate]:
@@ -198,8 +206,7 @@ def select_system(
             for name, values in config.two_tower_search.items():
                 options = [best.with_two_tower_setting(settings, name, v) for v in values]
                 best = protocol.choose(f"{family}: {name}", list(dict.fromkeys(options))) or best
-            priors = [dataclasses.replace(best, popularity_prior=p) for p in config.popularity_priors]
-            best = protocol.choose(f"{family}: popularity prior", priors, incumbent=priors[0]) or best
+            best = _choose_popularity_prior(protocol, best)
             rankers = [dataclasses.replace(best, ranker=r) for r in config.rankers]
             best = protocol.choose(f"{family}: ranker", rankers, incumbent=rankers[0]) or best
             if best.ranker != NO_RANKER:
