@@ -34,7 +34,9 @@ def prior_offsets(items: pa.Table, weight: float, temperature: float) -> np.ndar
     Args:
         items: the catalog rows, in index order.
         weight: ``beta``, the served system's ``popularity_prior``.
-        temperature: ``T``, the two-tower's softmax temperature.
+        temperature: ``T``, the two-tower's configured softmax temperature (with
+            ``learnable_temperature`` the learned value is not kept with the model; the configured one
+            scales the prior, and the weight chosen on validation nights absorbs the difference).
 
     Returns:
         The offsets, or None when ``weight`` is 0 (no prior: the index holds the plain unit vectors).
