@@ -123,6 +123,14 @@ class SelectionConfig(Section):
         description="two-tower settings searched one at a time, in this order, from two_tower's own values: "
         "each keeps the value whose replayed lists score best on the validation nights",
     )
+    popularity_priors: list[float] = Field(
+        default_factory=lambda: [0.0, 0.5, 1.0, 2.0],
+        min_length=1,
+        description="weights beta of a popularity prior tried on the chosen two-tower's retrieval scores, "
+        "cos/T + beta * log q (q: a post's add-one smoothed share of engagements over "
+        "features.lookback_days), without retraining; the first is kept unless another makes the lists "
+        "better beyond noise on the validation nights",
+    )
     mmr_lambdas: list[float] = Field(
         default_factory=lambda: [0.9, 0.7, 0.5], description="diversification relevance weights tried"
     )

@@ -97,11 +97,14 @@ class NightModels:
         model = result.ranker.compile() if config.compiled_scoring else result.ranker
         return self._keep(RANKER, served_day, result, model, {**config.model_dump(), "source": source})
 
-    def ranker_from_impressions(self, night: dt.date, two_tower_version: str) -> Trained | None:
+    def ranker_from_impressions(
+        self, night: dt.date, two_tower_version: str, popularity_prior: float = 0.0
+    ) -> Trained | None:
         """A ranker on the logged impressions before ``night``, scored by the two-tower it will re-order
-        through an index of the served day's catalog, as serving retrieves; None when the data logs no
-        impressions."""
+        (with its ``popularity_prior``) through an index of the served day's catalog, as serving
+        retrieves; None when the data logs no impressions."""
         from pipelines.serving.index import build_scann_index
+        from pipelines.serving.prior import prior_offsets
         from pipelines.training.retrieval_scores import retrieval_scores_for_rows
 
         config = self.settings.ranker
@@ -116,11 +119,21 @@ class NightModels:
         )
         towers = self.store.get(TWO_TOWER, two_tower_version)
         ids = catalog.column("item_id").combine_chunks()
+        offsets = prior_offsets(catalog, popularity_prior, towers.config.temperature)
         index = build_scann_index(
-            np.asarray(ids.to_pylist(), object), towers.embed_items(catalog), self.settings.index
+            np.asarray(ids.to_pylist(), object),
+            towers.embed_items(catalog),
+            self.settings.index,
+            offsets=offsets,
         )
         scores = retrieval_scores_for_rows(
-            towers.embed_users, rows, ids, index.embeddings, index.search_positions, config.retrieval_depth
+            towers.embed_users,
+            rows,
+            ids,
+            index.embeddings,
+            index.search_positions,
+            config.retrieval_depth,
+            item_offsets=offsets,
         )
         return self._ranker(served_day, rows, scores, "impressions")
 

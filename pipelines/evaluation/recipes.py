@@ -41,6 +41,8 @@ class Recipe:
         diversify: MMR, caps and the exploration slot.
         mmr_lambda: diversification's relevance weight (None: the settings').
         retrieval_depth: posts retrieved per user for the ranker (None: the settings').
+        popularity_prior: ``beta`` of the two-tower's retrieval score (see ``ServedSystem``); two-tower
+            only, a serving choice that needs no retraining.
     """
 
     family: str
@@ -53,6 +55,7 @@ class Recipe:
     diversify: bool = False
     mmr_lambda: float | None = None
     retrieval_depth: int | None = None
+    popularity_prior: float = 0.0
 
     @property
     def name(self) -> str:
@@ -68,6 +71,8 @@ class Recipe:
         else:
             base = f"ALS f={self.als_factors}"
         stages = []
+        if self.popularity_prior:
+            stages.append(f"popularity prior {self.popularity_prior:g}")
         if self.ranker != NO_RANKER:
             stages.append(f"ranker ({self.ranker})")
         if self.retrieval_depth is not None:
@@ -152,7 +157,7 @@ class Kitchen:
             return self._ranker[key]
         trained = None
         if recipe.ranker == IMPRESSIONS_RANKER:
-            trained = self.models.ranker_from_impressions(night, two_tower_version)
+            trained = self.models.ranker_from_impressions(night, two_tower_version, recipe.popularity_prior)
         elif recipe.ranker == RETRIEVAL_RANKER:
             earlier = [
                 rows
@@ -195,7 +200,13 @@ class Kitchen:
                 if ranker is None:
                     return None
                 ranker_version = ranker.version
-            return ServedSystem(TWO_TOWER_RETRIEVER, trained.version, ranker_version=ranker_version, **stages)
+            return ServedSystem(
+                TWO_TOWER_RETRIEVER,
+                trained.version,
+                ranker_version=ranker_version,
+                popularity_prior=recipe.popularity_prior,
+                **stages,
+            )
         vectors = self.vectors(night)
         if recipe.diversify and vectors is None:
             return None

@@ -3,7 +3,8 @@ night against the tuned baselines and the champion.
 
 1. On each validation night every retriever candidate (:func:`~.recipes.retriever_recipes`) is trained on
    the data before the night and its lists are replayed as served; each family keeps its best. The
-   two-tower's settings are searched one at a time (``selection.two_tower_search``).
+   two-tower's settings are searched one at a time (``selection.two_tower_search``), then the weight of
+   a popularity prior on its retrieval scores (``selection.popularity_priors``, no retraining).
 2. The list stages are chosen on the validation nights too, one at a time: a ranker for the two-tower
    (trained on logged impressions, or on the earlier nights' retrieved posts labelled by what users did
    next) and its retrieval depth, an age limit, then diversification and its relevance weight; a stage
@@ -148,6 +149,14 @@ class _Protocol:
         return best
 
 
+def _choose_popularity_prior(protocol: _Protocol, best: Recipe) -> Recipe:
+    """``best`` (a two-tower recipe) with the weight of ``selection.popularity_priors`` that serves the best
+    lists on the validation nights: the same models replayed with other retrieval scores, no retraining.
+    The first weight is kept unless another is better beyond noise."""
+    priors = [dataclasses.replace(best, popularity_prior=p) for p in protocol.config.popularity_priors]
+    return protocol.choose(f"{best.family}: popularity prior", priors, incumbent=priors[0]) or best
+
+
 def _test_candidates(
     protocol: _Protocol, finals: dict[str, Recipe], chosen: Recipe, champion: ServedSystem | None
 ) -> dict[str, Candidate]:
@@ -197,6 +206,7 @@ def select_system(
             for name, values in config.two_tower_search.items():
                 options = [best.with_two_tower_setting(settings, name, v) for v in values]
                 best = protocol.choose(f"{family}: {name}", list(dict.fromkeys(options))) or best
+            best = _choose_popularity_prior(protocol, best)
             rankers = [dataclasses.replace(best, ranker=r) for r in config.rankers]
             best = protocol.choose(f"{family}: ranker", rankers, incumbent=rankers[0]) or best
             if best.ranker != NO_RANKER:

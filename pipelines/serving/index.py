@@ -4,7 +4,9 @@ Search is maximum inner product over L2-normalised vectors, i.e. cosine similari
 normalised at build time and queries at search time (normalising a query does not change its ranking).
 Small catalogs use ScaNN's exact brute force; larger ones a k-means tree with anisotropic asymmetric
 hashing and exact re-scoring of the best approximate hits, sized from the catalog (see
-:func:`index_settings`). Reads and writes nothing; :mod:`pipelines.serving.index_store` keeps it in the lake.
+:func:`index_settings`). With a popularity prior (:mod:`pipelines.serving.prior`) each item vector carries
+its score offset as one more coordinate and each query a 1 there. Reads and writes nothing;
+:mod:`pipelines.serving.index_store` keeps it in the lake.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from pipelines.core.settings import IndexConfig
+from pipelines.serving.prior import with_offsets, with_ones
 from pipelines.serving.recall import check_index
 from pipelines.serving.vectors import check_item_inputs, check_k, normalize_queries
 
@@ -37,7 +40,8 @@ AH_ANISOTROPIC_THRESHOLD = 0.2
 
 @dataclass(frozen=True)
 class IndexSettings:
-    """The ScaNN settings chosen for one catalog (see :func:`index_settings`)."""
+    """The ScaNN settings chosen for one catalog (see :func:`index_settings`); ``dim`` is the query
+    dimension, and ``score_offset`` says the datapoints carry a prior offset as one more coordinate."""
 
     mode: Literal["brute_force", "tree_ah"]
     n_items: int
@@ -47,6 +51,7 @@ class IndexSettings:
     leaves_to_search: int = 0
     reorder_multiplier: int = 0
     training_sample_size: int = 0
+    score_offset: bool = False
 
     def reorder_for(self, k: int) -> int:
         """Approximate hits re-scored exactly for a search of ``k`` neighbours (0 = no reordering)."""
@@ -90,8 +95,9 @@ def index_settings(n_items: int, dim: int, config: IndexConfig) -> IndexSettings
 class ItemIndex:
     """A searchable index of the item catalog: ScaNN datapoint ``j`` is the item ``item_ids[j]``.
 
-    ``embeddings`` holds the normalised item vectors the index was built from; it is kept after a build
-    so the recall check can compare with exact search, and is None for an index loaded from the lake.
+    ``embeddings`` holds the normalised item vectors the index was built from and ``offsets`` their prior
+    score offsets (None without a prior); they are kept after a build so the recall check can compare
+    with exact search, and are None for an index loaded from the lake.
     """
 
     searcher: Any
@@ -99,14 +105,36 @@ class ItemIndex:
     settings: IndexSettings
     embeddings: np.ndarray | None = None
     recall: float | None = None
+    offsets: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:
         return len(self.item_ids)
 
+    @property
+    def datapoints(self) -> np.ndarray:
+        """The vectors ScaNN holds: ``embeddings``, with the ``offsets`` column when there is a prior.
+
+        Raises:
+            ValueError: the index was loaded from the lake (it keeps no vectors).
+        """
+        if self.embeddings is None:
+            raise ValueError("this index holds no embeddings (it was loaded from the lake)")
+        return self.embeddings if self.offsets is None else with_offsets(self.embeddings, self.offsets)
+
+    def query_vectors(self, queries: np.ndarray) -> np.ndarray:
+        """``(q, dim)`` user vectors as the index searches them: L2-normalised, then a last coordinate 1
+        when the datapoints carry prior offsets.
+
+        Raises:
+            ValueError: bad ``queries`` shape, dtype or values.
+        """
+        unit = normalize_queries(queries, self.settings.dim)
+        return with_ones(unit) if self.settings.score_offset else unit
+
     def search_positions(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`search`, but returns datapoint positions (int64, -1 in the padding)."""
-        queries = normalize_queries(queries, self.settings.dim)
+        queries = self.query_vectors(queries)
         k = check_k(k, self.n_items)
         if len(queries) == 0:
             return np.empty((0, k), np.int64), np.empty((0, k), np.float32)
@@ -129,8 +157,8 @@ class ItemIndex:
 
         Returns:
             ``(ids, scores)``, both ``(q, min(k, n_items))``: item id strings and cosine similarities
-            (float32). A row is padded with id :data:`MISSING_ID` and score NaN only if the searched tree
-            leaves held fewer than ``k`` items.
+            plus the items' prior offsets (float32). A row is padded with id :data:`MISSING_ID` and
+            score NaN only if the searched tree leaves held fewer than ``k`` items.
 
         Raises:
             ValueError: bad ``queries`` shape, dtype or values, or ``k < 1``.
@@ -146,6 +174,7 @@ def build_scann_index(
     embeddings: np.ndarray,
     config: IndexConfig,
     queries: np.ndarray | None = None,
+    offsets: np.ndarray | None = None,
 ) -> ItemIndex:
     """Build a ScaNN index over the L2-normalised ``embeddings`` and, given ``queries``, check its recall.
 
@@ -154,6 +183,8 @@ def build_scann_index(
         embeddings: ``(n, d)`` float item embeddings (float32 preferred), finite and non-zero.
         config: index settings; see :func:`index_settings` for how they scale with ``n``.
         queries: ``(q, d)`` real user query embeddings for the recall check; None skips the check.
+        offsets: ``(n,)`` finite prior score offsets added to each item's cosine
+            (:func:`pipelines.serving.prior.prior_offsets`); None: no prior.
 
     Returns:
         The index, with ``recall`` set when ``queries`` was given.
@@ -166,8 +197,16 @@ def build_scann_index(
 
     item_ids, unit = check_item_inputs(item_ids, embeddings)
     settings = index_settings(len(unit), unit.shape[1], config)
+    if offsets is not None:
+        offsets = np.asarray(offsets, np.float32)
+        if offsets.shape != (len(unit),) or not np.isfinite(offsets).all():
+            raise ValueError(
+                f"offsets must be {len(unit)} finite values, one per item; got shape {offsets.shape}"
+            )
+        settings = replace(settings, score_offset=True)
+    index = ItemIndex(None, item_ids, settings, embeddings=unit, offsets=offsets)
     started = time.perf_counter()
-    builder = scann_ops_pybind.builder(unit, settings.num_neighbors, "dot_product")
+    builder = scann_ops_pybind.builder(index.datapoints, settings.num_neighbors, "dot_product")
     if settings.mode == "brute_force":
         builder = builder.score_brute_force()
     else:
@@ -185,7 +224,7 @@ def build_scann_index(
         reorder = settings.reorder_for(settings.num_neighbors)
         if reorder:
             builder = builder.reorder(reorder)
-    index = ItemIndex(builder.build(), item_ids, settings, embeddings=unit)
+    index.searcher = builder.build()
     log.info(
         "built %s index of %d items x %d dims in %.1f s (%s)",
         settings.mode,

@@ -26,6 +26,7 @@ from pipelines.core.settings import IndexConfig, Settings
 from pipelines.serving.embeddings import read_embeddings
 from pipelines.serving.index import IndexSettings, ItemIndex, build_scann_index
 from pipelines.serving.inputs import read_input
+from pipelines.serving.prior import prior_offsets
 from pipelines.serving.system import served_system
 from pipelines.serving.vectors import embeddings_from_table
 
@@ -116,6 +117,7 @@ def build_and_publish_index(
     embeddings_table: pa.Table,
     queries: np.ndarray,
     config: IndexConfig,
+    offsets: np.ndarray | None = None,
 ) -> IndexReport:
     """Index stage: build the item index of ``ds``, check its recall, publish it to ``index/ds=<ds>/``.
 
@@ -125,6 +127,7 @@ def build_and_publish_index(
         embeddings_table: columns ``item_id`` (string) and ``embedding`` (list<float32>), one row per item.
         queries: ``(q, d)`` embeddings of real users, the sample the recall is measured on.
         config: index settings.
+        offsets: the popularity prior's score offset of each row of ``embeddings_table`` (None: no prior).
 
     Returns:
         What was published, with the measured recall and build time.
@@ -139,7 +142,7 @@ def build_and_publish_index(
     if queries is None or len(queries) == 0:
         raise ValueError("the index stage needs user query embeddings to check recall; got none")
     started = time.perf_counter()
-    index = build_scann_index(item_ids, embeddings, config, queries)
+    index = build_scann_index(item_ids, embeddings, config, queries, offsets)
     build_seconds = time.perf_counter() - started
     staging = lake.begin_publish(dataset)
     files = save_index(index, lake, staging)
@@ -179,7 +182,8 @@ def build_and_publish_index(
 def index_items(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
     """Build, recall-check and publish the ScaNN index of ``ds``'s item embeddings.
 
-    The recall is measured on real user queries: the user tower over a sample of ``ds``'s users.
+    The recall is measured on real user queries: the user tower over a sample of ``ds``'s users. The
+    item vectors carry the served system's popularity prior, from the ``items`` input of ``ds``.
 
     A served system that does not retrieve with the two-tower needs no index: nothing is published and
     the result says so.
@@ -201,7 +205,15 @@ def index_items(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
     sample = np.sort(rng.permutation(users.num_rows)[: settings.index.recall_sample_queries])
     towers = load_towers(lake, version)
     queries = towers.embed_users(users.take(pa.array(sample)))
-    report = build_and_publish_index(lake, ds, embeddings, queries, settings.index)
+    offsets = None
+    if system.popularity_prior:
+        items = read_input(lake, ds, "items")
+        if items.column("item_id").to_pylist() != embeddings.column("item_id").to_pylist():
+            raise RuntimeError(
+                f"ds={ds}: the embeddings do not cover the same posts in the same order as inputs"
+            )
+        offsets = prior_offsets(items, system.popularity_prior, towers.config.temperature)
+    report = build_and_publish_index(lake, ds, embeddings, queries, settings.index, offsets)
     return {
         "uri": report.uri,
         "n_items": report.n_items,

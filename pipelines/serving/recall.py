@@ -12,7 +12,7 @@ import numpy as np
 from pipelines.core.errors import PermanentError
 from pipelines.core.settings import IndexConfig
 from pipelines.serving.exact_search import exact_top_k
-from pipelines.serving.vectors import check_k, normalize_queries
+from pipelines.serving.vectors import check_k
 
 if TYPE_CHECKING:
     from pipelines.serving.index import ItemIndex
@@ -39,7 +39,8 @@ def measure_recall(index: ItemIndex, queries: np.ndarray, k: int) -> float:
 
     Args:
         index: a freshly built index (it must still hold its embeddings).
-        queries: ``(q, d)`` user query embeddings, normalised here like in :meth:`ItemIndex.search`.
+        queries: ``(q, d)`` user query embeddings, searched like in :meth:`ItemIndex.search` (normalised,
+            and met with the items' prior offsets when the index has them).
         k: neighbours compared, clamped to the catalog size.
 
     Raises:
@@ -47,14 +48,13 @@ def measure_recall(index: ItemIndex, queries: np.ndarray, k: int) -> float:
     """
     if index.embeddings is None:
         raise ValueError("this index holds no embeddings (it was loaded); recall is measured at build time")
-    queries = normalize_queries(queries, index.settings.dim)
     if len(queries) == 0:
         raise ValueError("measuring recall needs at least one query")
     k = check_k(k, index.n_items)
     started = time.perf_counter()
     approx, _ = index.search_positions(queries, k)
     approx_seconds = time.perf_counter() - started
-    exact, _ = exact_top_k(index.embeddings, queries, k)
+    exact, _ = exact_top_k(index.datapoints, index.query_vectors(queries), k)
     # Padding (-1) repeats within a row, so it must go before an intersection that assumes unique values.
     hits = sum(
         np.intersect1d(a[a >= 0], e, assume_unique=True).size for a, e in zip(approx, exact, strict=True)

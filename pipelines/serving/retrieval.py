@@ -13,6 +13,7 @@ from pipelines.core.paths import ALS, TWO_TOWER
 from pipelines.core.settings import IndexConfig
 from pipelines.serving.index import ItemIndex, build_scann_index
 from pipelines.serving.model_store import ModelStore
+from pipelines.serving.prior import prior_offsets
 from pipelines.serving.retrievers import (
     AlsRetriever,
     EmbeddingRetriever,
@@ -45,10 +46,12 @@ def make_retriever(
             two-tower reads none.
         as_of: the end of the served day (popularity windows end here).
         index_config: how to build the vector index when none is given.
-        index: the published index over ``item_vectors`` (built in memory when None).
+        index: the published index over ``item_vectors`` (built in memory when None, with the system's
+            popularity prior).
 
     Raises:
-        ValueError: an unknown retriever, or no ``interactions`` for a retriever that reads them.
+        ValueError: an unknown retriever, no ``interactions`` for a retriever that reads them, or a given
+            ``index`` built with or without a popularity prior when the system wants the other.
     """
     catalog_ids = items.column("item_id").combine_chunks()
     if system.retriever == TWO_TOWER_RETRIEVER:
@@ -56,7 +59,15 @@ def make_retriever(
         towers = models.get(TWO_TOWER, system.two_tower_version)
         if index is None:
             ids = np.asarray(catalog_ids.to_pylist(), dtype=object)
-            index = build_scann_index(ids, np.asarray(item_vectors, np.float32), index_config)
+            offsets = prior_offsets(items, system.popularity_prior, towers.config.temperature)
+            vectors = np.asarray(item_vectors, np.float32)
+            index = build_scann_index(ids, vectors, index_config, offsets=offsets)
+        elif index.settings.score_offset != bool(system.popularity_prior):
+            has = "has" if index.settings.score_offset else "has no"
+            raise ValueError(
+                f"the index {has} popularity prior, the served system's is {system.popularity_prior:g}: "
+                "the index was built for another system"
+            )
         return EmbeddingRetriever(towers.embed_users, index.search_positions)
     if interactions is None:
         raise ValueError(f"the {system.retriever} retriever needs the interactions input")

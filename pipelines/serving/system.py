@@ -38,6 +38,9 @@ class ServedSystem:
         mmr_lambda: the relevance weight of diversification (None: ``diversify.mmr_lambda``).
         retrieval_depth: posts retrieved per user before filtering and ranking (None:
             ``candidates.top_n``).
+        popularity_prior: ``beta`` of the two-tower's retrieval score ``cos / T + beta * log q_j``, with
+            ``q_j`` the post's recent engagement share (:mod:`pipelines.serving.prior`); 0 retrieves by
+            the towers alone.
     """
 
     retriever: str
@@ -50,6 +53,7 @@ class ServedSystem:
     max_item_age_days: float | None = None
     mmr_lambda: float | None = None
     retrieval_depth: int | None = None
+    popularity_prior: float = 0.0
 
     def __post_init__(self) -> None:
         if self.retriever not in RETRIEVERS:
@@ -58,11 +62,15 @@ class ServedSystem:
             raise ValueError("a two-tower or diversified system needs its two_tower_version")
         if self.retriever == ALS_RETRIEVER and not self.als_version:
             raise ValueError("an ALS system needs its als_version")
+        if self.popularity_prior and self.retriever != TWO_TOWER_RETRIEVER:
+            raise ValueError("a popularity prior weighs two-tower retrieval scores; this system has none")
 
     @property
     def label(self) -> str:
         """A short human name: the retriever, then the stages it adds."""
         parts = [self.retriever.replace("_", "-")]
+        if self.popularity_prior:
+            parts.append(f"popularity prior {self.popularity_prior:g}")
         if self.ranker_version:
             parts.append("ranker")
         if self.retrieval_depth is not None:

@@ -28,6 +28,7 @@ def retrieval_scores_for_rows(
     item_vectors: np.ndarray,
     search: Search,
     depth: int,
+    item_offsets: np.ndarray | None = None,
 ) -> np.ndarray:
     """Two-tower score and rank of each logged (user, post) row, as the ranker is trained on them.
 
@@ -35,8 +36,8 @@ def retrieval_scores_for_rows(
     (user, day). Its retrieval is ``search`` to ``depth`` (the index serving retrieves from, over
     ``item_vectors``): the rank is the post's 1-based place in it, ``depth + 1`` when the post is not
     among them, exactly as serving ranks a retrieved post. The score is one dot product per row, of the
-    unit user vector and the post's vector (what the index scores). Nothing is compared against the
-    whole catalog.
+    unit user vector and the post's vector, plus the post's prior offset (what the index scores). Nothing
+    is compared against the whole catalog.
 
     Args:
         embed_users: the user tower, user feature rows -> vectors.
@@ -45,6 +46,8 @@ def retrieval_scores_for_rows(
         item_vectors: ``(len(catalog_ids), d)`` unit vectors the index holds.
         search: the index's search over positions of ``catalog_ids``.
         depth: the retrieval depth the ranker is trained with.
+        item_offsets: the popularity prior's score offset of each catalog post, as the index adds it
+            (None: no prior).
 
     Returns:
         ``(n_rows, 2)``: score and rank. A post missing from the catalog (deleted since) ranks
@@ -73,6 +76,8 @@ def retrieval_scores_for_rows(
         positions, _ = search(user_vectors[start:stop], depth)
         local = group[known] - start
         score[known] = np.einsum("ij,ij->i", user_vectors[group[known]], item_vectors[item_row[known]])
+        if item_offsets is not None:
+            score[known] += item_offsets[item_row[known]]
         hit = positions[local] == item_row[known][:, None]
         found = hit.any(axis=1)
         rank[known[found]] = hit[found].argmax(axis=1) + 1.0

@@ -81,6 +81,16 @@ def test_the_test_night_holds_the_candidate_every_family_and_the_stages(selected
     # The best two-tower system against every baseline, whatever is served.
     baselines = {n for n, role in roles.items() if role == "baseline"}
     assert facts["model"] in facts["test"] and set(facts["model_differences"]) == baselines
+    # The popularity prior is chosen for the two-tower on the validation nights, and served as chosen.
+    (prior,) = [t for t in facts["trials"] if t["step"] == "two_tower: popularity prior"]
+    assert len(prior["options"]) == 2 and set(prior["nights"]) == {
+        n.isoformat() for n in selection.plan.validation
+    }
+    model = selection.candidates[facts["model"]]
+    assert model.system.popularity_prior == model.recipe["popularity_prior"]
+    assert (f"popularity prior {model.recipe['popularity_prior']:g}" in prior["chosen"]) == bool(
+        model.recipe["popularity_prior"]
+    )
 
 
 def test_case_11_data_too_thin_for_any_candidate_is_a_permanent_error(tiny_world: Settings) -> None:

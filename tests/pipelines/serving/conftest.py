@@ -40,6 +40,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "NIGHTFEED_SELECTION__MAX_ITEM_AGE_CHOICES": "[null]",
         "NIGHTFEED_SELECTION__DIVERSIFY_CHOICES": "[true]",
         "NIGHTFEED_SELECTION__WINDOW_DAYS": "2",
+        # The only prior weight tried is kept: the chain serves two-tower scores with a popularity prior.
+        "NIGHTFEED_SELECTION__POPULARITY_PRIORS": "[1.0]",
     }
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():

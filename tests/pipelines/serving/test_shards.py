@@ -46,6 +46,36 @@ def test_the_promoted_system_is_the_one_served(world: dict[str, Any]) -> None:
     assert champion["version"] == trained["version"] and champion["system"] == system
 
 
+def test_the_nightly_retrieves_with_the_popularity_prior_the_replay_used(world: dict[str, Any]) -> None:
+    # The published index carries the served system's prior: the nightly context retrieves what a replay's
+    # in-memory retriever over the same inputs retrieves, cosine + T * beta * log q_j, computed by hand.
+    from pipelines.core.run_date import end_of_day
+    from pipelines.serving.context import load_context
+    from pipelines.serving.model_store import ModelStore
+    from pipelines.serving.retrieval import make_retriever
+
+    lake, settings = world["lake"], world["settings"]
+    system = ServedSystem.from_json(world["published"]["system"])
+    assert system.popularity_prior == 1.0
+    ctx = load_context(lake, DS, settings, system, 0, 1)
+    models = ModelStore(lake)
+    replayed = make_retriever(
+        system, models, ctx.items, ctx.item_vectors, None, end_of_day(DS), settings.index
+    )
+    users = read_input(lake, DS, "users").slice(0, 40)
+    queries = ctx.retriever.queries(users)
+    positions, scores = ctx.retriever.search(queries, 30)
+    again, again_scores = replayed.search(replayed.queries(users), 30)
+    np.testing.assert_array_equal(positions, again)
+    np.testing.assert_allclose(scores, again_scores, atol=1e-5)
+    engagements = ctx.items.column("engagements_lookback").to_numpy().astype(float)
+    log_q = np.log((engagements + 1) / (engagements.sum() + len(engagements)))
+    temperature = models.get("two_tower", system.two_tower_version).config.temperature
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    by_hand = np.einsum("ud,ukd->uk", unit, ctx.item_vectors[positions]) + temperature * log_q[positions]
+    np.testing.assert_allclose(scores, by_hand, atol=1e-4)
+
+
 def test_the_published_night_is_also_in_the_warehouse_partition_of_its_ds(world: dict[str, Any]) -> None:
     published = read_candidates(world["lake"], DS)
     assert world["published"]["warehouse"] == {"table": "nightly_candidates", "rows": published.num_rows}

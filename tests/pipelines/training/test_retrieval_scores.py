@@ -87,19 +87,26 @@ def test_ranks_are_places_in_the_search_and_scores_one_dot_product_per_row(monke
     np.testing.assert_array_equal(got[:, 1], expected[:, 1])
 
 
+@pytest.mark.parametrize("prior", [False, True])
 @pytest.mark.parametrize("depth", [1, 10, 100])
-def test_through_an_exact_index_the_ranks_are_those_of_a_full_sort_of_the_catalog(depth: int) -> None:
+def test_through_an_exact_index_the_ranks_are_those_of_a_full_sort_of_the_catalog(
+    depth: int, prior: bool
+) -> None:
+    # With a popularity prior, the index and the features score cosine + the post's offset alike.
     rng = np.random.default_rng(9)
     states, ids, vectors, rows = _world(rng, coarse=False)  # no ties
-    index = build_scann_index(np.asarray(ids.to_pylist(), object), vectors, IndexConfig())
-    assert index.settings.mode == "brute_force"
+    offsets = rng.uniform(-0.8, 0.0, N_ITEMS).astype(np.float32) if prior else None
+    index = build_scann_index(np.asarray(ids.to_pylist(), object), vectors, IndexConfig(), offsets=offsets)
+    assert index.settings.mode == "brute_force" and index.settings.score_offset == prior
     search = index.search_positions
-    got = retrieval_scores_for_rows(_Tower(states), rows, ids, index.embeddings, search, depth)
+    got = retrieval_scores_for_rows(
+        _Tower(states), rows, ids, index.embeddings, search, depth, item_offsets=offsets
+    )
     for r, (user, day, item) in enumerate(_logged(rows)):
         if int(item[1:]) >= N_ITEMS:
             assert got[r, 1] == depth + 1
             continue
-        scores = vectors @ _unit(states[f"{user}|{day}"])
+        scores = vectors @ _unit(states[f"{user}|{day}"]) + (0.0 if offsets is None else offsets)
         own = scores[int(item[1:])]
         assert got[r, 1] == min(int((scores > own).sum()) + 1, depth + 1), r
         assert got[r, 0] == pytest.approx(own, abs=1e-6)
