@@ -131,6 +131,13 @@ class SelectionConfig(Section):
         "features.lookback_days), without retraining; the first is kept unless another makes the lists "
         "better beyond noise on the validation nights",
     )
+    blend_weights: list[float] = Field(
+        default_factory=lambda: [0.25, 0.5, 0.75],
+        description="weights w of a blend tried on the chosen two-tower (after its popularity prior): its "
+        "retrieval fused with another family's best retriever by weighted reciprocal rank, "
+        "(1 - w) / (60 + rank) + w / (60 + other rank); the two-tower alone stays unless a blend makes the "
+        "lists better beyond noise on the validation nights; an empty list tries none",
+    )
     mmr_lambdas: list[float] = Field(
         default_factory=lambda: [0.9, 0.7, 0.5], description="diversification relevance weights tried"
     )
@@ -178,6 +185,10 @@ class SelectionConfig(Section):
         for name, values in self.two_tower_search.items():
             for value in values:
                 TwoTowerConfig.model_validate({name: value})
+        if any(not 0 < w < 1 for w in self.blend_weights):
+            raise ValueError(
+                f"selection.blend_weights must lie strictly between 0 and 1, got {self.blend_weights}"
+            )
         if not self.mmr_lambdas or not self.retrieval_depths:
             raise ValueError("selection.mmr_lambdas and retrieval_depths need at least one choice")
         return self

@@ -43,6 +43,9 @@ class Recipe:
         retrieval_depth: posts retrieved per user for the ranker (None: the settings').
         popularity_prior: ``beta`` of the two-tower's retrieval score (see ``ServedSystem``); two-tower
             only, a serving choice that needs no retraining.
+        blend_family: another family whose retrieval is fused with the two-tower's (its setting is this
+            recipe's ``popularity_window_days``, ``knn_neighbors`` or ``als_factors``); None: no blend.
+        blend_weight: that family's weight in the blend (``ServedSystem.blend_weight``).
     """
 
     family: str
@@ -56,23 +59,17 @@ class Recipe:
     mmr_lambda: float | None = None
     retrieval_depth: int | None = None
     popularity_prior: float = 0.0
+    blend_family: str | None = None
+    blend_weight: float = 0.0
 
     @property
     def name(self) -> str:
-        if self.family == TWO_TOWER_RETRIEVER:
-            base = "two-tower" + (
-                "" if not self.variant else " " + ",".join(f"{k}={v}" for k, v in self.variant)
-            )
-        elif self.family == POPULAR_RETRIEVER:
-            window = "all" if self.popularity_window_days is None else f"{self.popularity_window_days}d"
-            base = f"most popular {window}"
-        elif self.family == KNN_RETRIEVER:
-            base = f"item-kNN k={self.knn_neighbors}"
-        else:
-            base = f"ALS f={self.als_factors}"
+        base = self._retriever_name(self.family)
         stages = []
         if self.popularity_prior:
             stages.append(f"popularity prior {self.popularity_prior:g}")
+        if self.blend_family is not None:
+            stages.append(f"blend {self._retriever_name(self.blend_family)} ({self.blend_weight:g})")
         if self.ranker != NO_RANKER:
             stages.append(f"ranker ({self.ranker})")
         if self.retrieval_depth is not None:
@@ -84,6 +81,42 @@ class Recipe:
                 "diversified" + ("" if self.mmr_lambda is None else f" (lambda {self.mmr_lambda:g})")
             )
         return " + ".join([base, *stages])
+
+    def _retriever_name(self, family: str) -> str:
+        if family == TWO_TOWER_RETRIEVER:
+            return "two-tower" + (
+                "" if not self.variant else " " + ",".join(f"{k}={v}" for k, v in self.variant)
+            )
+        if family == POPULAR_RETRIEVER:
+            window = "all" if self.popularity_window_days is None else f"{self.popularity_window_days}d"
+            return f"most popular {window}"
+        if family == KNN_RETRIEVER:
+            return f"item-kNN k={self.knn_neighbors}"
+        return f"ALS f={self.als_factors}"
+
+    def blended_with(self, other: Recipe, weight: float) -> Recipe:
+        """This recipe's retrieval fused with ``other``'s retriever (another family's), at ``weight``."""
+        return dataclasses.replace(
+            self,
+            blend_family=other.family,
+            blend_weight=weight,
+            popularity_window_days=other.popularity_window_days,
+            knn_neighbors=other.knn_neighbors,
+            als_factors=other.als_factors,
+        )
+
+    @property
+    def without_blend(self) -> Recipe:
+        """The same recipe retrieving with its own family alone (and that family's default settings)."""
+        default = Recipe(self.family)
+        return dataclasses.replace(
+            self,
+            blend_family=None,
+            blend_weight=0.0,
+            popularity_window_days=default.popularity_window_days,
+            knn_neighbors=default.knn_neighbors,
+            als_factors=default.als_factors,
+        )
 
     @property
     def retrieval_only(self) -> Recipe:
@@ -98,7 +131,11 @@ class Recipe:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "variant": dict(self.variant), "name": self.name}
+        """The fields and the name; a recipe without a blend leaves the blend's fields out."""
+        data = {**dataclasses.asdict(self), "variant": dict(self.variant), "name": self.name}
+        if self.blend_family is None:
+            del data["blend_family"], data["blend_weight"]
+        return data
 
     def with_two_tower_setting(self, settings: Settings, name: str, value: Any) -> Recipe:
         """This two-tower recipe with ``two_tower.<name>`` set to ``value``; an override equal to the
@@ -200,26 +237,43 @@ class Kitchen:
                 if ranker is None:
                     return None
                 ranker_version = ranker.version
+            blend: dict[str, Any] = {}
+            if recipe.blend_family is not None:
+                partner = self._retriever_fields(night, recipe, recipe.blend_family)
+                if partner is None:
+                    return None
+                blend = {
+                    **partner,
+                    "blend_retriever": recipe.blend_family,
+                    "blend_weight": recipe.blend_weight,
+                }
             return ServedSystem(
                 TWO_TOWER_RETRIEVER,
                 trained.version,
                 ranker_version=ranker_version,
                 popularity_prior=recipe.popularity_prior,
+                **blend,
                 **stages,
             )
         vectors = self.vectors(night)
         if recipe.diversify and vectors is None:
             return None
-        if recipe.family == POPULAR_RETRIEVER:
-            return ServedSystem(
-                POPULAR_RETRIEVER, vectors, popularity_window_days=recipe.popularity_window_days, **stages
-            )
-        if recipe.family == KNN_RETRIEVER:
-            return ServedSystem(KNN_RETRIEVER, vectors, knn_neighbors=recipe.knn_neighbors, **stages)
+        fields = self._retriever_fields(night, recipe, recipe.family)
+        if fields is None:
+            return None
+        return ServedSystem(recipe.family, vectors, **fields, **stages)
+
+    def _retriever_fields(self, night: dt.date, recipe: Recipe, family: str) -> dict[str, Any] | None:
+        """The ``ServedSystem`` fields of a baseline ``family``'s retriever with ``recipe``'s setting (the
+        ALS model trained for ``night``); None when ALS cannot be trained."""
+        if family == POPULAR_RETRIEVER:
+            return {"popularity_window_days": recipe.popularity_window_days}
+        if family == KNN_RETRIEVER:
+            return {"knn_neighbors": recipe.knn_neighbors}
         key = (night, recipe.als_factors)
         if key not in self._als:
             interactions = self.replays[night].night.inputs["interactions"]
             self._als[key] = self.models.als(night, interactions, recipe.als_factors)
         if self._als[key] is None:
             return None
-        return ServedSystem(ALS_RETRIEVER, vectors, als_version=self._als[key].version, **stages)
+        return {"als_version": self._als[key].version}

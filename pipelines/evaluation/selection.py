@@ -4,7 +4,8 @@ night against the tuned baselines and the champion.
 1. On each validation night every retriever candidate (:func:`~.recipes.retriever_recipes`) is trained on
    the data before the night and its lists are replayed as served; each family keeps its best. The
    two-tower's settings are searched one at a time (``selection.two_tower_search``), then the weight of
-   a popularity prior on its retrieval scores (``selection.popularity_priors``, no retraining).
+   a popularity prior on its retrieval scores (``selection.popularity_priors``, no retraining), then a
+   blend of its retrieval with another family's best retriever (``selection.blend_weights``).
 2. The list stages are chosen on the validation nights too, one at a time: a ranker for the two-tower
    (trained on logged impressions, or on the earlier nights' retrieved posts labelled by what users did
    next) and its retrieval depth, an age limit, then diversification and its relevance weight; a stage
@@ -28,7 +29,7 @@ import time
 from typing import Any
 
 from pipelines.core.lake import Lake
-from pipelines.core.model_settings import NO_RANKER, RETRIEVAL_RANKER, TWO_TOWER_RETRIEVER
+from pipelines.core.model_settings import IMPRESSIONS_RANKER, NO_RANKER, RETRIEVAL_RANKER, TWO_TOWER_RETRIEVER
 from pipelines.core.settings import Settings
 from pipelines.core.warehouse import Warehouse
 from pipelines.evaluation.gate import (
@@ -157,6 +158,23 @@ def _choose_popularity_prior(protocol: _Protocol, best: Recipe) -> Recipe:
     return protocol.choose(f"{best.family}: popularity prior", priors, incumbent=priors[0]) or best
 
 
+def _choose_blend(protocol: _Protocol, best: Recipe, others: list[Recipe]) -> Recipe:
+    """``best`` (a two-tower recipe) fused with the best retriever of another family at a weight of
+    ``selection.blend_weights``, if one such blend serves better lists beyond noise on the validation
+    nights; else ``best`` alone. The blended models are the ones already trained, nothing is retrained."""
+    blends = [best.blended_with(other, w) for other in others for w in protocol.config.blend_weights]
+    if not blends:
+        return best
+    return protocol.choose(f"{best.family}: blend", [best, *blends], incumbent=best) or best
+
+
+def _ranker_options(sources: list[str], best: Recipe) -> list[Recipe]:
+    """``best`` with each ranker of ``sources``; an impressions ranker learns from the two-tower's own
+    retrieval scores, which a blend replaces, so a blend is offered the others only."""
+    usable = [r for r in sources if not (best.blend_family is not None and r == IMPRESSIONS_RANKER)]
+    return [dataclasses.replace(best, ranker=r) for r in usable]
+
+
 def _test_candidates(
     protocol: _Protocol, finals: dict[str, Recipe], chosen: Recipe, champion: ServedSystem | None
 ) -> dict[str, Candidate]:
@@ -174,6 +192,8 @@ def _test_candidates(
     # What each stage of the candidate adds, measured on the test night too.
     if chosen.ranker != NO_RANKER:
         add(dataclasses.replace(chosen, ranker=NO_RANKER), STAGE)
+    if chosen.blend_family is not None:
+        add(chosen.without_blend, STAGE)
     if chosen.diversify:
         add(dataclasses.replace(chosen, diversify=False), STAGE)
     if champion is not None:
@@ -198,16 +218,19 @@ def select_system(
     for recipe in retriever_recipes(settings):
         by_family.setdefault(recipe.family, []).append(recipe)
     config = protocol.config
-    for family, recipes in by_family.items():
-        best = protocol.choose(f"{family}: retriever", recipes)
-        if best is None:
-            continue
+    retrievers = {
+        family: best
+        for family, recipes in by_family.items()
+        if (best := protocol.choose(f"{family}: retriever", recipes)) is not None
+    }
+    for family, best in retrievers.items():
         if family == TWO_TOWER_RETRIEVER:
             for name, values in config.two_tower_search.items():
                 options = [best.with_two_tower_setting(settings, name, v) for v in values]
                 best = protocol.choose(f"{family}: {name}", list(dict.fromkeys(options))) or best
             best = _choose_popularity_prior(protocol, best)
-            rankers = [dataclasses.replace(best, ranker=r) for r in config.rankers]
+            best = _choose_blend(protocol, best, [r for f, r in retrievers.items() if f != family])
+            rankers = _ranker_options(config.rankers, best)
             best = protocol.choose(f"{family}: ranker", rankers, incumbent=rankers[0]) or best
             if best.ranker != NO_RANKER:
                 depths = [dataclasses.replace(best, retrieval_depth=d) for d in config.retrieval_depths]

@@ -181,12 +181,13 @@ def no_vectors(n_items: int) -> np.ndarray:
 def _interactions(
     lake: Lake, ds: dt.date, system: ServedSystem, shard: int, num_shards: int
 ) -> pa.Table | None:
-    """The engagements ``system``'s retriever reads: the whole log for the ones fitted on it (popularity,
-    item-kNN), the shard's users' histories for ALS (its post factors are trained), none for the
-    two-tower."""
-    if system.retriever == TWO_TOWER_RETRIEVER:
+    """The engagements ``system``'s retrievers read: the whole log for the ones fitted on it (popularity,
+    item-kNN), the shard's users' histories for ALS alone (its post factors are trained), none for the
+    two-tower alone."""
+    fitted = set(system.retrievers) - {TWO_TOWER_RETRIEVER}
+    if not fitted:
         return None
-    if system.retriever == ALS_RETRIEVER:
+    if fitted == {ALS_RETRIEVER}:
         return read_shard_input(lake, ds, "interactions", shard, num_shards)
     return read_input(lake, ds, "interactions")
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 from pipelines.core.model_settings import ALS_RETRIEVER, KNN_RETRIEVER, POPULAR_RETRIEVER, TWO_TOWER_RETRIEVER
 from pipelines.core.paths import ALS, TWO_TOWER
 from pipelines.core.settings import IndexConfig
+from pipelines.serving.blend import BlendRetriever
 from pipelines.serving.index import ItemIndex, build_scann_index
 from pipelines.serving.model_store import ModelStore
 from pipelines.serving.prior import prior_offsets
@@ -35,7 +36,7 @@ def make_retriever(
     index_config: IndexConfig,
     index: ItemIndex | None = None,
 ) -> Retriever:
-    """The retriever of ``system`` over the catalog ``items``.
+    """The retriever of ``system`` over the catalog ``items`` (its two retrievers blended, for a blend).
 
     Args:
         system: what is served.
@@ -54,29 +55,38 @@ def make_retriever(
             ``index`` built with or without a popularity prior when the system wants the other.
     """
     catalog_ids = items.column("item_id").combine_chunks()
-    if system.retriever == TWO_TOWER_RETRIEVER:
-        assert system.two_tower_version
-        towers = models.get(TWO_TOWER, system.two_tower_version)
-        if index is None:
-            ids = np.asarray(catalog_ids.to_pylist(), dtype=object)
-            offsets = prior_offsets(items, system.popularity_prior, towers.config.temperature)
-            vectors = np.asarray(item_vectors, np.float32)
-            index = build_scann_index(ids, vectors, index_config, offsets=offsets)
-        elif index.settings.score_offset != bool(system.popularity_prior):
-            has = "has" if index.settings.score_offset else "has no"
-            raise ValueError(
-                f"the index {has} popularity prior, the served system's is {system.popularity_prior:g}: "
-                "the index was built for another system"
-            )
-        return EmbeddingRetriever(towers.embed_users, index.search_positions)
-    if interactions is None:
-        raise ValueError(f"the {system.retriever} retriever needs the interactions input")
-    if system.retriever == POPULAR_RETRIEVER:
-        return PopularityRetriever.fit(interactions, catalog_ids, as_of, system.popularity_window_days)
-    history = UserHistory.from_interactions(interactions)
-    if system.retriever == KNN_RETRIEVER:
-        return ItemKnnRetriever.fit(history, catalog_ids, system.knn_neighbors)
-    if system.retriever == ALS_RETRIEVER:
-        assert system.als_version
-        return AlsRetriever.build(history, models.get(ALS, system.als_version), catalog_ids)
-    raise ValueError(f"unknown retriever {system.retriever!r}")
+
+    def build(kind: str) -> Retriever:
+        """The retriever ``kind`` (the system's own or its blended one) with ``system``'s fields."""
+        if kind == TWO_TOWER_RETRIEVER:
+            assert system.two_tower_version
+            towers = models.get(TWO_TOWER, system.two_tower_version)
+            searched = index
+            if searched is None:
+                ids = np.asarray(catalog_ids.to_pylist(), dtype=object)
+                offsets = prior_offsets(items, system.popularity_prior, towers.config.temperature)
+                vectors = np.asarray(item_vectors, np.float32)
+                searched = build_scann_index(ids, vectors, index_config, offsets=offsets)
+            elif searched.settings.score_offset != bool(system.popularity_prior):
+                has = "has" if searched.settings.score_offset else "has no"
+                raise ValueError(
+                    f"the index {has} popularity prior, the served system's is {system.popularity_prior:g}: "
+                    "the index was built for another system"
+                )
+            return EmbeddingRetriever(towers.embed_users, searched.search_positions)
+        if interactions is None:
+            raise ValueError(f"the {kind} retriever needs the interactions input")
+        if kind == POPULAR_RETRIEVER:
+            return PopularityRetriever.fit(interactions, catalog_ids, as_of, system.popularity_window_days)
+        history = UserHistory.from_interactions(interactions)
+        if kind == KNN_RETRIEVER:
+            return ItemKnnRetriever.fit(history, catalog_ids, system.knn_neighbors)
+        if kind == ALS_RETRIEVER:
+            assert system.als_version
+            return AlsRetriever.build(history, models.get(ALS, system.als_version), catalog_ids)
+        raise ValueError(f"unknown retriever {kind!r}")
+
+    first = build(system.retriever)
+    if system.blend_retriever is None:
+        return first
+    return BlendRetriever(first, build(system.blend_retriever), system.blend_weight)

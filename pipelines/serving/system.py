@@ -41,6 +41,10 @@ class ServedSystem:
         popularity_prior: ``beta`` of the two-tower's retrieval score ``cos / T + beta * log q_j``, with
             ``q_j`` the post's recent engagement share (:mod:`pipelines.serving.prior`); 0 retrieves by
             the towers alone.
+        blend_retriever: a second retriever whose lists are fused with the first's by weighted reciprocal
+            rank (:mod:`pipelines.serving.blend`), with its own fields above (``als_version``,
+            ``popularity_window_days``, ``knn_neighbors``); None retrieves with ``retriever`` alone.
+        blend_weight: the second retriever's weight ``w`` in the blend, in (0, 1).
     """
 
     retriever: str
@@ -54,14 +58,25 @@ class ServedSystem:
     mmr_lambda: float | None = None
     retrieval_depth: int | None = None
     popularity_prior: float = 0.0
+    blend_retriever: str | None = None
+    blend_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.retriever not in RETRIEVERS:
             raise ValueError(f"retriever must be one of {RETRIEVERS}, got {self.retriever!r}")
         if (self.retriever == TWO_TOWER_RETRIEVER or self.diversify) and not self.two_tower_version:
             raise ValueError("a two-tower or diversified system needs its two_tower_version")
-        if self.retriever == ALS_RETRIEVER and not self.als_version:
+        if ALS_RETRIEVER in (self.retriever, self.blend_retriever) and not self.als_version:
             raise ValueError("an ALS system needs its als_version")
+        if self.blend_retriever is not None:
+            if self.blend_retriever not in RETRIEVERS or self.blend_retriever == self.retriever:
+                raise ValueError(
+                    f"blend_retriever must be another of {RETRIEVERS}, got {self.blend_retriever!r}"
+                )
+            if not 0 < self.blend_weight < 1:
+                raise ValueError(f"blend_weight must lie strictly between 0 and 1, got {self.blend_weight}")
+        elif self.blend_weight:
+            raise ValueError("a blend_weight needs a blend_retriever")
         if self.popularity_prior and self.retriever != TWO_TOWER_RETRIEVER:
             raise ValueError("a popularity prior weighs two-tower retrieval scores; this system has none")
 
@@ -71,6 +86,8 @@ class ServedSystem:
         parts = [self.retriever.replace("_", "-")]
         if self.popularity_prior:
             parts.append(f"popularity prior {self.popularity_prior:g}")
+        if self.blend_retriever is not None:
+            parts.append(f"blend {self.blend_retriever.replace('_', '-')} {self.blend_weight:g}")
         if self.ranker_version:
             parts.append("ranker")
         if self.retrieval_depth is not None:
@@ -83,8 +100,18 @@ class ServedSystem:
             parts.append(f"age<={self.max_item_age_days:g}d")
         return " + ".join(parts)
 
+    @property
+    def retrievers(self) -> tuple[str, ...]:
+        """The retriever, then the blended one if any."""
+        return (self.retriever,) if self.blend_retriever is None else (self.retriever, self.blend_retriever)
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields; a system without a blend leaves the blend's out, as systems promoted before blends
+        existed were recorded."""
+        data = asdict(self)
+        if self.blend_retriever is None:
+            del data["blend_retriever"], data["blend_weight"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ServedSystem:

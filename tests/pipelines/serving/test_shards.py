@@ -76,6 +76,35 @@ def test_the_nightly_retrieves_with_the_popularity_prior_the_replay_used(world: 
     np.testing.assert_allclose(scores, by_hand, atol=1e-4)
 
 
+def test_a_blended_system_fuses_the_published_index_with_the_nights_popularity(world: dict[str, Any]) -> None:
+    # A blend read back for a shard: the two-tower over the published index and most popular over the
+    # night's interactions input, fused by reciprocal rank, as the replay builds it in memory.
+    import dataclasses
+
+    from pipelines.core.run_date import end_of_day
+    from pipelines.serving.blend import fuse_ranks
+    from pipelines.serving.context import load_context
+    from pipelines.serving.retrievers import PopularityRetriever
+
+    lake, settings = world["lake"], world["settings"]
+    system = ServedSystem.from_json(world["published"]["system"])
+    blended = dataclasses.replace(
+        system, blend_retriever="most_popular", blend_weight=0.5, popularity_window_days=7
+    )
+    alone, ctx = (load_context(lake, DS, settings, s, 1, SHARDS) for s in (system, blended))
+    users = read_shard_input(lake, DS, "users", 1, SHARDS).slice(0, 40)
+    towers, _ = alone.retriever.search(alone.retriever.queries(users), 30)
+    popular = PopularityRetriever.fit(
+        read_input(lake, DS, "interactions"), ctx.item_id_array, end_of_day(DS), 7
+    )
+    ranked, _ = popular.search(popular.queries(users), 30)
+    positions, scores = ctx.retriever.search(ctx.retriever.queries(users), 30)
+    expected, expected_scores = fuse_ranks(towers, ranked, 0.5, 30)
+    np.testing.assert_array_equal(positions, expected)
+    np.testing.assert_array_equal(scores, expected_scores)
+    assert not np.array_equal(positions, towers) and not np.array_equal(positions, ranked)
+
+
 def test_the_published_night_is_also_in_the_warehouse_partition_of_its_ds(world: dict[str, Any]) -> None:
     published = read_candidates(world["lake"], DS)
     assert world["published"]["warehouse"] == {"table": "nightly_candidates", "rows": published.num_rows}
