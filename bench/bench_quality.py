@@ -132,6 +132,12 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     if model and als:
         checks["model"] = model
         checks["model_vs_als"] = {m: selection["model_differences"][als[0]][m] for m in METRICS}
+        alone = selection.get("model_alone")
+        if alone:  # a blended model: its two-tower on its own, too
+            checks["model_alone"] = alone
+            checks["model_alone_vs_als"] = {
+                m: selection["model_alone_differences"][als[0]][m] for m in METRICS
+            }
     return checks
 
 
@@ -166,6 +172,9 @@ def print_result(result: dict[str, Any], checks: dict[str, Any]) -> None:
     if "model_vs_als" in checks:
         diffs = ", ".join(f"{m} {_interval(i)}" for m, i in checks["model_vs_als"].items())
         print(f"two-tower path ({checks['model']}) - ALS: {diffs}")
+    if "model_alone_vs_als" in checks:
+        diffs = ", ".join(f"{m} {_interval(i)}" for m, i in checks["model_alone_vs_als"].items())
+        print(f"two-tower path without its blend ({checks['model_alone']}) - ALS: {diffs}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -189,11 +189,13 @@ def _test_candidates(
     add(chosen, CANDIDATE)
     for family, recipe in finals.items():
         add(recipe, MODEL if family == TWO_TOWER_RETRIEVER else BASELINE)
+    # The two-tower without its blend: what the blend adds, and the model on its own against the baselines.
+    two_tower = finals.get(TWO_TOWER_RETRIEVER)
+    if two_tower is not None and two_tower.blend_family is not None:
+        add(two_tower.without_blend, STAGE if two_tower == chosen else MODEL)
     # What each stage of the candidate adds, measured on the test night too.
     if chosen.ranker != NO_RANKER:
         add(dataclasses.replace(chosen, ranker=NO_RANKER), STAGE)
-    if chosen.blend_family is not None:
-        add(chosen.without_blend, STAGE)
     if chosen.diversify:
         add(dataclasses.replace(chosen, diversify=False), STAGE)
     if champion is not None:
@@ -316,7 +318,8 @@ def selection_facts(selection: Selection, seed: int = 0) -> dict[str, Any]:
     """Everything the run report shows of a selection, JSON-ready: the metric, the nights, every validation
     trial, the test night's table with bootstrap intervals, and paired differences: from the served system
     to every other, from the chosen candidate to each of its ``stage`` variants (what the stage adds), and
-    from the best two-tower system (``model``) to every baseline; and the decision."""
+    from the best two-tower system (``model``, and ``model_alone``, that system without its blend, if it
+    has one) to every baseline; and the decision."""
     test = {}
     for name, scores in selection.test.items():
         candidate = selection.candidates[name]
@@ -340,6 +343,11 @@ def selection_facts(selection: Selection, seed: int = 0) -> dict[str, Any]:
         None,
     )
     baselines = [n for n, role in roles.items() if role == BASELINE]
+    # A blended model also on its own: the two-tower's retrieval without the other family's lists.
+    alone = None
+    if model is not None and selection.candidates[model].system.blend_retriever is not None:
+        unblended = selection.candidates[model].system.without_blend
+        alone = next((n for n, c in selection.candidates.items() if c.system == unblended), None)
     return {
         "metric": selection.metric,
         "plan": selection.plan.to_json(),
@@ -353,6 +361,8 @@ def selection_facts(selection: Selection, seed: int = 0) -> dict[str, Any]:
         ),
         "model": model,
         "model_differences": _differences(selection, model, baselines, seed) if model else {},
+        "model_alone": alone,
+        "model_alone_differences": _differences(selection, alone, baselines, seed) if alone else {},
         "decision": selection.decision.to_json(),
         "seconds": selection.seconds,
     }

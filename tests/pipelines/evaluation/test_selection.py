@@ -86,7 +86,17 @@ def test_the_test_night_holds_the_candidate_every_family_and_the_stages(selected
     assert len(prior["options"]) == 2 and set(prior["nights"]) == {
         n.isoformat() for n in selection.plan.validation
     }
+    # A blend with each other family's best retriever is tried after the prior; a blended model is also
+    # replayed on its own, against every baseline.
+    (blend,) = [t for t in facts["trials"] if t["step"] == "two_tower: blend"]
+    assert len(blend["options"]) == 1 + 3 and prior["chosen"] in blend["options"]
     model = selection.candidates[facts["model"]]
+    if model.system.blend_retriever is not None:
+        alone = selection.candidates[facts["model_alone"]]
+        assert alone.system == model.system.without_blend and alone.system.blend_retriever is None
+        assert set(facts["model_alone_differences"]) == baselines
+    else:
+        assert facts["model_alone"] is None
     assert model.system.popularity_prior == model.recipe["popularity_prior"]
     assert (f"popularity prior {model.recipe['popularity_prior']:g}" in prior["chosen"]) == bool(
         model.recipe["popularity_prior"]
