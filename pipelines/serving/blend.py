@@ -33,7 +33,6 @@ def fuse_ranks(
         ``(users, top_n)`` positions (padded with -1) and blended scores (-inf for padding), best first;
         ties go to the lower catalog position, so the result does not depend on the order of equal ranks.
     """
-    n_users = len(first)
     positions = np.concatenate([first, second], axis=1).astype(np.int64)
     score = np.concatenate(
         [
@@ -42,23 +41,26 @@ def fuse_ranks(
         ],
         axis=1,
     )
-    user = np.repeat(np.arange(n_users), positions.shape[1])
-    flat, contribution = positions.ravel(), score.ravel()
-    valid = flat >= 0
-    user, flat, contribution = user[valid], flat[valid], contribution[valid]
-    width = int(flat.max(initial=-1)) + 1
-    keys, inverse = np.unique(user * width + flat, return_inverse=True)
-    summed = np.bincount(inverse, weights=contribution, minlength=len(keys))
-    key_user, key_position = keys // max(width, 1), keys % max(width, 1)
-    order = np.lexsort((key_position, -summed, key_user))
-    key_user, key_position, summed = key_user[order], key_position[order], summed[order]
-    starts = np.searchsorted(key_user, np.arange(n_users))
-    slot = np.arange(len(key_user)) - starts[key_user]
-    keep = slot < top_n
-    out_positions = np.full((n_users, top_n), -1, np.int64)
-    out_scores = np.full((n_users, top_n), -np.inf, np.float32)
-    out_positions[key_user[keep], slot[keep]] = key_position[keep]
-    out_scores[key_user[keep], slot[keep]] = summed[keep]
+    # Row by row in catalog order: a post in both lists sits next to itself, the first list's entry first
+    # (each retriever lists a post once). Its second entry's share goes to the first, which stays.
+    # (position, list) keys are distinct within a row (padding aside), so an unstable sort is exact.
+    source = np.repeat(np.array([0, 1], np.int64), [first.shape[1], second.shape[1]])
+    by_position = np.argsort(positions * 2 + source, axis=1)
+    positions = np.take_along_axis(positions, by_position, axis=1)
+    score = np.take_along_axis(score, by_position, axis=1)
+    repeat = positions[:, 1:] == positions[:, :-1]
+    score[:, :-1] += np.where(repeat, score[:, 1:], 0.0)
+    score[:, 1:][repeat] = -np.inf
+    score[positions < 0] = -np.inf
+    # Best first; equal scores keep catalog order (a stable sort).
+    best = np.argsort(-score, axis=1, kind="stable")[:, :top_n]
+    out_positions = np.take_along_axis(positions, best, axis=1)
+    out_scores = np.take_along_axis(score, best, axis=1).astype(np.float32)
+    out_positions[np.isneginf(out_scores)] = -1
+    if out_positions.shape[1] < top_n:
+        pad = top_n - out_positions.shape[1]
+        out_positions = np.pad(out_positions, ((0, 0), (0, pad)), constant_values=-1)
+        out_scores = np.pad(out_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
     return out_positions, out_scores
 
 
