@@ -139,14 +139,15 @@ def build_day(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def install_system(args: argparse.Namespace, work: Path, day: dict[str, Any]) -> dict[str, Any]:
     """Export the ranker asked for (unless it already is) and promote the served system of the bench
-    lake: the two-tower, that ranker, diversification, retrieval to ``--depth``.
+    lake: the two-tower, that ranker, diversification, retrieval to ``--depth`` (blended with the day's
+    most popular posts at ``--blend-popular``, if given).
 
     ``--ranker-trees 0`` copies the small world's ranker (its served system must have one); ``N`` trains a
     synthetic one.
     """
     from synthetic_day import synthetic_ranker
 
-    from pipelines.core.model_settings import TWO_TOWER_RETRIEVER
+    from pipelines.core.model_settings import POPULAR_RETRIEVER, TWO_TOWER_RETRIEVER
     from pipelines.serving.inputs import read_input
     from pipelines.serving.system import ServedSystem, served_system
     from pipelines.training import registry
@@ -173,8 +174,12 @@ def install_system(args: argparse.Namespace, work: Path, day: dict[str, Any]) ->
             )
         facts["trees_asked"] = args.ranker_trees
         facts_file.write_text(json.dumps(facts))
+    blend: dict[str, Any] = {}
+    if args.blend_popular:
+        blend = {"blend_retriever": POPULAR_RETRIEVER, "blend_weight": args.blend_popular}
+        blend["popularity_window_days"] = 1
     system = ServedSystem(
-        TWO_TOWER_RETRIEVER, day["two_tower_version"], facts["version"], retrieval_depth=args.depth
+        TWO_TOWER_RETRIEVER, day["two_tower_version"], facts["version"], retrieval_depth=args.depth, **blend
     )
     current = registry.champion_version(lake, SYSTEM)
     version = registry.new_version(args.ds, system.to_json())
@@ -378,6 +383,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dim", type=int, default=64, help="must be the small world's embedding size")
     parser.add_argument("--sample", type=int, default=20_000, help="users in the measured shard (about)")
     parser.add_argument("--depth", type=int, default=500, help="the served system's retrieval depth")
+    parser.add_argument(
+        "--blend-popular",
+        type=float,
+        default=0.0,
+        help="serve the two-tower blended with most popular (1-day window) at this weight (0: no blend)",
+    )
     parser.add_argument("--seen-per-user", type=float, default=30.0)
     parser.add_argument("--noise", type=float, default=0.5, help="norm of the noise around a parent")
     parser.add_argument("--seed", type=int, default=3)

@@ -137,6 +137,14 @@ class Recipe:
             del data["blend_family"], data["blend_weight"]
         return data
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Recipe:
+        """The recipe of :meth:`to_json`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["variant"] = tuple(sorted(data.get("variant", {}).items()))
+        return cls(**values)
+
     def with_two_tower_setting(self, settings: Settings, name: str, value: Any) -> Recipe:
         """This two-tower recipe with ``two_tower.<name>`` set to ``value``; an override equal to the
         settings' own value is left out, so the same model is never trained twice under two names."""

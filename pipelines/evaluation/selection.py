@@ -346,8 +346,9 @@ def selection_facts(selection: Selection, seed: int = 0) -> dict[str, Any]:
     # A blended model also on its own: the two-tower's retrieval without the other family's lists.
     alone = None
     if model is not None and selection.candidates[model].system.blend_retriever is not None:
-        unblended = selection.candidates[model].system.without_blend
-        alone = next((n for n, c in selection.candidates.items() if c.system == unblended), None)
+        recipe = selection.candidates[model].recipe
+        unblended = Recipe.from_json(recipe).without_blend.name if recipe is not None else None
+        alone = unblended if unblended in selection.test else None
     return {
         "metric": selection.metric,
         "plan": selection.plan.to_json(),

@@ -9,27 +9,14 @@ clock), so re-running a past night serves what served it; a run may ask for the 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from pipelines.core.errors import PermanentError
 from pipelines.core.lake import Lake
-from pipelines.core.model_settings import (
-    ALS_RETRIEVER,
-    KNN_RETRIEVER,
-    POPULAR_RETRIEVER,
-    RETRIEVERS,
-    TWO_TOWER_RETRIEVER,
-)
+from pipelines.core.model_settings import ALS_RETRIEVER, RETRIEVERS, TWO_TOWER_RETRIEVER
 from pipelines.core.paths import SYSTEM
 from pipelines.training import registry
-
-_SETTING_OF = {
-    ALS_RETRIEVER: "als_version",
-    POPULAR_RETRIEVER: "popularity_window_days",
-    KNN_RETRIEVER: "knn_neighbors",
-}
-"""The field of each baseline retriever's own setting (what a blend with it sets)."""
 
 
 @dataclass(frozen=True)
@@ -117,18 +104,6 @@ class ServedSystem:
     def retrievers(self) -> tuple[str, ...]:
         """The retriever, then the blended one if any."""
         return (self.retriever,) if self.blend_retriever is None else (self.retriever, self.blend_retriever)
-
-    @property
-    def without_blend(self) -> ServedSystem:
-        """The same system retrieving with ``retriever`` alone: the blended retriever's own field back to
-        its default."""
-        if self.blend_retriever is None:
-            return self
-        reset: dict[str, Any] = {"blend_retriever": None, "blend_weight": 0.0}
-        own = _SETTING_OF.get(self.blend_retriever)
-        if own is not None:
-            reset[own] = next(f.default for f in fields(self) if f.name == own)
-        return replace(self, **reset)
 
     def to_json(self) -> dict[str, Any]:
         """The fields; a system without a blend leaves the blend's out, as systems promoted before blends

@@ -55,6 +55,7 @@ def test_a_blend_that_helps_beyond_noise_is_chosen_with_its_partners_setting() -
     assert chosen.name.endswith("+ blend most popular 7d (0.5)") and chosen.without_blend == BEST
     assert protocol.trials[-1]["gain_over_incumbent"]["low"] > 0
     assert "blend_family" not in BEST.to_json() and chosen.to_json()["blend_family"] == POPULAR_RETRIEVER
+    assert Recipe.from_json(chosen.to_json()) == chosen and Recipe.from_json(BEST.to_json()) == BEST
 
 
 def test_a_blend_is_offered_no_impressions_ranker() -> None:

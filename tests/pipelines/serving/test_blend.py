@@ -90,11 +90,6 @@ def test_a_blend_is_checked_and_recorded_only_when_there_is_one() -> None:
     blended = dataclasses.replace(base, blend_retriever="als", blend_weight=0.5, als_version="als-1")
     assert ServedSystem.from_json(blended.to_json()) == blended
     assert blended.retrievers == ("two_tower", "als") and "blend als 0.5" in blended.label
-    assert blended.without_blend == base and base.without_blend is base
-    popular = dataclasses.replace(
-        base, blend_retriever="most_popular", blend_weight=0.25, popularity_window_days=3
-    )
-    assert popular.without_blend == base
     for wrong, message in (
         ({"blend_retriever": "als", "blend_weight": 0.5}, "als_version"),
         ({"blend_retriever": "two_tower", "blend_weight": 0.5}, "another"),
