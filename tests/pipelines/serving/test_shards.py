@@ -105,6 +105,40 @@ def test_a_blended_system_fuses_the_published_index_with_the_nights_popularity(w
     assert not np.array_equal(positions, towers) and not np.array_equal(positions, ranked)
 
 
+def test_a_blended_system_publishes_checked_lists_through_the_nightly(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a copy of the chain's data: the champion blended with most popular is promoted and served for the
+    # night (as the current system); every shard checks its lists before they are published.
+    import dataclasses
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(world["settings"].data_dir, data_dir)
+    monkeypatch.setenv("NIGHTFEED_DATA_DIR", str(data_dir))
+    lake = Lake(settings_with(None).lake_url)
+    served = current_champion(lake, SYSTEM)
+    alone = ServedSystem.from_json(served["system"])
+    blended = dataclasses.replace(
+        alone, blend_retriever="most_popular", blend_weight=0.5, popularity_window_days=7
+    )
+    version = registry.new_version(DS + dt.timedelta(days=1), blended.to_json())
+    registry.promote(
+        lake, SYSTEM, {"version": version, "system": blended.to_json()}, expected_champion=served["version"]
+    )
+    run_nightly()
+    before = read_candidates(lake, DS)
+    published = run_nightly(params={"use_current_system": True})
+    assert published["system"] == blended.to_json() and published["system_choice"]["version"] == version
+    lists = read_candidates(lake, DS)
+    pairs = {(u, i) for u, i in zip(lists["user_id"].to_pylist(), lists["item_id"].to_pylist(), strict=True)}
+    assert pairs != {
+        (u, i) for u, i in zip(before["user_id"].to_pylist(), before["item_id"].to_pylist(), strict=True)
+    }
+    assert set(lists["user_id"].to_pylist()) == set(before["user_id"].to_pylist())
+    seen = read_input(lake, DS, "seen")
+    assert not pairs & set(zip(seen["user_id"].to_pylist(), seen["item_id"].to_pylist(), strict=True))
+
+
 def test_the_published_night_is_also_in_the_warehouse_partition_of_its_ds(world: dict[str, Any]) -> None:
     published = read_candidates(world["lake"], DS)
     assert world["published"]["warehouse"] == {"table": "nightly_candidates", "rows": published.num_rows}
