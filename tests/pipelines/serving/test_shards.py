@@ -105,6 +105,24 @@ def test_a_blended_system_fuses_the_published_index_with_the_nights_popularity(w
     assert not np.array_equal(positions, towers) and not np.array_equal(positions, ranked)
 
 
+def copy_of_chain(world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lake:
+    """The lake of a copy of the chain's data, made the data of this test, so the other tests keep their
+    champion."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(world["settings"].data_dir, data_dir)
+    monkeypatch.setenv("NIGHTFEED_DATA_DIR", str(data_dir))
+    return Lake(settings_with(None).lake_url)
+
+
+def promote_for_next_day(lake: Lake, system: ServedSystem, champion: str) -> str:
+    """Promote ``system`` as trained on the day after ``DS`` over ``champion``; return its version."""
+    version = registry.new_version(DS + dt.timedelta(days=1), system.to_json())
+    registry.promote(
+        lake, SYSTEM, {"version": version, "system": system.to_json()}, expected_champion=champion
+    )
+    return version
+
+
 def test_a_blended_system_publishes_checked_lists_through_the_nightly(
     world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,19 +130,13 @@ def test_a_blended_system_publishes_checked_lists_through_the_nightly(
     # night (as the current system); every shard checks its lists before they are published.
     import dataclasses
 
-    data_dir = tmp_path / "data"
-    shutil.copytree(world["settings"].data_dir, data_dir)
-    monkeypatch.setenv("NIGHTFEED_DATA_DIR", str(data_dir))
-    lake = Lake(settings_with(None).lake_url)
+    lake = copy_of_chain(world, tmp_path, monkeypatch)
     served = current_champion(lake, SYSTEM)
     alone = ServedSystem.from_json(served["system"])
     blended = dataclasses.replace(
         alone, blend_retriever="most_popular", blend_weight=0.5, popularity_window_days=7
     )
-    version = registry.new_version(DS + dt.timedelta(days=1), blended.to_json())
-    registry.promote(
-        lake, SYSTEM, {"version": version, "system": blended.to_json()}, expected_champion=served["version"]
-    )
+    version = promote_for_next_day(lake, blended, served["version"])
     run_nightly()
     before = read_candidates(lake, DS)
     published = run_nightly(params={"use_current_system": True})
@@ -320,10 +332,7 @@ def test_a_past_night_re_run_after_a_newer_promotion_is_byte_identical_unless_as
 ) -> None:
     # On a copy of the chain's data, so the other tests keep their champion; the night is served by the
     # champion in force now (an earlier test may have promoted another one).
-    data_dir = tmp_path / "data"
-    shutil.copytree(world["settings"].data_dir, data_dir)
-    monkeypatch.setenv("NIGHTFEED_DATA_DIR", str(data_dir))
-    lake = Lake(settings_with(None).lake_url)
+    lake = copy_of_chain(world, tmp_path, monkeypatch)
     run_nightly()
     run_digests()
     candidates, digests = LakePaths.candidates(DS), LakePaths.digests(DS)
@@ -333,10 +342,7 @@ def test_a_past_night_re_run_after_a_newer_promotion_is_byte_identical_unless_as
 
     # A newer system, trained on the next day's data, is promoted.
     newer = ServedSystem("most_popular", None, diversify=False)
-    version = registry.new_version(DS + dt.timedelta(days=1), newer.to_json())
-    registry.promote(
-        lake, SYSTEM, {"version": version, "system": newer.to_json()}, expected_champion=served["version"]
-    )
+    version = promote_for_next_day(lake, newer, served["version"])
     again = run_nightly()
     run_digests()
     assert published_bytes(lake, candidates) == night["candidates"]
