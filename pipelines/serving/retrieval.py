@@ -4,6 +4,7 @@ a replayed one."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import numpy as np
 import pyarrow as pa
@@ -56,6 +57,12 @@ def make_retriever(
     """
     catalog_ids = items.column("item_id").combine_chunks()
 
+    @functools.cache
+    def history() -> UserHistory:
+        """The users' engagement rows, built once for both retrievers of a blend."""
+        assert interactions is not None
+        return UserHistory.from_interactions(interactions)
+
     def build(kind: str) -> Retriever:
         """The retriever ``kind`` (the system's own or its blended one) with ``system``'s fields."""
         if kind == TWO_TOWER_RETRIEVER:
@@ -78,12 +85,11 @@ def make_retriever(
             raise ValueError(f"the {kind} retriever needs the interactions input")
         if kind == POPULAR_RETRIEVER:
             return PopularityRetriever.fit(interactions, catalog_ids, as_of, system.popularity_window_days)
-        history = UserHistory.from_interactions(interactions)
         if kind == KNN_RETRIEVER:
-            return ItemKnnRetriever.fit(history, catalog_ids, system.knn_neighbors)
+            return ItemKnnRetriever.fit(history(), catalog_ids, system.knn_neighbors)
         if kind == ALS_RETRIEVER:
             assert system.als_version
-            return AlsRetriever.build(history, models.get(ALS, system.als_version), catalog_ids)
+            return AlsRetriever.build(history(), models.get(ALS, system.als_version), catalog_ids)
         raise ValueError(f"unknown retriever {kind!r}")
 
     first = build(system.retriever)
