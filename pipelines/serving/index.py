@@ -4,8 +4,11 @@ Search is maximum inner product over L2-normalised vectors, i.e. cosine similari
 normalised at build time and queries at search time (normalising a query does not change its ranking).
 Small catalogs use ScaNN's exact brute force; larger ones a k-means tree with anisotropic asymmetric
 hashing and exact re-scoring of the best approximate hits, sized from the catalog (see
-:func:`index_settings`). With a popularity prior (:mod:`pipelines.serving.prior`) each item vector carries
-its score offset as one more coordinate and each query a 1 there. Reads and writes nothing;
+:func:`index_settings`), or a tree whose searched leaves are scored exactly (``exact_leaves``: cheap for
+the few dimensions of ALS factors, where hashing loses too much). With a popularity prior
+(:mod:`pipelines.serving.prior`) each item vector carries its score offset as one more coordinate and each
+query a 1 there. An index built with ``normalize=False`` (the ALS post factors) searches raw inner
+products instead: norms are part of the score. Reads and writes nothing;
 :mod:`pipelines.serving.index_store` keeps it in the lake.
 """
 
@@ -36,6 +39,9 @@ MIN_TREE_ITEMS = 1000
 # Asymmetric hashing: 2 dimensions per 16-centre codebook block, anisotropic loss for inner products.
 AH_DIMS_PER_BLOCK = 2
 AH_ANISOTROPIC_THRESHOLD = 0.2
+# A tree with exact leaves (raw inner products of uneven norms) also files each datapoint in a second leaf
+# chosen by SOAR (spilling with orthogonality-amplified residuals), which ScaNN made for inner products.
+SOAR_LAMBDA = 1.5
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ class IndexSettings:
     """The ScaNN settings chosen for one catalog (see :func:`index_settings`); ``dim`` is the query
     dimension, and ``score_offset`` says the datapoints carry a prior offset as one more coordinate."""
 
-    mode: Literal["brute_force", "tree_ah"]
+    mode: Literal["brute_force", "tree_ah", "tree_exact"]
     n_items: int
     dim: int
     num_neighbors: int
@@ -60,14 +66,15 @@ class IndexSettings:
         return min(self.n_items, self.reorder_multiplier * k)
 
 
-def index_settings(n_items: int, dim: int, config: IndexConfig) -> IndexSettings:
+def index_settings(n_items: int, dim: int, config: IndexConfig, exact_leaves: bool = False) -> IndexSettings:
     """Choose ScaNN settings for a catalog of ``n_items`` vectors of ``dim`` dimensions.
 
     Below ``config.brute_force_below`` items (and always below :data:`MIN_TREE_ITEMS`) the index is
     exact. Above it, the tree has
     ``leaves_per_sqrt_items * sqrt(n)`` leaves (so a leaf holds about ``sqrt(n) / leaves_per_sqrt_items``
-    items) and a query searches ``leaves_to_search_fraction`` of them; ``num_neighbors`` is clamped to the
-    catalog size.
+    items) and a query searches ``leaves_to_search_fraction`` of them, scoring their items by asymmetric
+    hashing and re-scoring the best exactly, or (``exact_leaves``) scoring them all exactly;
+    ``num_neighbors`` is clamped to the catalog size.
 
     Raises:
         ValueError: ``n_items`` or ``dim`` is not positive.
@@ -80,13 +87,13 @@ def index_settings(n_items: int, dim: int, config: IndexConfig) -> IndexSettings
     num_leaves = max(1, min(n_items, round(config.leaves_per_sqrt_items * math.sqrt(n_items))))
     leaves_to_search = max(1, min(num_leaves, math.ceil(config.leaves_to_search_fraction * num_leaves)))
     return IndexSettings(
-        "tree_ah",
+        "tree_exact" if exact_leaves else "tree_ah",
         n_items,
         dim,
         num_neighbors,
         num_leaves=num_leaves,
         leaves_to_search=leaves_to_search,
-        reorder_multiplier=config.reorder_multiplier,
+        reorder_multiplier=0 if exact_leaves else config.reorder_multiplier,
         training_sample_size=min(n_items, TRAINING_SAMPLE_SIZE),
     )
 
@@ -97,7 +104,8 @@ class ItemIndex:
 
     ``embeddings`` holds the normalised item vectors the index was built from and ``offsets`` their prior
     score offsets (None without a prior); they are kept after a build so the recall check can compare
-    with exact search, and are None for an index loaded from the lake.
+    with exact search, and are None for an index loaded from the lake. ``normalized`` False: the vectors
+    and the queries are searched as they are (inner products), not L2-normalised (cosine).
     """
 
     searcher: Any
@@ -106,6 +114,7 @@ class ItemIndex:
     embeddings: np.ndarray | None = None
     recall: float | None = None
     offsets: np.ndarray | None = None
+    normalized: bool = True
 
     @property
     def n_items(self) -> int:
@@ -123,13 +132,13 @@ class ItemIndex:
         return self.embeddings if self.offsets is None else with_offsets(self.embeddings, self.offsets)
 
     def query_vectors(self, queries: np.ndarray) -> np.ndarray:
-        """``(q, dim)`` user vectors as the index searches them: L2-normalised, then a last coordinate 1
-        when the datapoints carry prior offsets.
+        """``(q, dim)`` user vectors as the index searches them: L2-normalised (when the index is), then a
+        last coordinate 1 when the datapoints carry prior offsets.
 
         Raises:
             ValueError: bad ``queries`` shape, dtype or values.
         """
-        unit = normalize_queries(queries, self.settings.dim)
+        unit = normalize_queries(queries, self.settings.dim, self.normalized)
         return with_ones(unit) if self.settings.score_offset else unit
 
     def search_positions(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -169,12 +178,27 @@ class ItemIndex:
         return ids, scores
 
 
+def _tree(builder: Any, settings: IndexSettings) -> Any:
+    """The k-means tree of ``settings`` on a ScaNN builder (with SOAR spilling for exact leaves)."""
+    spilling = {"soar_lambda": SOAR_LAMBDA} if settings.mode == "tree_exact" else {}
+    return builder.tree(
+        num_leaves=settings.num_leaves,
+        num_leaves_to_search=settings.leaves_to_search,
+        training_sample_size=settings.training_sample_size,
+        # k-means++ seeding makes builds reproducible; ScaNN's random seeding differs run to run.
+        random_init=False,
+        **spilling,
+    )
+
+
 def build_scann_index(
     item_ids: np.ndarray,
     embeddings: np.ndarray,
     config: IndexConfig,
     queries: np.ndarray | None = None,
     offsets: np.ndarray | None = None,
+    normalize: bool = True,
+    exact_leaves: bool = False,
 ) -> ItemIndex:
     """Build a ScaNN index over the L2-normalised ``embeddings`` and, given ``queries``, check its recall.
 
@@ -185,6 +209,10 @@ def build_scann_index(
         queries: ``(q, d)`` real user query embeddings for the recall check; None skips the check.
         offsets: ``(n,)`` finite prior score offsets added to each item's cosine
             (:func:`pipelines.serving.prior.prior_offsets`); None: no prior.
+        normalize: False searches the raw inner products of ``embeddings`` and the queries instead of
+            their cosines (nothing is normalised, all-zero vectors are allowed).
+        exact_leaves: a tree catalog scores the items of its searched leaves exactly instead of by
+            asymmetric hashing (see :func:`index_settings`).
 
     Returns:
         The index, with ``recall`` set when ``queries`` was given.
@@ -195,8 +223,8 @@ def build_scann_index(
     """
     from scann.scann_ops.py import scann_ops_pybind
 
-    item_ids, unit = check_item_inputs(item_ids, embeddings)
-    settings = index_settings(len(unit), unit.shape[1], config)
+    item_ids, unit = check_item_inputs(item_ids, embeddings, normalize)
+    settings = index_settings(len(unit), unit.shape[1], config, exact_leaves)
     if offsets is not None:
         offsets = np.asarray(offsets, np.float32)
         if offsets.shape != (len(unit),) or not np.isfinite(offsets).all():
@@ -204,19 +232,15 @@ def build_scann_index(
                 f"offsets must be {len(unit)} finite values, one per item; got shape {offsets.shape}"
             )
         settings = replace(settings, score_offset=True)
-    index = ItemIndex(None, item_ids, settings, embeddings=unit, offsets=offsets)
+    index = ItemIndex(None, item_ids, settings, embeddings=unit, offsets=offsets, normalized=normalize)
     started = time.perf_counter()
     builder = scann_ops_pybind.builder(index.datapoints, settings.num_neighbors, "dot_product")
     if settings.mode == "brute_force":
         builder = builder.score_brute_force()
+    elif settings.mode == "tree_exact":
+        builder = _tree(builder, settings).score_brute_force()
     else:
-        builder = builder.tree(
-            num_leaves=settings.num_leaves,
-            num_leaves_to_search=settings.leaves_to_search,
-            training_sample_size=settings.training_sample_size,
-            # k-means++ seeding makes builds reproducible; ScaNN's random seeding differs run to run.
-            random_init=False,
-        ).score_ah(
+        builder = _tree(builder, settings).score_ah(
             AH_DIMS_PER_BLOCK,
             anisotropic_quantization_threshold=AH_ANISOTROPIC_THRESHOLD,
             training_sample_size=settings.training_sample_size,

@@ -23,19 +23,23 @@ def _first_rows(mask: np.ndarray, limit: int = 5) -> list[int]:
     return [int(i) for i in np.flatnonzero(mask)[:limit]]
 
 
-def check_item_inputs(item_ids: np.ndarray, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_item_inputs(
+    item_ids: np.ndarray, embeddings: np.ndarray, normalize: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Check the ids and vectors of a catalog to index and L2-normalise the vectors.
 
     Args:
         item_ids: ``(n,)`` item ids; row ``j`` of ``embeddings`` is ``item_ids[j]``.
         embeddings: ``(n, d)`` float item vectors.
+        normalize: L2-normalise the vectors (cosine search); False keeps them as they are (inner
+            products, where an all-zero vector is allowed: it scores 0).
 
     Returns:
-        ``(item_ids as str, unit float32 vectors)``.
+        ``(item_ids as str, float32 vectors)``, unit vectors when ``normalize``.
 
     Raises:
         ValueError: bad shapes or dtype, an empty catalog, empty or duplicate ids, NaN, infinite or
-            all-zero vectors (the message names the rows or ids).
+            (when normalising) all-zero vectors (the message names the rows or ids).
     """
     embeddings = _as_float32_matrix("embeddings", embeddings)
     item_ids = np.asarray(item_ids)
@@ -65,6 +69,8 @@ def check_item_inputs(item_ids: np.ndarray, embeddings: np.ndarray) -> tuple[np.
             f"embeddings hold NaN or infinite values in {int(bad.sum())} rows, e.g. rows {rows} "
             f"(items {item_ids[rows].tolist()})"
         )
+    if not normalize:
+        return item_ids, embeddings
     norms = np.linalg.norm(embeddings, axis=1)
     zero = norms == 0
     if zero.any():
@@ -76,8 +82,9 @@ def check_item_inputs(item_ids: np.ndarray, embeddings: np.ndarray) -> tuple[np.
     return item_ids, embeddings / norms[:, None]
 
 
-def normalize_queries(queries: np.ndarray, dim: int) -> np.ndarray:
-    """Check ``queries`` is a finite ``(q, dim)`` float array and return it L2-normalised, as float32.
+def normalize_queries(queries: np.ndarray, dim: int, normalize: bool = True) -> np.ndarray:
+    """Check ``queries`` is a finite ``(q, dim)`` float array and return it as float32, L2-normalised
+    unless ``normalize`` is False.
 
     Raises:
         ValueError: wrong shape or dtype, or NaN/infinite values (the message names the rows).
@@ -88,6 +95,8 @@ def normalize_queries(queries: np.ndarray, dim: int) -> np.ndarray:
     bad = ~np.isfinite(queries).all(axis=1)
     if bad.any():
         raise ValueError(f"queries hold NaN or infinite values in rows {_first_rows(bad)}")
+    if not normalize:
+        return queries
     norms = np.linalg.norm(queries, axis=1, keepdims=True)
     return queries / np.where(norms > 0, norms, 1.0)
 
