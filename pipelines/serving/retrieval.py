@@ -89,7 +89,9 @@ def make_retriever(
             return ItemKnnRetriever.fit(history(), catalog_ids, system.knn_neighbors)
         if kind == ALS_RETRIEVER:
             assert system.als_version
-            return AlsRetriever.build(history(), models.get(ALS, system.als_version), catalog_ids)
+            return AlsRetriever.build(
+                history(), models.get(ALS, system.als_version), catalog_ids, index_config
+            )
         raise ValueError(f"unknown retriever {kind!r}")
 
     first = build(system.retriever)

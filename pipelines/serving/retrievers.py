@@ -8,6 +8,7 @@ background thread: ``queries(users)`` (user tower embeddings, folded-in ALS fact
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,12 +17,17 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from pipelines.core.settings import IndexConfig
 from pipelines.core.tables import row_numbers
 from pipelines.serving.exact_search import exact_top_k
+from pipelines.serving.index import MIN_TREE_ITEMS, ItemIndex, build_scann_index
+from pipelines.serving.recall import IndexRecallError
 from pipelines.training.als import AlsModel
 from pipelines.training.interactions import interaction_matrix
 from pipelines.training.item_knn import best_per_row, fit_item_knn, knn_scores
 from pipelines.training.popularity import popularity_scores
+
+log = logging.getLogger(__name__)
 
 
 class Retriever(Protocol):
@@ -129,16 +135,22 @@ class ItemKnnRetriever:
 
 @dataclass
 class AlsRetriever:
-    """Users folded in against the ALS post factors, posts found by exact inner-product search."""
+    """Users folded in against the ALS post factors, posts found by inner-product search: exact for a
+    small catalog, a ScaNN tree over the factors (:func:`pipelines.serving.index.build_scann_index`, raw
+    inner products, searched leaves scored exactly) for a large one, checked against exact search on the
+    folded-in vectors of a sample of the users; below ``IndexConfig.min_recall`` the search stays exact."""
 
     history: UserHistory
     model: AlsModel
     history_to_model: sp.csr_matrix  # (history posts x model posts) selection
     catalog_rows: np.ndarray  # catalog row of each searchable post
     factors: np.ndarray  # factors of the searchable posts
+    index: ItemIndex | None = None  # over ``factors``; None: exact search
 
     @classmethod
-    def build(cls, history: UserHistory, model: AlsModel, catalog_ids: pa.Array) -> AlsRetriever:
+    def build(
+        cls, history: UserHistory, model: AlsModel, catalog_ids: pa.Array, index_config: IndexConfig
+    ) -> AlsRetriever:
         model_of_history = row_numbers(history.item_ids, model.item_ids, unique=True)
         known = np.flatnonzero(model_of_history >= 0)
         to_model = sp.csr_matrix(
@@ -147,7 +159,26 @@ class AlsRetriever:
         )
         model_of_catalog = row_numbers(catalog_ids, model.item_ids, unique=True)
         searchable = np.flatnonzero(model_of_catalog >= 0)
-        return cls(history, model, to_model, searchable, model.item_factors[model_of_catalog[searchable]])
+        factors = model.item_factors[model_of_catalog[searchable]]
+        retriever = cls(history, model, to_model, searchable, factors)
+        if len(searchable) >= max(index_config.brute_force_below, MIN_TREE_ITEMS):
+            retriever.index = retriever._checked_index(index_config)
+        return retriever
+
+    def _checked_index(self, config: IndexConfig) -> ItemIndex | None:
+        """A ScaNN tree over the factors, or None when its recall on a sample of the users is too low."""
+        with_history = np.flatnonzero(np.diff(self.history.counts.indptr) > 0)
+        rng = np.random.default_rng(config.seed)
+        size = min(len(with_history), config.recall_sample_queries)
+        sample = np.sort(rng.choice(with_history, size, replace=False))
+        queries = self.model.user_vectors((self.history.counts[sample] @ self.history_to_model).tocsr())
+        ids = np.arange(len(self.factors)).astype(str).astype(object)
+        try:
+            checked = queries if len(queries) else None
+            return build_scann_index(ids, self.factors, config, checked, normalize=False, exact_leaves=True)
+        except IndexRecallError as error:
+            log.warning("ALS retrieval searches exactly: its ScaNN tree failed the recall check (%s)", error)
+            return None
 
     def queries(self, users: pa.Table) -> np.ndarray:
         return self.model.user_vectors((self.history.rows(users) @ self.history_to_model).tocsr())
@@ -155,7 +186,12 @@ class AlsRetriever:
     def search(self, queries: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
         if len(self.catalog_rows) == 0:
             return np.full((len(queries), top_n), -1, np.int64), np.full((len(queries), top_n), -np.inf)
-        positions, scores = exact_top_k(self.factors, np.ascontiguousarray(queries, np.float32), top_n)
+        queries = np.ascontiguousarray(queries, np.float32)
+        if self.index is None:
+            positions, scores = exact_top_k(self.factors, queries, top_n)
+        else:
+            positions, scores = self.index.search_positions(queries, top_n)
+            scores = np.where(positions >= 0, scores, -np.inf).astype(np.float32)
         mapped = np.where(positions >= 0, self.catalog_rows[np.maximum(positions, 0)], -1)
         if mapped.shape[1] < top_n:
             pad = top_n - mapped.shape[1]
