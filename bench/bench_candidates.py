@@ -140,14 +140,14 @@ def build_day(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def install_system(args: argparse.Namespace, work: Path, day: dict[str, Any]) -> dict[str, Any]:
     """Export the ranker asked for (unless it already is) and promote the served system of the bench
     lake: the two-tower, that ranker, diversification, retrieval to ``--depth`` (blended with the day's
-    most popular posts at ``--blend-popular``, if given).
+    most popular posts at ``--blend-popular``, or with ALS at ``--blend-als``, if given).
 
     ``--ranker-trees 0`` copies the small world's ranker (its served system must have one); ``N`` trains a
     synthetic one.
     """
     from synthetic_day import synthetic_ranker
 
-    from pipelines.core.model_settings import POPULAR_RETRIEVER, TWO_TOWER_RETRIEVER
+    from pipelines.core.model_settings import ALS_RETRIEVER, POPULAR_RETRIEVER, TWO_TOWER_RETRIEVER
     from pipelines.serving.inputs import read_input
     from pipelines.serving.system import ServedSystem, served_system
     from pipelines.training import registry
@@ -178,6 +178,9 @@ def install_system(args: argparse.Namespace, work: Path, day: dict[str, Any]) ->
     if args.blend_popular:
         blend = {"blend_retriever": POPULAR_RETRIEVER, "blend_weight": args.blend_popular}
         blend["popularity_window_days"] = 1
+    if args.blend_als:
+        blend = {"blend_retriever": ALS_RETRIEVER, "blend_weight": args.blend_als}
+        blend["als_version"] = als_model(args, work)
     system = ServedSystem(
         TWO_TOWER_RETRIEVER, day["two_tower_version"], facts["version"], retrieval_depth=args.depth, **blend
     )
@@ -188,6 +191,37 @@ def install_system(args: argparse.Namespace, work: Path, day: dict[str, Any]) ->
     )
     log(f"served system: {system.label}; ranker {facts['trees']} trees, {facts['origin']}")
     return {**facts, "label": system.label}
+
+
+def als_model(args: argparse.Namespace, work: Path) -> str:
+    """The version of an ALS model trained on the day's interactions (exported once per bench lake and
+    number of factors)."""
+    from pipelines.serving.inputs import read_input
+    from pipelines.training import registry
+    from pipelines.training.als import AlsParams, save_als, train_als
+    from pipelines.training.interactions import interaction_matrix
+
+    facts_file = work / "als.json"
+    trained = json.loads(facts_file.read_text()) if facts_file.exists() else {}
+    if str(args.als_factors) in trained:
+        return trained[str(args.als_factors)]
+    lake = Lake(str(work / "lake"))
+    interactions = read_input(lake, args.ds, "interactions")
+    items = interactions.column("item_id").unique().sort()
+    matrix = interaction_matrix(interactions, items)
+    started = time.perf_counter()
+    params = AlsParams(factors=args.als_factors)
+    model = train_als(matrix.counts, items, params)
+    norms = np.linalg.norm(model.item_factors, axis=1)
+    log(
+        f"ALS f={args.als_factors}: {matrix.counts.shape[0]:,} users x {len(items):,} posts, "
+        f"{matrix.counts.nnz:,} engagements, trained in {time.perf_counter() - started:.0f} s; "
+        f"factor norms 5/50/95%: {np.percentile(norms, [5, 50, 95]).round(3).tolist()}"
+    )
+    version = registry.new_version(args.ds, {"kind": "als", "factors": args.als_factors})
+    save_als(model, lake, version)
+    facts_file.write_text(json.dumps({**trained, str(args.als_factors): version}))
+    return version
 
 
 # -- one shard, in a child process -----------------------------------------------------------------------
@@ -235,6 +269,28 @@ def context_size(lake: Lake, ds: dt.date, settings: Settings) -> dict[str, Any]:
         "item_ids_objects": strings,
         "numeric_arrays": sum(arrays.values()),
         "item_vectors": arrays.get("item_vectors", 0),
+        "als": als_search(ctx.retriever, ctx.items, settings),
+    }
+
+
+def als_search(retriever: Any, items: pa.Table, settings: Settings) -> dict[str, Any] | None:
+    """How the served ALS retriever (alone or blended) searches: its index, recall and build time,
+    measured by building it again over every user's history."""
+    from pipelines.serving.retrievers import AlsRetriever
+
+    found = [r for r in (retriever, *vars(retriever).values()) if isinstance(r, AlsRetriever)]
+    if not found:
+        return None
+    als = found[0]
+    started = time.perf_counter()
+    again = AlsRetriever.build(als.history, als.model, items.column("item_id"), settings.index)
+    seconds = time.perf_counter() - started
+    index = again.index
+    return {
+        "posts": len(again.factors),
+        "mode": index.settings.mode if index else "exact",
+        "recall": index.recall if index else None,
+        "build_seconds": round(seconds, 1),
     }
 
 
@@ -367,6 +423,13 @@ def report(
             f"retrieve: exact takes {busy['exact'] / busy['scann']:.1f}x ScaNN's time; "
             f"{shared:.3f} of the final rows are the same"
         )
+    if ctx["als"]:
+        als = ctx["als"]
+        recall = f"recall@100 {als['recall']:.4f}" if als["recall"] is not None else "no index"
+        print(
+            f"ALS retrieval: {als['mode']} over {als['posts']:,} posts with factors, {recall}; built and "
+            f"checked in {als['build_seconds']} s"
+        )
     print(
         f"serving context: +{gb(ctx['rss_added'])} resident (items table {gb(ctx['items_table'])}, item id "
         f"strings {gb(ctx['item_ids_objects'])}, numeric arrays {gb(ctx['numeric_arrays'])} of which "
@@ -389,6 +452,13 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="serve the two-tower blended with most popular (1-day window) at this weight (0: no blend)",
     )
+    parser.add_argument(
+        "--blend-als",
+        type=float,
+        default=0.0,
+        help="serve the two-tower blended with ALS (trained on the day's interactions) at this weight",
+    )
+    parser.add_argument("--als-factors", type=int, default=16, help="ALS factors for --blend-als")
     parser.add_argument("--seen-per-user", type=float, default=30.0)
     parser.add_argument("--noise", type=float, default=0.5, help="norm of the noise around a parent")
     parser.add_argument("--seed", type=int, default=3)
