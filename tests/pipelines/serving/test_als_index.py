@@ -71,6 +71,9 @@ def test_a_tree_with_exact_leaves_scores_exactly_and_needs_no_reordering() -> No
     assert index.settings.mode == "tree_exact" and index.recall is not None and index.recall >= 0.95
     positions, scores = index.search_positions(queries, 50)
     np.testing.assert_allclose(scores, np.take_along_axis(queries @ items.T, positions, 1), rtol=1e-5)
+    again = build_scann_index(ids_for(5000), items, TREE, normalize=False, exact_leaves=True)
+    for mine, theirs in zip(again.search_positions(queries, 50), (positions, scores), strict=True):
+        np.testing.assert_array_equal(mine, theirs)  # a rerun of a shard builds the same tree
 
 
 def test_als_retrieval_over_a_large_catalog_searches_a_checked_tree() -> None:
