@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,9 +216,17 @@ class Lake:
         pq.write_table(table, buf, compression="zstd")
         self.write_bytes(rel, buf.getvalue())
 
-    def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+    def read_parquet(
+        self, rel: str, columns: Sequence[str] | None = None, present_only: bool = False
+    ) -> pa.Table:
+        """The Parquet file ``rel``, all columns or ``columns``; ``present_only`` reads those of
+        ``columns`` the file has and leaves the others out (the caller checks for them) instead of
+        raising."""
         with self.fs.open(self.path(rel), "rb") as fh:
-            return pq.read_table(fh, columns=columns)
+            if not present_only or columns is None:
+                return pq.read_table(fh, columns=None if columns is None else list(columns))
+            file = pq.ParquetFile(fh)
+            return file.read([c for c in columns if c in file.schema_arrow.names])
 
     def rm(self, rel: str) -> None:
         full = self._target(rel)

@@ -69,6 +69,9 @@ def test_bytes_json_and_parquet_round_trip(lake: Lake, bucket) -> None:
         "i3",
         "i3",
     ]
+    # The columns of a list the file has, the others left out for the caller to report.
+    present = lake.read_parquet("candidates/shard=000.parquet", ["item_id", "no_such"], present_only=True)
+    assert present.column_names == ["item_id"] and present.num_rows == 3
     # Objects land under the lake's prefix, named as the user would paste them.
     assert bucket.get_blob("nightfeed/raw/blob.bin").download_as_bytes() == b"\x00\x01nightfeed"
     assert lake.uri("raw/blob.bin") == f"gs://{bucket.name}/nightfeed/raw/blob.bin"

@@ -45,6 +45,16 @@ def test_an_object_written_in_pieces_appears_whole_or_not_at_all(tmp_path: Path)
     assert lake.ls("a") == ["big.jsonl"], "no temp file is left"
 
 
+def test_parquet_reads_all_columns_some_or_those_present(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    lake.write_parquet("t.parquet", pa.table({"a": [1, 2], "b": ["x", "y"]}))
+    assert lake.read_parquet("t.parquet").column_names == ["a", "b"]
+    assert lake.read_parquet("t.parquet", ["b"]).column("b").to_pylist() == ["x", "y"]
+    assert lake.read_parquet("t.parquet", ["b", "c"], present_only=True).column_names == ["b"]
+    with pytest.raises(pa.ArrowInvalid, match=r"FieldRef.Name\(c\)"):
+        lake.read_parquet("t.parquet", ["b", "c"])
+
+
 def test_unpublished_data_is_invisible(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path))
     _stage(lake, 3)

@@ -12,7 +12,6 @@ the user id).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -129,7 +128,7 @@ def read_ranked_items(
     """
     from pipelines.serving.sharding import shard_of
 
-    table = _read_columns(lake, path, CANDIDATE_COLUMNS)
+    table = lake.read_parquet(path, CANDIDATE_COLUMNS, present_only=True)
     require_columns(table, CANDIDATE_COLUMNS, f"candidates shard {lake.uri(path)}")
     for column in CANDIDATE_COLUMNS:
         row = first_null(table, column)
@@ -157,15 +156,6 @@ def read_ranked_items(
         user_id: list(dict.fromkeys(items[start:end]))
         for user_id, start, end in zip(names, starts.tolist(), ends, strict=True)
     }
-
-
-def _read_columns(lake: Lake, path: str, columns: Sequence[str]) -> pa.Table:
-    """``columns`` of the Parquet file ``path`` (the ones it has: callers check for missing ones)."""
-    import pyarrow.parquet as pq
-
-    with lake.fs.open(lake.path(path), "rb") as fh:
-        file = pq.ParquetFile(fh)
-        return file.read([c for c in columns if c in file.schema_arrow.names])
 
 
 def fresh_items(ranked: list[str], sent: set[str], lookup: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
