@@ -152,6 +152,11 @@ class SelectionConfig(Section):
     )
     knn_neighbors: list[int] = Field(default_factory=lambda: [20, 100])
     als_factors: list[int] = Field(default_factory=lambda: [16, 64])
+    als_regularizations: list[float] = Field(
+        default_factory=lambda: [0.05, 10.0],
+        min_length=1,
+        description="ALS L2 regularisation tried with each of als_factors (every pair is a candidate)",
+    )
     max_item_age_choices: list[float | None] = Field(
         default_factory=lambda: [None, 30.0, 7.0, 3.0],
         description="age limits tried for each retriever (None: no limit); the first is kept unless "
@@ -185,6 +190,10 @@ class SelectionConfig(Section):
         for name, values in self.two_tower_search.items():
             for value in values:
                 TwoTowerConfig.model_validate({name: value})
+        if any(not r > 0 for r in self.als_regularizations):
+            raise ValueError(
+                f"selection.als_regularizations must be positive, got {self.als_regularizations}"
+            )
         if any(not 0 < w < 1 for w in self.blend_weights):
             raise ValueError(
                 f"selection.blend_weights must lie strictly between 0 and 1, got {self.blend_weights}"

@@ -71,8 +71,11 @@ class NightModels:
         result = train_two_tower(examples, catalog, config)
         return self._keep(TWO_TOWER, served_day, result, result.towers, config.model_dump())
 
-    def als(self, night: dt.date, interactions: pa.Table, factors: int) -> Trained | None:
-        """ALS with ``factors`` on the engagements of the history window before ``night``."""
+    def als(
+        self, night: dt.date, interactions: pa.Table, factors: int, regularization: float
+    ) -> Trained | None:
+        """ALS with ``factors`` and ``regularization`` on the engagements of the history window before
+        ``night``."""
         from pipelines.training.als import AlsParams, train_als
         from pipelines.training.interactions import interaction_matrix
 
@@ -80,7 +83,7 @@ class NightModels:
         matrix = interaction_matrix(interactions, items)
         if matrix.counts.nnz == 0:
             return None
-        params = AlsParams(factors=factors)
+        params = AlsParams(factors=factors, regularization=regularization)
         model = train_als(matrix.counts, items, params)
         served_day = night - dt.timedelta(days=1)
         return self._keep(ALS, served_day, model, model, dataclasses.asdict(params))

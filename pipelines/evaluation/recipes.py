@@ -23,6 +23,7 @@ from pipelines.core.settings import Settings
 from pipelines.evaluation.night_models import NightModels, Trained
 from pipelines.evaluation.replay import Replay
 from pipelines.serving.system import ServedSystem
+from pipelines.training.als import AlsParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Recipe:
         popularity_window_days: for most popular (None: all history).
         knn_neighbors: for item-kNN.
         als_factors: for ALS.
+        als_regularization: for ALS, its L2 regularisation.
         ranker: ``none``, ``impressions`` (logged feed) or ``retrieval`` (the earlier nights' retrieved
             posts labelled by what users did next); two-tower only.
         max_item_age_days: the age limit (None: none).
@@ -44,7 +46,8 @@ class Recipe:
         popularity_prior: ``beta`` of the two-tower's retrieval score (see ``ServedSystem``); two-tower
             only, a serving choice that needs no retraining.
         blend_family: another family whose retrieval is fused with the two-tower's (its setting is this
-            recipe's ``popularity_window_days``, ``knn_neighbors`` or ``als_factors``); None: no blend.
+            recipe's ``popularity_window_days``, ``knn_neighbors`` or ``als_factors`` and
+            ``als_regularization``); None: no blend.
         blend_weight: that family's weight in the blend (``ServedSystem.blend_weight``).
     """
 
@@ -53,6 +56,7 @@ class Recipe:
     popularity_window_days: int | None = None
     knn_neighbors: int = 100
     als_factors: int = 32
+    als_regularization: float = AlsParams.regularization
     ranker: str = NO_RANKER
     max_item_age_days: float | None = None
     diversify: bool = False
@@ -92,7 +96,8 @@ class Recipe:
             return f"most popular {window}"
         if family == KNN_RETRIEVER:
             return f"item-kNN k={self.knn_neighbors}"
-        return f"ALS f={self.als_factors}"
+        regularized = self.als_regularization != AlsParams.regularization
+        return f"ALS f={self.als_factors}" + (f" reg={self.als_regularization:g}" if regularized else "")
 
     def blended_with(self, other: Recipe, weight: float) -> Recipe:
         """This recipe's retrieval fused with ``other``'s retriever (another family's), at ``weight``."""
@@ -103,6 +108,7 @@ class Recipe:
             popularity_window_days=other.popularity_window_days,
             knn_neighbors=other.knn_neighbors,
             als_factors=other.als_factors,
+            als_regularization=other.als_regularization,
         )
 
     @property
@@ -116,6 +122,7 @@ class Recipe:
             popularity_window_days=default.popularity_window_days,
             knn_neighbors=default.knn_neighbors,
             als_factors=default.als_factors,
+            als_regularization=default.als_regularization,
         )
 
     @property
@@ -164,7 +171,11 @@ def retriever_recipes(settings: Settings) -> list[Recipe]:
             Recipe(POPULAR_RETRIEVER, popularity_window_days=w) for w in config.popularity_windows
         ],
         KNN_RETRIEVER: [Recipe(KNN_RETRIEVER, knn_neighbors=k) for k in config.knn_neighbors],
-        ALS_RETRIEVER: [Recipe(ALS_RETRIEVER, als_factors=f) for f in config.als_factors],
+        ALS_RETRIEVER: [
+            Recipe(ALS_RETRIEVER, als_factors=f, als_regularization=r)
+            for f in config.als_factors
+            for r in config.als_regularizations
+        ],
     }
     return [recipe for family in config.retrievers for recipe in by_family[family]]
 
@@ -179,7 +190,7 @@ class Kitchen:
     def __init__(self, models: NightModels, replays: dict[dt.date, Replay], nights: list[dt.date]) -> None:
         self.models, self.replays, self.nights = models, replays, nights
         self._two_tower: dict[tuple[dt.date, tuple], Trained | None] = {}
-        self._als: dict[tuple[dt.date, int], Trained | None] = {}
+        self._als: dict[tuple[dt.date, int, float], Trained | None] = {}
         self._ranker: dict[tuple[dt.date, Recipe], Trained | None] = {}
         self._rows: dict[tuple[dt.date, Recipe], tuple[pa.Table, np.ndarray] | None] = {}
         self._vectors: dict[dt.date, str | None] = {}
@@ -278,10 +289,10 @@ class Kitchen:
             return {"popularity_window_days": recipe.popularity_window_days}
         if family == KNN_RETRIEVER:
             return {"knn_neighbors": recipe.knn_neighbors}
-        key = (night, recipe.als_factors)
+        key = (night, recipe.als_factors, recipe.als_regularization)
         if key not in self._als:
             interactions = self.replays[night].night.inputs["interactions"]
-            self._als[key] = self.models.als(night, interactions, recipe.als_factors)
+            self._als[key] = self.models.als(night, interactions, *key[1:])
         if self._als[key] is None:
             return None
         return {"als_version": self._als[key].version}

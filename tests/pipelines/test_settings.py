@@ -73,6 +73,8 @@ def test_bigquery_needs_a_project() -> None:
         ({"two_tower_search": {"epochs": [0]}}, "epochs"),
         ({"metric": "recall_at_20"}, "not among"),
         ({"diversify_choices": []}, "at least one choice"),
+        ({"als_regularizations": [10.0, 0.0]}, "als_regularizations must be positive"),
+        ({"als_regularizations": []}, "als_regularizations"),
     ],
 )
 def test_selection_settings_name_what_is_wrong(selection: dict, message: str) -> None:

@@ -14,7 +14,8 @@ from pipelines.core.model_settings import (
     RETRIEVAL_RANKER,
     TWO_TOWER_RETRIEVER,
 )
-from pipelines.evaluation.recipes import Recipe
+from pipelines.core.settings import Settings
+from pipelines.evaluation.recipes import Recipe, retriever_recipes
 from pipelines.evaluation.selection import _choose_blend, _Protocol, _ranker_options
 from tests.pipelines.evaluation.hand_scores import by_luck, helped, protocol_with_scores, random_recall
 
@@ -64,3 +65,21 @@ def test_a_blend_is_offered_no_impressions_ranker() -> None:
     blended = _ranker_options(sources, BEST.blended_with(PARTNERS[0], 0.25))
     assert [r.ranker for r in blended] == [NO_RANKER, RETRIEVAL_RANKER]
     assert all(r.blend_family == ALS_RETRIEVER for r in blended)
+
+
+def test_every_als_setting_is_a_candidate_and_a_blend_keeps_its_partners_regularisation() -> None:
+    settings = Settings.model_validate(
+        {
+            "selection": {
+                "retrievers": [ALS_RETRIEVER],
+                "als_factors": [16, 64],
+                "als_regularizations": [0.05, 2],
+            }
+        }
+    )
+    recipes = retriever_recipes(settings)
+    assert [r.name for r in recipes] == ["ALS f=16", "ALS f=16 reg=2", "ALS f=64", "ALS f=64 reg=2"]
+    blend = BEST.blended_with(recipes[3], 0.5)
+    assert (blend.als_factors, blend.als_regularization) == (64, 2.0)
+    assert blend.name.endswith("+ blend ALS f=64 reg=2 (0.5)") and blend.without_blend == BEST
+    assert Recipe.from_json(blend.to_json()) == blend

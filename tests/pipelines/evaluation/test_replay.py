@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from pipelines.core.paths import ALS
 from pipelines.core.run_date import end_of_day
 from pipelines.core.settings import Settings
 from pipelines.core.warehouse import DuckDBWarehouse
@@ -33,6 +34,7 @@ RECIPES = [
     Recipe("item_knn", knn_neighbors=20, diversify=True),
     Recipe("als", als_factors=16),
     Recipe("als", als_factors=16, diversify=True),
+    Recipe("als", als_factors=16, als_regularization=1.0),
 ]
 
 
@@ -140,3 +142,14 @@ def test_a_ranker_learns_from_the_retrieved_posts_of_every_night_before(tiny_wor
     assert [sum(int(m[p]) for p in parts) for m in learned.values()] == [groups[0], sum(groups)]
     lists = replays[NIGHT].lists(system)
     assert lists.num_rows > 0 and replays[NIGHT].score(lists).means()["recall_at_50"] > 0
+
+
+def test_an_als_recipe_trains_with_its_own_regularisation(replayed) -> None:
+    replay, systems = replayed
+    plain, regularized = (systems[RECIPES[i].name] for i in (6, 8))
+    assert RECIPES[8].name == "ALS f=16 reg=1" and RECIPES[6].name == "ALS f=16"
+    assert plain.als_version != regularized.als_version
+    models = [replay.models.get(ALS, s.als_version) for s in (plain, regularized)]
+    assert [m.params.regularization for m in models] == [0.05, 1.0]
+    assert [m.params.factors for m in models] == [16, 16]
+    assert not np.allclose(models[0].item_factors, models[1].item_factors)
