@@ -25,6 +25,9 @@ from pipelines.evaluation.replay import Replay
 from pipelines.serving.system import ServedSystem
 from pipelines.training.als import AlsParams
 
+# The settings of the baseline retrievers, which a blend takes from its partner.
+_BASELINE_SETTINGS = ("popularity_window_days", "knn_neighbors", "als_factors", "als_regularization")
+
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
@@ -101,29 +104,17 @@ class Recipe:
 
     def blended_with(self, other: Recipe, weight: float) -> Recipe:
         """This recipe's retrieval fused with ``other``'s retriever (another family's), at ``weight``."""
-        return dataclasses.replace(
-            self,
-            blend_family=other.family,
-            blend_weight=weight,
-            popularity_window_days=other.popularity_window_days,
-            knn_neighbors=other.knn_neighbors,
-            als_factors=other.als_factors,
-            als_regularization=other.als_regularization,
-        )
+        return self._retriever_settings_of(other, blend_family=other.family, blend_weight=weight)
 
     @property
     def without_blend(self) -> Recipe:
         """The same recipe retrieving with its own family alone (and that family's default settings)."""
-        default = Recipe(self.family)
-        return dataclasses.replace(
-            self,
-            blend_family=None,
-            blend_weight=0.0,
-            popularity_window_days=default.popularity_window_days,
-            knn_neighbors=default.knn_neighbors,
-            als_factors=default.als_factors,
-            als_regularization=default.als_regularization,
-        )
+        return self._retriever_settings_of(Recipe(self.family), blend_family=None, blend_weight=0.0)
+
+    def _retriever_settings_of(self, other: Recipe, **changes: Any) -> Recipe:
+        """This recipe with ``other``'s baseline retriever settings, and ``changes``."""
+        settings = {name: getattr(other, name) for name in _BASELINE_SETTINGS}
+        return dataclasses.replace(self, **settings, **changes)
 
     @property
     def retrieval_only(self) -> Recipe:
