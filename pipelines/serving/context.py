@@ -197,7 +197,7 @@ def load_context(
 ) -> ServingContext:
     """Load the catalog, embeddings and ``system``'s retriever and ranker for the night of ``ds``, for the
     users of ``shard`` of ``num_shards``."""
-    from pipelines.serving.index_store import load_index
+    from pipelines.serving.index_store import load_als_index, load_index
     from pipelines.serving.model_store import ModelStore
     from pipelines.serving.retrieval import make_retriever
 
@@ -225,6 +225,11 @@ def load_context(
             raise RuntimeError(
                 f"ds={ds}: the index does not cover the same posts in the same order as inputs"
             )
+    # The tree over the ALS post factors is built once by the index stage; without one, exact search.
+    als_index = None
+    if ALS_RETRIEVER in system.retrievers:
+        assert system.als_version
+        als_index = load_als_index(lake, ds, system.als_version)
     models = ModelStore(lake, compiled_ranker=settings.ranker.compiled_scoring)
     retriever = make_retriever(
         system,
@@ -235,6 +240,8 @@ def load_context(
         end_of_day(ds),
         settings.index,
         index=index,
+        als_index=als_index,
+        build_als_tree=False,
     )
     ranker = models.get(RANKER, system.ranker_version) if system.ranker_version else None
     return build_context(items, vectors, retriever, ranker, system)

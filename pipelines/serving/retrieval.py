@@ -36,6 +36,8 @@ def make_retriever(
     as_of: dt.datetime,
     index_config: IndexConfig,
     index: ItemIndex | None = None,
+    als_index: ItemIndex | None = None,
+    build_als_tree: bool = True,
 ) -> Retriever:
     """The retriever of ``system`` over the catalog ``items`` (its two retrievers blended, for a blend).
 
@@ -50,10 +52,14 @@ def make_retriever(
         index_config: how to build the vector index when none is given.
         index: the published index over ``item_vectors`` (built in memory when None, with the system's
             popularity prior).
+        als_index: the published tree over the ALS post factors of ``items``, searched as it is.
+        build_als_tree: without ``als_index``, build a tree for ALS over a large catalog (a replay); False
+            searches the ALS factors exactly (a night whose index stage published no ALS tree).
 
     Raises:
         ValueError: an unknown retriever, no ``interactions`` for a retriever that reads them, or a given
             ``index`` built with or without a popularity prior when the system wants the other.
+        RuntimeError: ``als_index`` was built over other posts.
     """
     catalog_ids = items.column("item_id").combine_chunks()
 
@@ -89,9 +95,8 @@ def make_retriever(
             return ItemKnnRetriever.fit(history(), catalog_ids, system.knn_neighbors)
         if kind == ALS_RETRIEVER:
             assert system.als_version
-            return AlsRetriever.build(
-                history(), models.get(ALS, system.als_version), catalog_ids, index_config
-            )
+            model = models.get(ALS, system.als_version)
+            return AlsRetriever.build(history(), model, catalog_ids, index_config, als_index, build_als_tree)
         raise ValueError(f"unknown retriever {kind!r}")
 
     first = build(system.retriever)

@@ -138,7 +138,11 @@ class AlsRetriever:
     """Users folded in against the ALS post factors, posts found by inner-product search: exact for a
     small catalog, a ScaNN tree over the factors (:func:`pipelines.serving.index.build_scann_index`, raw
     inner products, searched leaves scored exactly) for a large one, checked against exact search on the
-    folded-in vectors of a sample of the users; below ``IndexConfig.min_recall`` the search stays exact."""
+    folded-in vectors of a sample of the users; below ``IndexConfig.min_recall`` the search stays exact.
+
+    A replayed night builds the tree in memory; a served night searches the tree the index stage built
+    and published once for every shard (:func:`pipelines.serving.index_store.index_items`), or exactly.
+    """
 
     history: UserHistory
     model: AlsModel
@@ -149,8 +153,26 @@ class AlsRetriever:
 
     @classmethod
     def build(
-        cls, history: UserHistory, model: AlsModel, catalog_ids: pa.Array, index_config: IndexConfig
+        cls,
+        history: UserHistory,
+        model: AlsModel,
+        catalog_ids: pa.Array,
+        index_config: IndexConfig,
+        index: ItemIndex | None = None,
+        build_tree: bool = True,
     ) -> AlsRetriever:
+        """The retriever of ``history``'s users over the posts of ``catalog_ids`` that ``model`` knows.
+
+        Args:
+            index: a tree built over these posts' factors (the published one of the night); searched as
+                it is.
+            build_tree: without ``index``, build and check a tree when the searchable posts number
+                ``index_config.brute_force_below`` or more (a replay); False searches exactly (a shard
+                whose night published no tree).
+
+        Raises:
+            RuntimeError: ``index`` was built over other posts.
+        """
         model_of_history = row_numbers(history.item_ids, model.item_ids, unique=True)
         known = np.flatnonzero(model_of_history >= 0)
         to_model = sp.csr_matrix(
@@ -161,18 +183,28 @@ class AlsRetriever:
         searchable = np.flatnonzero(model_of_catalog >= 0)
         factors = model.item_factors[model_of_catalog[searchable]]
         retriever = cls(history, model, to_model, searchable, factors)
-        if len(searchable) >= max(index_config.brute_force_below, MIN_TREE_ITEMS):
-            retriever.index = retriever._checked_index(index_config)
+        if index is not None:
+            if not np.array_equal(np.asarray(index.item_ids, object), retriever.searchable_ids(catalog_ids)):
+                raise RuntimeError(
+                    f"the ALS index holds {index.n_items} posts, not the {len(searchable)} posts of the "
+                    "catalog the ALS model knows, in their order: it was built for another catalog"
+                )
+            retriever.index = index
+        elif build_tree and len(searchable) >= max(index_config.brute_force_below, MIN_TREE_ITEMS):
+            retriever.index = retriever._checked_index(index_config, retriever.searchable_ids(catalog_ids))
         return retriever
 
-    def _checked_index(self, config: IndexConfig) -> ItemIndex | None:
+    def searchable_ids(self, catalog_ids: pa.Array) -> np.ndarray:
+        """The ids of the posts searched (the catalog's posts the model knows), in factor order."""
+        return np.asarray(catalog_ids.take(pa.array(self.catalog_rows)).to_pylist(), dtype=object)
+
+    def _checked_index(self, config: IndexConfig, ids: np.ndarray) -> ItemIndex | None:
         """A ScaNN tree over the factors, or None when its recall on a sample of the users is too low."""
         with_history = np.flatnonzero(np.diff(self.history.counts.indptr) > 0)
         rng = np.random.default_rng(config.seed)
         size = min(len(with_history), config.recall_sample_queries)
         sample = np.sort(rng.choice(with_history, size, replace=False))
         queries = self.model.user_vectors((self.history.counts[sample] @ self.history_to_model).tocsr())
-        ids = np.arange(len(self.factors)).astype(str).astype(object)
         try:
             checked = queries if len(queries) else None
             return build_scann_index(ids, self.factors, config, checked, normalize=False, exact_leaves=True)
