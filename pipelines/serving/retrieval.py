@@ -59,7 +59,6 @@ def make_retriever(
     Raises:
         ValueError: an unknown retriever, no ``interactions`` for a retriever that reads them, or a given
             ``index`` built with or without a popularity prior when the system wants the other.
-        RuntimeError: ``als_index`` was built over other posts.
     """
     catalog_ids = items.column("item_id").combine_chunks()
 

@@ -165,13 +165,10 @@ class AlsRetriever:
 
         Args:
             index: a tree built over these posts' factors (the published one of the night); searched as
-                it is.
+                it is, or not at all (exact search, with a warning) when it holds other posts.
             build_tree: without ``index``, build and check a tree when the searchable posts number
                 ``index_config.brute_force_below`` or more (a replay); False searches exactly (a shard
                 whose night published no tree).
-
-        Raises:
-            RuntimeError: ``index`` was built over other posts.
         """
         model_of_history = row_numbers(history.item_ids, model.item_ids, unique=True)
         known = np.flatnonzero(model_of_history >= 0)
@@ -184,12 +181,15 @@ class AlsRetriever:
         factors = model.item_factors[model_of_catalog[searchable]]
         retriever = cls(history, model, to_model, searchable, factors)
         if index is not None:
-            if not np.array_equal(np.asarray(index.item_ids, object), retriever.searchable_ids(catalog_ids)):
-                raise RuntimeError(
-                    f"the ALS index holds {index.n_items} posts, not the {len(searchable)} posts of the "
-                    "catalog the ALS model knows, in their order: it was built for another catalog"
+            if np.array_equal(np.asarray(index.item_ids, object), retriever.searchable_ids(catalog_ids)):
+                retriever.index = index
+            else:  # left from an earlier run of the night over another catalog
+                log.warning(
+                    "ALS retrieval searches exactly: the published ALS tree holds %d posts, not the %d "
+                    "posts of this catalog the ALS model knows, in their order",
+                    index.n_items,
+                    len(searchable),
                 )
-            retriever.index = index
         elif build_tree and len(searchable) >= max(index_config.brute_force_below, MIN_TREE_ITEMS):
             retriever.index = retriever._checked_index(index_config, retriever.searchable_ids(catalog_ids))
         return retriever
