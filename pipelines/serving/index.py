@@ -66,6 +66,12 @@ class IndexSettings:
         return min(self.n_items, self.reorder_multiplier * k)
 
 
+def tree_threshold(config: IndexConfig) -> int:
+    """The fewest items an index searches through a tree (fewer: exact): ``config.brute_force_below``, and
+    never fewer than :data:`MIN_TREE_ITEMS`."""
+    return max(config.brute_force_below, MIN_TREE_ITEMS)
+
+
 def index_settings(n_items: int, dim: int, config: IndexConfig, exact_leaves: bool = False) -> IndexSettings:
     """Choose ScaNN settings for a catalog of ``n_items`` vectors of ``dim`` dimensions.
 
@@ -82,7 +88,7 @@ def index_settings(n_items: int, dim: int, config: IndexConfig, exact_leaves: bo
     if n_items < 1 or dim < 1:
         raise ValueError(f"an index needs at least one item and one dimension, got n={n_items}, d={dim}")
     num_neighbors = min(config.num_neighbors, n_items)
-    if n_items < max(config.brute_force_below, MIN_TREE_ITEMS):
+    if n_items < tree_threshold(config):
         return IndexSettings("brute_force", n_items, dim, num_neighbors)
     num_leaves = max(1, min(n_items, round(config.leaves_per_sqrt_items * math.sqrt(n_items))))
     leaves_to_search = max(1, min(num_leaves, math.ceil(config.leaves_to_search_fraction * num_leaves)))

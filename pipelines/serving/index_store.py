@@ -29,7 +29,7 @@ from pipelines.core.model_settings import ALS_RETRIEVER, TWO_TOWER_RETRIEVER
 from pipelines.core.paths import ALS, LakePaths
 from pipelines.core.settings import IndexConfig, Settings
 from pipelines.serving.embeddings import read_embeddings
-from pipelines.serving.index import MIN_TREE_ITEMS, IndexSettings, ItemIndex, build_scann_index
+from pipelines.serving.index import IndexSettings, ItemIndex, build_scann_index, tree_threshold
 from pipelines.serving.inputs import read_input, read_shard_input
 from pipelines.serving.prior import prior_offsets
 from pipelines.serving.system import ServedSystem, served_system
@@ -271,7 +271,7 @@ def publish_als_index(lake: Lake, ds: dt.date, als: AlsTree) -> str:
 def als_tree(lake: Lake, ds: dt.date, system: ServedSystem, settings: Settings) -> AlsTree:
     """The tree over the post factors of ``system``'s ALS model for the catalog of ``ds``, checked on the
     folded-in histories of a sample of the users of the inputs' first shard; exact search below
-    ``IndexConfig.brute_force_below`` posts or when the tree fails the check.
+    :func:`~pipelines.serving.index.tree_threshold` posts or when the tree fails the check.
 
     Raises:
         FileNotFoundError: the ALS model is not exported, or the inputs of ``ds`` are missing.
@@ -297,8 +297,8 @@ def als_tree(lake: Lake, ds: dt.date, system: ServedSystem, settings: Settings) 
     n_items = len(retriever.catalog_rows)
     if retriever.index is not None:
         return AlsTree(system.als_version, n_items, seconds, retriever.index)
-    if n_items < max(settings.index.brute_force_below, MIN_TREE_ITEMS):
-        reason = f"{n_items} posts, fewer than index.brute_force_below={settings.index.brute_force_below}"
+    if n_items < (threshold := tree_threshold(settings.index)):
+        reason = f"{n_items} posts, fewer than the {threshold} a tree needs (index.brute_force_below)"
     else:
         reason = f"the tree's recall@{settings.index.recall_k} was below index.min_recall"
     return AlsTree(system.als_version, n_items, seconds, reason=reason)

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from pipelines.core.settings import IndexConfig
 from pipelines.core.tables import row_numbers
 from pipelines.serving.exact_search import exact_top_k
-from pipelines.serving.index import MIN_TREE_ITEMS, ItemIndex, build_scann_index
+from pipelines.serving.index import ItemIndex, build_scann_index, tree_threshold
 from pipelines.serving.recall import IndexRecallError
 from pipelines.training.als import AlsModel
 from pipelines.training.interactions import interaction_matrix
@@ -167,8 +167,8 @@ class AlsRetriever:
             index: a tree built over these posts' factors (the published one of the night); searched as
                 it is, or not at all (exact search, with a warning) when it holds other posts.
             build_tree: without ``index``, build and check a tree when the searchable posts number
-                ``index_config.brute_force_below`` or more (a replay); False searches exactly (a shard
-                whose night published no tree).
+                :func:`~pipelines.serving.index.tree_threshold` or more (a replay); False searches exactly
+                (a shard whose night published no tree).
         """
         model_of_history = row_numbers(history.item_ids, model.item_ids, unique=True)
         known = np.flatnonzero(model_of_history >= 0)
@@ -190,7 +190,7 @@ class AlsRetriever:
                     index.n_items,
                     len(searchable),
                 )
-        elif build_tree and len(searchable) >= max(index_config.brute_force_below, MIN_TREE_ITEMS):
+        elif build_tree and len(searchable) >= tree_threshold(index_config):
             retriever.index = retriever._checked_index(index_config, retriever.searchable_ids(catalog_ids))
         return retriever
 
